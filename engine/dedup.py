@@ -1,0 +1,476 @@
+"""The global dedup pass: duplicates across all shards and all runs, one decision per dropped dialogue.
+
+``find_duplicates(items, config, con)`` is ``DedupIndex(config, con)``, ``.add(items)``, ``.resolve()``:
+
+- ``add`` computes per dialogue its exact keys (normalised text, image set), and per *content key* the sketch of
+  each near-duplicate method (MinHash signature per text key, perceptual hash per image key, unit embedding per
+  embedding key), with the sketch's LSH band rows. Sketches and band rows are stored in DuckDB under the content
+  key and the method's config key, so a text, image or embedding seen by an earlier run or shard is never
+  sketched again.
+- ``resolve`` finds candidate pairs by grouping the band table (``GROUP BY band, bucket HAVING count(*) > 1``),
+  verifies them (estimated Jaccard, Hamming distance, cosine), links dialogues (exact keys, verified pairs, and
+  for images: every image of each dialogue matched in the other), takes connected components and keeps one
+  dialogue per component: highest combined score, then earliest order, then smallest dialogue id.
+
+The result is a function of the set of items in the index (all runs that used this connection), not of their
+order or of how they were split into shards or ``add`` calls: ranks, candidate pairs and links are all derived
+from table contents. Adding a dialogue id again replaces it (a refreshed dialogue); adding the same id twice in
+one index session is an error, since one of the two would win by arrival order.
+
+Scaling to 100M dialogues on a Ray cluster (the same steps, distributed):
+
+1. Map, no shuffle: each shard's task normalises texts, hashes keys and computes sketches and band rows only for
+   content keys absent from the sketch cache (a Parquet table keyed by content key; a semi-join against it),
+   holding just its shard (~10k dialogues, ~5 MB of signatures). Output: band rows (~16 B x 12 bands per text:
+   ~20 GB at 100M) and sketches (512 B per text: ~50 GB) as Parquet.
+2. Shuffle 1, band rows by ``hash(band, bucket)``: each partition groups its buckets and emits candidate key pairs.
+   Bucket sizes are the number of near-duplicates, so partitions stay balanced except for popular templates.
+3. Shuffle 2, candidate pairs by key to meet their sketches (a join against the sketch table), then verify: each
+   worker holds a slice of pairs and the sketches they name.
+4. Components: the verified links (about one per planted duplicate, ~10M at a 10% rate) fit one node's memory
+   (union-find over int64 ranks, ~1 GB); ranks come from a global sort on (score desc, order, id), the only other
+   all-to-all step. Decisions go to the single provenance writer.
+Image coverage (step 3 for images) joins dialogue-image rows with verified image pairs, partitioned by image key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from seir.engine.keys import content_key
+from seir.operators.dedup import ExactImage, MinHashDedup, PerceptualHash, SemanticDedup, Sketches, SketchMethod
+from seir.operators.dedup.common import blob_key
+from seir.operators.dedup.groups import resolve as resolve_groups
+from seir.operators.dedup.groups import strongest_links
+from seir.operators.dedup.shingles import normalize
+
+# Also the priority when two methods link the same pair: a decision names the most certain one.
+METHODS = ("exact-text", "exact-image", "minhash", "image-phash", "semantic")
+_VERIFY_CHUNK = 1 << 18  # candidate pairs verified per numpy step
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dedup_index_items (dialogue_id VARCHAR NOT NULL, score DOUBLE NOT NULL,
+    ord BIGINT NOT NULL, text_key VARCHAR, image_set_key VARCHAR, n_images INTEGER NOT NULL, embedding_key VARCHAR);
+CREATE TABLE IF NOT EXISTS dedup_index_item_images (dialogue_id VARCHAR NOT NULL, image_key VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS dedup_index_skips (dialogue_id VARCHAR NOT NULL, method VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS dedup_index_sketches (method VARCHAR NOT NULL, config_key VARCHAR NOT NULL,
+    key VARCHAR NOT NULL, sketch BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS dedup_index_bands (method VARCHAR NOT NULL, config_key VARCHAR NOT NULL,
+    band SMALLINT NOT NULL, bucket UBIGINT NOT NULL, key VARCHAR NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """Which methods run, and each method's settings (the operators are their own config).
+
+    Defaults, and why:
+    - MinHash at Jaccard 0.8 over 3-word shingles, 128 permutations. Dialogues are short (100-500 words) and each
+      changed word breaks ``shingle_size`` shingles, so 5-grams (common for web pages) would make 0.8 demand under
+      2.5% of words changed; 3-grams keep word order (bag-of-words would match templated questions with swapped
+      entities) and put 0.8 at roughly 3-4% of words changed. 128 permutations estimate Jaccard to +-0.035.
+    - Perceptual hash at Hamming distance <= 6 of 64 bits: resizing and JPEG re-encoding move a hash by 0-4 bits
+      and crops of a few percent by up to ~8, while unrelated images sit near 32 (sd 4) and rarely below 12;
+      6 also keeps the pigeonhole bands at 9-10 bits, so candidate buckets stay small.
+    - Embedding cosine >= 0.95: paraphrases and reordered sentences of one dialogue score above 0.95 with
+      sentence-transformer embeddings, while distinct dialogues on one topic typically score 0.6-0.9.
+    """
+
+    methods: tuple[str, ...] = METHODS
+    minhash: MinHashDedup = field(default_factory=MinHashDedup)
+    phash: PerceptualHash = field(default_factory=PerceptualHash)
+    semantic: SemanticDedup = field(default_factory=SemanticDedup)
+    batch_size: int = 4096  # dialogues sketched and stored per step
+
+    def __post_init__(self) -> None:
+        unknown = set(self.methods) - set(METHODS)
+        if unknown or self.batch_size < 1:
+            raise ValueError(f"dedup methods must be among {METHODS} (got {sorted(unknown)}), batch_size >= 1")
+
+    def uses(self, method: str) -> bool:
+        return method in self.methods
+
+
+@dataclass(frozen=True)
+class DedupItem:
+    """One dialogue as the dedup pass sees it. ``image_bytes`` may be a loader, called once when the item is added
+    (a loader that raises skips the image methods for this dialogue). ``score`` is the combined judge score."""
+
+    dialogue_id: str
+    text: str
+    image_bytes: Sequence[bytes] | Callable[[], Sequence[bytes]] = ()
+    embedding: Sequence[float] | None = None
+    score: float = 0.0
+    order: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dialogue_id, str) or not self.dialogue_id:
+            raise ValueError(f"dedup item needs a non-empty str dialogue_id, got {self.dialogue_id!r}")
+        if not math.isfinite(self.score):
+            raise ValueError(f"dedup item {self.dialogue_id!r}: score must be finite, got {self.score}")
+
+
+@dataclass(frozen=True)
+class DedupDecision:
+    """``dropped_id`` leaves the dataset; ``kept_id`` is the dialogue kept for its group. ``matched_id`` is the
+    dialogue it was directly found to duplicate (``kept_id`` itself, or another dropped member on the way to it),
+    by ``method`` at ``similarity`` (1.0 for exact keys; estimated Jaccard; 1 - Hamming/64; cosine)."""
+
+    dropped_id: str
+    kept_id: str
+    method: str
+    similarity: float
+    matched_id: str
+
+
+@dataclass(frozen=True)
+class SkippedInput:
+    """A method could not judge this dialogue (or one of its images); the other methods still did."""
+
+    dialogue_id: str
+    method: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DedupLink:
+    """Two dialogues found to be duplicates by ``method`` (the most certain one, when several agree). Dialogues
+    with equal keys are linked as a star to the best-ranked of them, not as a clique."""
+
+    a_id: str
+    b_id: str
+    method: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    decisions: tuple[DedupDecision, ...]  # by dropped_id
+    groups: tuple[tuple[str, ...], ...]  # each: the kept dialogue first, then the dropped ones by rank
+    links: tuple[DedupLink, ...]  # the evidence: every direct link, by (a_id, b_id)
+    skipped: tuple[SkippedInput, ...]
+    stats: dict[str, int]  # items, and per near-duplicate method its candidate and verified key pairs
+
+    @property
+    def dropped_ids(self) -> frozenset[str]:
+        return frozenset(decision.dropped_id for decision in self.decisions)
+
+
+def find_duplicates(
+    items: Iterable[DedupItem], config: DedupConfig | None = None, con: duckdb.DuckDBPyConnection | None = None
+) -> DedupResult:
+    """Duplicates among ``items`` and everything an earlier run stored in ``con`` (in-memory when None)."""
+    index = DedupIndex(config, con)
+    index.add(items)
+    return index.resolve()
+
+
+def _arrow(**columns: Any) -> pa.Table:
+    return pa.table(columns)
+
+
+def _blob_column(rows: np.ndarray) -> pa.Array:
+    rows = np.ascontiguousarray(rows)
+    width = rows.shape[1] * rows.itemsize
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(rows), [None, pa.py_buffer(rows.tobytes())])
+
+
+def _blob_rows(column: pa.ChunkedArray, dtype: type) -> np.ndarray:
+    """Stored sketches (equal-sized BLOBs) back to one array row each."""
+    blobs = column.combine_chunks()
+    if len(blobs) == 0:
+        return np.zeros((0, 0), dtype=dtype)
+    size = pc.binary_length(blobs)[0].as_py()
+    fixed = blobs.cast(pa.binary(size))
+    data = np.frombuffer(fixed.buffers()[1], dtype=np.uint8, count=len(fixed) * size, offset=fixed.offset * size)
+    return data.view(dtype).reshape(len(fixed), -1)
+
+
+Links = tuple[np.ndarray, np.ndarray, np.ndarray]  # rank a, rank b, similarity
+Skips = list[tuple[str, str, str]]  # dialogue id, method, reason
+
+
+class DedupIndex:
+    """Dedup state in DuckDB (tables ``dedup_index_*``), growing over shards and runs; see the module docstring."""
+
+    def __init__(self, config: DedupConfig | None = None, con: duckdb.DuckDBPyConnection | None = None) -> None:
+        self.config = config or DedupConfig()
+        self.con = con if con is not None else duckdb.connect()
+        self.con.execute(_SCHEMA)
+        self._seen: set[str] = set()
+        operators = (self.config.minhash, self.config.phash, self.config.semantic)
+        self._methods: dict[str, SketchMethod] = {op.name: op for op in operators if self.config.uses(op.name)}
+        self._config_keys = {name: content_key(op.config()) for name, op in self._methods.items()}
+
+    # ---- add: keys and sketches --------------------------------------------------------------------------------
+
+    def add(self, items: Iterable[DedupItem]) -> None:
+        iterator = iter(items)
+        while batch := list(islice(iterator, self.config.batch_size)):
+            self._add_batch(batch)
+
+    def _add_batch(self, batch: list[DedupItem]) -> None:
+        ids = Counter(item.dialogue_id for item in batch)
+        repeated = sorted(i for i, n in ids.items() if n > 1 or i in self._seen)
+        if repeated:
+            raise ValueError(f"dialogue ids given twice to one dedup pass: {repeated[:5]}")
+        self._seen.update(ids)
+        skips: Skips = []
+        normalized = [normalize(item.text).encode() for item in batch]  # keys, and a valid input to shingling
+        text_keys = [xxhash.xxh3_128_hexdigest(text) if text else None for text in normalized]
+        if self.config.uses("exact-text"):
+            skips += [(item.dialogue_id, "exact-text", "empty text")
+                      for item, key in zip(batch, text_keys, strict=True) if key is None]
+        images = [self._images(item, skips) for item in batch]
+        self.con.begin()
+        try:
+            embedding_keys = self._sketch_embeddings(batch, skips)
+            if "minhash" in self._methods:
+                self._sketch_texts(batch, normalized, text_keys, skips)
+            if "image-phash" in self._methods:
+                self._sketch_images(batch, images, skips)
+            self._store_items(batch, text_keys, images, embedding_keys, skips)
+            self.con.commit()
+        except BaseException:
+            self.con.rollback()
+            raise
+
+    def _images(self, item: DedupItem, skips: Skips) -> dict[str, bytes]:
+        """The item's distinct images by key; none if they cannot be loaded."""
+        if not (self.config.uses("exact-image") or self.config.uses("image-phash")):
+            return {}
+        try:
+            images = item.image_bytes() if callable(item.image_bytes) else item.image_bytes
+            return dict(zip(ExactImage().keys(images), images, strict=True))
+        except Exception as error:  # a failing loader or a non-bytes value: this dialogue's images go unjudged
+            reason = f"images not loaded: {type(error).__name__}: {error}"
+            skips += [(item.dialogue_id, method, reason) for method in ("exact-image", "image-phash")
+                      if self.config.uses(method)]
+            return {}
+
+    def _sketch_embeddings(self, batch: list[DedupItem], skips: Skips) -> list[str | None]:
+        keys: list[str | None] = [None] * len(batch)
+        op = self._methods.get("semantic")
+        if op is None:
+            return keys
+        sketches = op.sketch([item.embedding for item in batch])
+        skips += [(batch[skip.index].dialogue_id, op.name, skip.reason) for skip in sketches.skips]
+        row_of: dict[str, int] = {}
+        for row, position in enumerate(sketches.index.tolist()):
+            keys[position] = blob_key(sketches.rows[row])
+            row_of.setdefault(keys[position], row)
+        self._store_sketches(op, row_of, lambda todo: Sketches(
+            sketches.rows[[row_of[key] for key in todo]], np.arange(len(todo))))
+        return keys
+
+    def _sketch_texts(self, batch: list[DedupItem], normalized: list[bytes], text_keys: list[str | None],
+                      skips: Skips) -> None:
+        op = self._methods["minhash"]
+        text_of = {key: text for key, text in zip(text_keys, normalized, strict=True) if key is not None}
+        reasons = self._store_sketches(op, text_of, lambda todo: op.sketch_folded([text_of[k] for k in todo]))
+        for item, key in zip(batch, text_keys, strict=True):
+            reason = "empty text" if key is None else reasons.get(key)
+            if reason is not None:
+                skips.append((item.dialogue_id, op.name, reason))
+
+    def _sketch_images(self, batch: list[DedupItem], images: list[dict[str, bytes]], skips: Skips) -> None:
+        op = self._methods["image-phash"]
+        image_of = {key: data for item_images in images for key, data in item_images.items()}
+        reasons = self._store_sketches(op, image_of, lambda todo: op.sketch([image_of[key] for key in todo]))
+        for item, item_images in zip(batch, images, strict=True):
+            skips += [(item.dialogue_id, op.name, f"image {position}: {reasons[key]}")
+                      for position, key in enumerate(item_images) if key in reasons]
+
+    def _store_sketches(self, op: SketchMethod, keys: Iterable[str],
+                        sketch: Callable[[list[str]], Sketches]) -> dict[str, str]:
+        """Sketch the keys not yet stored under this config and store them with their band rows; returns the
+        reason for each key the method skipped."""
+        params = {"m": op.name, "c": self._config_keys[op.name]}
+        self.con.register("dedup_wanted", _arrow(key=pa.array(list(keys), pa.string())))
+        todo = self.con.sql(
+            "SELECT key FROM dedup_wanted ANTI JOIN (SELECT key FROM dedup_index_sketches "
+            "WHERE method = $m AND config_key = $c) USING (key) ORDER BY key", params=params,
+        ).fetchnumpy()["key"].tolist()
+        sketches = sketch(todo)
+        stored = pa.array([todo[i] for i in sketches.index.tolist()], pa.string())
+        bands = op.band_keys(sketches.rows)
+        self.con.register("dedup_new_sketches", _arrow(key=stored, sketch=_blob_column(sketches.rows)))
+        self.con.register("dedup_new_bands", _arrow(
+            band=np.tile(np.arange(bands.shape[1], dtype=np.int16), len(stored)),
+            bucket=bands.ravel(),
+            key=stored.take(np.repeat(np.arange(len(stored)), bands.shape[1])),
+        ))
+        self.con.execute("INSERT INTO dedup_index_sketches SELECT $m, $c, key, sketch FROM dedup_new_sketches", params)
+        self.con.execute("INSERT INTO dedup_index_bands SELECT $m, $c, band, bucket, key FROM dedup_new_bands", params)
+        for name in ("dedup_wanted", "dedup_new_sketches", "dedup_new_bands"):
+            self.con.unregister(name)
+        return {todo[skip.index]: skip.reason for skip in sketches.skips}
+
+    def _store_items(self, batch: list[DedupItem], text_keys: list[str | None], images: list[dict[str, bytes]],
+                     embedding_keys: list[str | None], skips: Skips) -> None:
+        """Insert the batch's dialogues, replacing any stored under the same ids."""
+        ids = [item.dialogue_id for item in batch]
+        new = {
+            "items": _arrow(
+                dialogue_id=pa.array(ids, pa.string()),
+                score=pa.array([float(item.score) for item in batch], pa.float64()),
+                ord=pa.array([int(item.order) for item in batch], pa.int64()),
+                text_key=pa.array(text_keys, pa.string()),
+                image_set_key=pa.array([ExactImage().set_key(list(keys)) for keys in images], pa.string()),
+                n_images=pa.array([len(keys) for keys in images], pa.int32()),
+                embedding_key=pa.array(embedding_keys, pa.string()),
+            ),
+            "item_images": _arrow(
+                dialogue_id=pa.array([i for i, keys in zip(ids, images, strict=True) for _ in keys], pa.string()),
+                image_key=pa.array([key for keys in images for key in keys], pa.string()),
+            ),
+            "skips": _arrow(**{name: pa.array([row[i] for row in skips], pa.string())
+                               for i, name in enumerate(("dialogue_id", "method", "reason"))}),
+        }
+        self.con.register("dedup_new_ids", _arrow(dialogue_id=pa.array(ids, pa.string())))
+        for table, rows in new.items():
+            self.con.execute(f"DELETE FROM dedup_index_{table} WHERE dialogue_id IN (SELECT * FROM dedup_new_ids)")
+            self.con.register("dedup_new_rows", rows)
+            self.con.execute(f"INSERT INTO dedup_index_{table} SELECT * FROM dedup_new_rows")
+            self.con.unregister("dedup_new_rows")
+        self.con.unregister("dedup_new_ids")
+
+    # ---- resolve: candidates, links, groups --------------------------------------------------------------------
+
+    def resolve(self) -> DedupResult:
+        """Link, group and decide over every dialogue in the index."""
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE dedup_ranked AS SELECT *, "
+            "row_number() OVER (ORDER BY score DESC, ord ASC, dialogue_id ASC) - 1 AS rank FROM dedup_index_items"
+        )
+        stats = {"items": self.con.sql("SELECT count(*) FROM dedup_ranked").fetchall()[0][0]}
+        found = {method: self._links(method, stats) for method in METHODS if self.config.uses(method)}
+        a, b, similarity = (np.concatenate([np.zeros(0)] + [links[i] for links in found.values()]) for i in range(3))
+        method = np.array([m for m, links in found.items() for _ in links[0]], dtype=object)
+        keep = strongest_links(a.astype(np.int64), b.astype(np.int64), np.array([METHODS.index(m) for m in method]))
+        a, b, similarity, method = a[keep].astype(np.int64), b[keep].astype(np.int64), similarity[keep], method[keep]
+        drops = resolve_groups(a, b)
+        ids = self._ids(np.concatenate([a, b]))
+        decisions = sorted(
+            (DedupDecision(ids[n], ids[k], method[link], float(similarity[link]), ids[m])
+             for n, k, m, link in zip(drops.node.tolist(), drops.keeper.tolist(), drops.match.tolist(),
+                                      drops.link.tolist(), strict=True)),
+            key=lambda decision: decision.dropped_id)
+        members: dict[int, list[int]] = {}
+        for node, keeper in sorted(zip(drops.node.tolist(), drops.keeper.tolist(), strict=True)):
+            members.setdefault(keeper, [keeper]).append(node)
+        links = sorted(
+            (DedupLink(*sorted((ids[x], ids[y])), m, float(s))
+             for x, y, m, s in zip(a.tolist(), b.tolist(), method, similarity.tolist(), strict=True)),
+            key=lambda link: (link.a_id, link.b_id))
+        skipped = [SkippedInput(*row) for row in self.con.sql(
+            "SELECT dialogue_id, method, reason FROM dedup_index_skips SEMI JOIN dedup_ranked USING (dialogue_id) "
+            "ORDER BY ALL").fetchall()]
+        groups = tuple(tuple(ids[node] for node in group) for _, group in sorted(members.items()))
+        return DedupResult(tuple(decisions), groups, tuple(links), tuple(skipped), stats)
+
+    def _ids(self, ranks: np.ndarray) -> dict[int, str]:
+        self.con.register("dedup_wanted_ranks", _arrow(rank=np.unique(ranks)))
+        ids = dict(self.con.sql(
+            "SELECT rank, dialogue_id FROM dedup_ranked SEMI JOIN dedup_wanted_ranks USING (rank)").fetchall())
+        self.con.unregister("dedup_wanted_ranks")
+        return ids
+
+    def _links(self, method: str, stats: dict[str, int]) -> Links:
+        """The dialogue pairs ``method`` finds to be duplicates."""
+        if method == "exact-text":
+            return self._same_key_links("text_key")
+        if method == "exact-image":
+            return self._same_key_links("image_set_key")
+        if method == "image-phash":
+            self._verify(method, "SELECT image_key AS key FROM dedup_index_item_images "
+                                 "SEMI JOIN dedup_ranked USING (dialogue_id)", stats)
+            return self._coverage_links()
+        column = "text_key" if method == "minhash" else "embedding_key"
+        self._verify(method, f"SELECT {column} AS key FROM dedup_ranked", stats)
+        verified = self._fetch(
+            f"WITH best AS (SELECT {column} AS key, min(rank) AS rank FROM dedup_ranked GROUP BY ALL) "
+            "SELECT x.rank, y.rank, v.similarity FROM dedup_verified v "
+            "JOIN best x ON x.key = v.a JOIN best y ON y.key = v.b")
+        same = self._same_key_links(column, sketched_by=method)
+        return tuple(np.concatenate(columns) for columns in zip(same, verified, strict=True))
+
+    def _fetch(self, sql: str, params: dict[str, str] | None = None) -> Links:
+        columns = self.con.sql(sql, params=params).fetchnumpy().values()
+        rank_a, rank_b, similarity = (np.asarray(values) for values in columns)
+        return rank_a, rank_b, similarity
+
+    def _same_key_links(self, column: str, sketched_by: str | None = None) -> Links:
+        """Each dialogue to the best-ranked dialogue sharing its key; with ``sketched_by``, only keys that method
+        could sketch (a text too short for its shingles links nothing)."""
+        sketched, params = "", None
+        if sketched_by is not None:
+            sketched = f"AND {column} IN (SELECT key FROM dedup_index_sketches WHERE method = $m AND config_key = $c)"
+            params = {"m": sketched_by, "c": self._config_keys[sketched_by]}
+        return self._fetch(
+            f"SELECT rank, min(rank) OVER (PARTITION BY {column}) AS best, 1.0::DOUBLE AS similarity "
+            f"FROM dedup_ranked WHERE {column} IS NOT NULL {sketched} QUALIFY rank <> best", params)
+
+    def _verify(self, method: str, live_keys: str, stats: dict[str, int]) -> None:
+        """Candidate key pairs from the band table, verified into temp table ``dedup_verified(a, b, similarity)``.
+        ``live_keys`` selects the keys of current dialogues (a replaced dialogue's old keys stay in the tables)."""
+        op, params = self._methods[method], {"m": method, "c": self._config_keys[method]}
+        self.con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE dedup_pairs AS
+            WITH banded AS (SELECT band, bucket, key FROM dedup_index_bands
+                            WHERE method = $m AND config_key = $c AND key IN ({live_keys})),
+                 shared AS (SELECT band, bucket FROM banded GROUP BY band, bucket HAVING count(*) > 1)
+            SELECT DISTINCT x.key AS a, y.key AS b
+            FROM banded x JOIN shared s ON x.band = s.band AND x.bucket = s.bucket
+            JOIN banded y ON y.band = s.band AND y.bucket = s.bucket AND x.key < y.key""", params)
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE dedup_pair_keys AS SELECT key, row_number() OVER (ORDER BY key) - 1 AS i "
+            "FROM (SELECT a AS key FROM dedup_pairs UNION SELECT b FROM dedup_pairs)")
+        sketches = _blob_rows(self.con.sql(
+            "SELECT s.sketch FROM dedup_pair_keys k JOIN dedup_index_sketches s ON s.key = k.key "
+            "WHERE s.method = $m AND s.config_key = $c ORDER BY k.i", params=params).to_arrow_table().column(0),
+            op.sketch_dtype)
+        pairs = self.con.sql(
+            "SELECT ka.i AS ia, kb.i AS ib, p.a, p.b FROM dedup_pairs p JOIN dedup_pair_keys ka ON ka.key = p.a "
+            "JOIN dedup_pair_keys kb ON kb.key = p.b").to_arrow_table()
+        ia, ib = pairs.column("ia").to_numpy(), pairs.column("ib").to_numpy()
+        similarity = np.concatenate([np.zeros(0)] + [
+            op.similarity(sketches[ia[lo:lo + _VERIFY_CHUNK]], sketches[ib[lo:lo + _VERIFY_CHUNK]])
+            for lo in range(0, len(ia), _VERIFY_CHUNK)])
+        keep = pa.array(similarity >= op.min_similarity)
+        verified = _arrow(a=pairs.column("a"), b=pairs.column("b"), similarity=similarity).filter(keep)
+        self.con.register("dedup_verified_rows", verified)
+        self.con.execute("CREATE OR REPLACE TEMP TABLE dedup_verified AS SELECT * FROM dedup_verified_rows")
+        self.con.unregister("dedup_verified_rows")
+        stats[f"{method}.candidates"] = len(ia)
+        stats[f"{method}.verified"] = verified.num_rows
+
+    def _coverage_links(self) -> Links:
+        """Dialogue pairs in which every image of each has a near-identical image (or itself) in the other;
+        similarity: the worst of the best matches."""
+        return self._fetch("""
+            WITH images AS (SELECT r.rank, i.image_key AS key FROM dedup_index_item_images i
+                            JOIN dedup_ranked r USING (dialogue_id)),
+                 matches AS (SELECT a, b, similarity FROM dedup_verified
+                             UNION ALL SELECT b, a, similarity FROM dedup_verified
+                             UNION ALL SELECT DISTINCT key, key, 1.0 FROM images),
+                 best AS (SELECT x.rank AS ra, y.rank AS rb, x.key, max(m.similarity) AS similarity
+                          FROM images x JOIN matches m ON m.a = x.key
+                          JOIN images y ON y.key = m.b AND y.rank <> x.rank GROUP BY ALL),
+                 covered AS (SELECT ra, rb, count(*) AS n, min(similarity) AS similarity FROM best GROUP BY ALL)
+            SELECT c.ra, c.rb, least(c.similarity, d.similarity) AS similarity
+            FROM covered c JOIN covered d ON d.ra = c.rb AND d.rb = c.ra
+            JOIN dedup_ranked x ON x.rank = c.ra JOIN dedup_ranked y ON y.rank = c.rb
+            WHERE c.ra < c.rb AND c.n = x.n_images AND d.n = y.n_images""")

@@ -1,0 +1,99 @@
+"""Progress lines while a run works, and the summary at its end (read from the provenance store)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from seir.engine.calls import Ledger
+from seir.engine.records import Dialogue
+
+
+@dataclass
+class Progress:
+    total_dialogues: int
+    total_shards: int
+    stream: TextIO = sys.stderr
+    started: float = field(default_factory=time.monotonic)
+    shards: int = 0
+    dialogues: int = 0
+    accepted: int = 0
+    turns: int = 0
+    turns_accepted: int = 0
+    stage_runs: int = 0  # (turn, stage) pairs finished
+    drafts: int = 0
+    calls: Counter[str] = field(default_factory=Counter)
+    cached: Counter[str] = field(default_factory=Counter)
+
+    def say(self, message: str) -> None:
+        print(f"[seir] {message}", file=self.stream, flush=True)
+
+    def shard_committed(self, dialogues: list[Dialogue], ledger: Ledger) -> None:
+        self.shards += 1
+        self.dialogues += len(dialogues)
+        self.accepted += sum(d.accepted for d in dialogues)
+        for d in dialogues:
+            self.turns += len(d.turns)
+            self.turns_accepted += sum(t.accepted for t in d.turns)
+            self.drafts += len(d.drafts)
+            self.stage_runs += len({(x.turn_index, x.stage) for x in d.drafts})
+        for call in ledger.calls:
+            (self.cached if call.cached else self.calls)[call.role] += 1
+        self.say(self.line())
+
+    def line(self) -> str:
+        minutes = max(time.monotonic() - self.started, 1e-9) / 60
+        rounds = self.drafts / self.stage_runs if self.stage_runs else 0.0
+        roles = " ".join(f"{role}={n}" + (f"(+{self.cached[role]} cached)" if self.cached[role] else "")
+                         for role, n in sorted((self.calls + self.cached).items()))
+        return (f"shards {self.shards}/{self.total_shards} | dialogues {self.dialogues}/{self.total_dialogues} "
+                f"({self.accepted} accepted) | turns accepted {self.turns_accepted}/{self.turns} | "
+                f"drafts per stage {rounds:.2f} | calls {roles or '-'} | {self.dialogues / minutes:.1f} dialogues/min")
+
+
+def run_summary(con: Any, run_id: str) -> dict[str, Any]:
+    """What a run did, from the provenance store: the same numbers a user gets with SQL."""
+    status = dict(con.execute(
+        """SELECT CASE WHEN accepted THEN 'accepted' ELSE 'rejected' END, count(*) FROM dialogues
+           WHERE run_id = ? GROUP BY ALL""", [run_id]).fetchall())
+    quarantined = con.execute("SELECT count(*) FROM quarantine WHERE run_id = ?", [run_id]).fetchone()[0]
+    by_round = con.execute(
+        """SELECT s.dimension, d.round, round(avg(s.value), 3), count(*) FROM scores s
+           JOIN drafts d USING (draft_key) WHERE s.run_id = ? AND s.scorer = 'combined'
+           GROUP BY ALL ORDER BY ALL""", [run_id]).fetchall()
+    calls = con.execute(
+        """SELECT role, count(*) FILTER (WHERE NOT cached), count(*) FILTER (WHERE cached),
+                  count(DISTINCT batch_id) FILTER (WHERE NOT cached), count(*) FILTER (WHERE error IS NOT NULL)
+           FROM model_calls WHERE run_id = ? GROUP BY role ORDER BY role""", [run_id]).fetchall()
+    return {
+        "accepted": status.get("accepted", 0),
+        "rejected": status.get("rejected", 0),
+        "quarantined": quarantined,
+        "mean_score_by_round": [{"dimension": d, "round": r, "mean": m, "n": n} for d, r, m, n in by_round],
+        "calls": {role: {"computed": n, "cached": c, "batches": b, "failed": f} for role, n, c, b, f in calls},
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [
+        f"accepted {summary['accepted']} | rejected {summary['rejected']} | quarantined {summary['quarantined']}"
+        f" | wall time {summary.get('wall_s', 0):.1f}s",
+    ]
+    rounds = sorted({row["round"] for row in summary["mean_score_by_round"]})
+    if rounds:
+        lines.append("mean score by round: " + " ".join(f"{'r' + str(r):>6}" for r in rounds))
+        table: dict[str, dict[int, float]] = {}
+        for row in summary["mean_score_by_round"]:
+            table.setdefault(row["dimension"], {})[row["round"]] = row["mean"]
+        for dimension, values in table.items():
+            cells = " ".join(f"{values[r]:6.2f}" if r in values else "     -" for r in rounds)
+            lines.append(f"  {dimension:<20} {cells}")
+    for role, c in summary["calls"].items():
+        lines.append(f"  calls {role:<6} computed {c['computed']} in {c['batches']} batches, cached {c['cached']}, "
+                     f"failed {c['failed']}")
+    if "version" in summary:
+        lines.append(f"dataset version {summary['version']}: {summary['version_path']}")
+    return "\n".join(lines)

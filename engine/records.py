@@ -1,0 +1,133 @@
+"""Typed records that flow from the SEIR loop to the provenance store and the exported dataset.
+
+Every record carries the content key of what produced it; the store adds ``run_id`` when it commits a shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Stage(str, Enum):
+    QUESTION = "question"
+    ANSWER = "answer"
+    IMAGE = "image"
+
+
+@dataclass(frozen=True)
+class Seed:
+    """What a dialogue starts from: an InterSyn topic put into a question template, or a seed file's own text."""
+
+    seed_key: str
+    seed_id: str
+    source: str  # "intersyn" or "path/to/seeds.jsonl:LINE"
+    text: str  # the opening request (template with the topic filled in, or the seed's text)
+    topic: str | None = None
+    template: str | None = None
+    images: tuple[str, ...] = ()  # image keys of images the seed brought
+    turns: int | None = None  # per-seed override of the job's number of turns
+
+
+@dataclass
+class Quarantined:
+    """A bad input line, kept with the reason it was refused."""
+
+    source: str
+    line: int
+    field: str
+    reason: str
+    raw: str
+
+
+@dataclass
+class ModelCall:
+    """One request inside one batched call to a model role."""
+
+    call_key: str
+    role: str
+    method: str  # chat, score, render, embed, similarity
+    model_id: str
+    revision: str
+    request: dict[str, Any]  # the request as sent (images replaced by their keys)
+    output: dict[str, Any]  # the result as returned (images replaced by their keys)
+    tokens_in: int
+    tokens_out: int
+    latency_ms: float  # wall time of the whole batched call
+    batch_id: str
+    batch_size: int
+    cached: bool  # answered from an earlier call with the same key
+
+
+@dataclass
+class Score:
+    dimension: str
+    value: float  # combined 0-5 (or the rubric's own scale)
+    critique: str
+    scorer: str  # "combined" or a scorer's name
+    model_id: str | None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Draft:
+    """One attempt at one stage of one turn."""
+
+    draft_key: str
+    dialogue_key: str
+    turn_index: int
+    stage: Stage
+    round: int
+    text: str | None  # question text, or answer text (answer stage), or the caption rendered (image stage)
+    caption: str | None = None  # answer stage: the caption proposed with the answer
+    image_key: str | None = None
+    ok: bool = True
+    reason: str = ""  # why a draft failed, or why it was chosen or refined
+    critique: str = ""
+    scores: list[Score] = field(default_factory=list)
+    passed: bool = False
+    best: bool = False  # kept as the stage's result
+    call_keys: list[str] = field(default_factory=list)
+
+    def combined(self) -> dict[str, float]:
+        return {s.dimension: s.value for s in self.scores if s.scorer == "combined"}
+
+    def mean_score(self) -> float:
+        """What ranks drafts of one stage: the mean combined score over the stage's dimensions."""
+        values = list(self.combined().values())
+        return sum(values) / len(values) if values else float("-inf")
+
+
+@dataclass
+class Turn:
+    index: int
+    question: str
+    answer: str
+    caption: str
+    image_key: str | None
+    scores: dict[str, float]  # combined score per dimension of the kept drafts
+    accepted: bool
+    failing: list[str] = field(default_factory=list)  # dimensions under threshold
+
+
+@dataclass
+class Dialogue:
+    dialogue_id: str  # stable across runs: derived from the seed
+    dialogue_key: str  # changes when anything that determines the dialogue changes
+    seed: Seed
+    turns: list[Turn]
+    drafts: list[Draft]
+    accepted: bool
+    reason: str  # why rejected ("" when accepted)
+
+    def messages(self, image_path: Any) -> list[dict[str, Any]]:
+        """The dialogue in the chat-template convention; ``image_path(key)`` names where an image is stored."""
+        messages: list[dict[str, Any]] = []
+        for turn in self.turns:
+            messages.append({"role": "user", "content": [{"type": "text", "text": turn.question}]})
+            answer: list[dict[str, Any]] = [{"type": "text", "text": turn.answer}]
+            if turn.image_key:
+                answer.append({"type": "image", "image": image_path(turn.image_key)})
+            messages.append({"role": "assistant", "content": answer})
+        return messages

@@ -1,0 +1,205 @@
+"""The job spec: a YAML file validated on load.
+
+An unknown key or a wrong type is an error naming the file, the line and the key path. Relative paths in the spec
+are relative to the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from seir.engine.dedup import DedupConfig
+from seir.engine.errors import SeirError
+from seir.engine.keys import content_key
+from seir.operators.scoring.combine import ScoringConfig
+
+REQUIRED_ROLES = ("llm", "judge", "image")
+
+
+class JobSpecError(SeirError, ValueError):
+    """A job spec that cannot be used; the message names the file, line and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingSpec(_Strict):
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class RoleSpec(_Strict):
+    """One model role: which backend serves it, which model, and how its actor pool is sized and placed."""
+
+    backend: str
+    model: str  # hub id, local folder, "tiny:<name>" (built offline on first use) or "bundled:all-MiniLM-L6-v2"
+    revision: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the backend
+    sampling: SamplingSpec = SamplingSpec()
+    replicas: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1)  # most requests in one call to one actor
+    max_concurrency: int = Field(1, ge=1)  # batches one actor runs at once (async servers want more than 1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory_gb: float | None = Field(None, gt=0)
+    resources: dict[str, float] = Field(default_factory=dict)  # custom Ray resources, e.g. {"image_node": 0.1}
+    timeout_s: float = Field(600.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+
+    def output_config(self) -> dict[str, Any]:
+        """What changes this role's outputs (pool sizing and placement do not)."""
+        return self.model_dump(include={"backend", "model", "revision", "options", "sampling"})
+
+
+class SeedSpec(_Strict):
+    """InterSyn-style topics put into question templates, and/or JSONL seed files."""
+
+    topics: list[str] = Field(default_factory=list)
+    topics_file: Path | None = None  # JSON list of strings, or one topic per line
+    templates: list[str] = Field(default_factory=list)
+    templates_file: Path | None = None
+    slot: str = "***"  # where the topic goes in a template
+    templates_per_topic: int = Field(1, ge=1)
+    limit: int | None = Field(None, ge=1)  # first N topics only
+    files: list[Path] = Field(default_factory=list)  # JSONL: one seed per line
+
+    @model_validator(mode="after")
+    def _has_some_seeds(self) -> SeedSpec:
+        has_topics = bool(self.topics or self.topics_file)
+        has_templates = bool(self.templates or self.templates_file)
+        if has_topics != has_templates:
+            raise ValueError("topics and templates come together: give both (lists or files) or neither")
+        if not has_topics and not self.files:
+            raise ValueError("no seeds: give topics and templates, or seed files")
+        return self
+
+
+class SeirSpec(_Strict):
+    """The loop: InterSyn's SEIR with a numeric gate."""
+
+    turns: int = Field(3, ge=1, le=10)
+    rounds: int = Field(3, ge=0, le=10)  # refinement rounds per stage after the first draft (InterSyn: 3)
+    question_words: int = Field(50, ge=1)
+    caption_words: int = Field(65, ge=1)
+    # Stop refining a stage once every dimension it is judged on reaches its gate. Generation depends on the gate,
+    # so it is part of every dialogue's key; acceptance thresholds (scoring.thresholds) are not.
+    gate: dict[str, float] = Field(default_factory=dict)  # per dimension; dimensions not named use gate_default
+    gate_default: float = Field(4.0, ge=0)
+
+    image_width: int = Field(512, ge=8)
+    image_height: int = Field(512, ge=8)
+    image_steps: int = Field(30, ge=1)
+    guidance_scale: float = Field(7.5, ge=0)
+
+    def gate_for(self, dimension: str) -> float:
+        return self.gate.get(dimension, self.gate_default)
+
+
+class ExecutionSpec(_Strict):
+    shard_size: int = Field(8, ge=1)  # dialogues advanced together; one shard is committed in one transaction
+    shards_in_flight: int = Field(2, ge=1)  # bounds memory; more keeps more pools busy
+    seed: int = 0  # global random seed, part of every sampling seed
+
+
+class JobSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seeds: SeedSpec
+    roles: dict[str, RoleSpec]
+    seir: SeirSpec = SeirSpec()
+    scoring: ScoringConfig = ScoringConfig()
+    dedup: DedupConfig = DedupConfig()
+    execution: ExecutionSpec = ExecutionSpec()
+
+    @field_validator("roles")
+    @classmethod
+    def _required_roles(cls, roles: dict[str, RoleSpec]) -> dict[str, RoleSpec]:
+        missing = [role for role in REQUIRED_ROLES if role not in roles]
+        if missing:
+            raise ValueError(f"missing model roles: {', '.join(missing)} (every job needs llm, judge and image)")
+        return roles
+
+    def generation_key(self, prompt_fingerprint: str) -> str:
+        """The key of everything that determines how a dialogue is generated (not how it is accepted)."""
+        return content_key(
+            {
+                "roles": {name: role.output_config() for name, role in sorted(self.roles.items())},
+                "seir": self.seir.model_dump(mode="json"),
+                "weights": self.scoring.model_dump(mode="json", exclude={"thresholds"}),
+                "seed": self.execution.seed,
+                "prompts": prompt_fingerprint,
+            }
+        )
+
+    def key(self) -> str:
+        return content_key(self.model_dump(mode="json"))
+
+
+def load_job(path: str | Path) -> JobSpec:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobSpecError(f"{path}: job spec not found") from None
+    except UnicodeDecodeError as err:
+        raise JobSpecError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise JobSpecError(f"{path}{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise JobSpecError(f"{path}: a job spec is a mapping (name, seeds, roles, ...), got {type(data).__name__}")
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as err:
+        raise JobSpecError("\n".join(_describe(path, node, error) for error in err.errors())) from None
+    return _resolve_paths(spec, path.parent)
+
+
+def _describe(path: Path, root: yaml.Node | None, error: dict[str, Any]) -> str:
+    loc = [part for part in error["loc"] if not isinstance(part, str) or not part.startswith("function-")]
+    dotted = ".".join(str(part) for part in loc) or "(top level)"
+    line = _line_of(root, loc)
+    where = f"{path}:{line}" if line else str(path)
+    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+    return f"{where}: {dotted}: {message}"
+
+
+def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+    """The 1-based line of the deepest YAML node on ``loc`` that exists."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            child = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if child is None:
+                break
+            line, node = child[0].start_mark.line + 1, child[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    seeds = spec.seeds.model_copy(
+        update={
+            "topics_file": resolve(spec.seeds.topics_file),
+            "templates_file": resolve(spec.seeds.templates_file),
+            "files": [resolve(f) for f in spec.seeds.files],
+        }
+    )
+    return spec.model_copy(update={"seeds": seeds})

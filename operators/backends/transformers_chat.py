@@ -1,0 +1,132 @@
+"""Causal language models through transformers: batched chat and the label-token score read.
+
+The vision backend subclasses this one and swaps only how the model loads and how prompts become tensors.
+"""
+
+from __future__ import annotations
+
+from itertools import takewhile
+from typing import Any
+
+from seir.operators.backends.base import (
+    ChatRequest,
+    ChatResult,
+    LocalBackend,
+    ScoreRequest,
+    ScoreResult,
+    batches,
+)
+from seir.operators.backends.sampling import SeededSampling
+from seir.operators.base import register
+
+
+def without_image_bytes(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Image parts reduced to placeholders: chat templates only need to know where an image sits."""
+    return [
+        {**m, "content": [{"type": "image"} if p.get("type") == "image" else p for p in m["content"]]}
+        if isinstance(m.get("content"), list) else m
+        for m in messages
+    ]
+
+
+def label_tokens(tokenizer: Any, prefix: str, labels: tuple[str, ...]) -> tuple[str, list[int]]:
+    """The prefix to feed and the token each label starts with after it. Where a tokenizer would merge the prefix's
+    tail into the label (GPT-2 style BPE makes " 5" one token), the tail is cut from the prefix and read as part of
+    the label token instead, so the model sees the tokens it would see in ``prefix + label``."""
+    base = tokenizer.encode(prefix, add_special_tokens=False)
+    full = [tokenizer.encode(prefix + label, add_special_tokens=False) for label in labels]
+    keep = min(sum(1 for _ in takewhile(lambda pair: pair[0] == pair[1], zip(base, f, strict=False))) for f in full)
+    ids = [f[keep] for f in full]
+    if len(set(ids)) < len(ids):
+        raise ValueError(f"labels {labels} do not start with distinct tokens after {prefix!r}")
+    return tokenizer.decode(base[:keep]), ids
+
+
+def score_result(labels: tuple[str, ...], label_log_probs: Any, tokens_in: int) -> ScoreResult:
+    """Renormalise the label tokens' log-probabilities; their total mass tells how on-format the model was."""
+    probabilities = label_log_probs.softmax(-1).tolist()
+    expectation = sum(p * float(label) for p, label in zip(probabilities, labels, strict=True))
+    return ScoreResult(probabilities, expectation, label_log_probs.exp().sum().item(), tokens_in)
+
+
+@register
+class TransformersChat(LocalBackend):
+    name = "transformers-chat"
+    capabilities = frozenset({"chat", "score"})
+
+    def __init__(self, model: str, revision: str | None = None, *, max_batch_size: int = 16, **options: Any) -> None:
+        super().__init__(model, revision, **options)
+        self.max_batch_size = max_batch_size
+        self.processor, self.model = self._load()
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.tokenizer.padding_side = "left"  # generated tokens then start at the same column in every row
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = self.model.generation_config.eos_token_id
+        eos = self.tokenizer.eos_token_id if eos is None else eos
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self._labels: dict[tuple[str, tuple[str, ...]], tuple[str, list[int]]] = {}
+
+    def _load(self) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.path, revision=self.load_revision)
+        return tokenizer, AutoModelForCausalLM.from_pretrained(self.path, **self.load_options)
+
+    def _inputs(self, prompts: list[str], conversations: list[list[dict[str, Any]]]) -> dict[str, Any]:
+        """Tokenised, left-padded prompts on the model's device (the template already wrote any special tokens)."""
+        encoded = self.tokenizer(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
+        return self.on_device(encoded)
+
+    def _prompt(self, messages: list[dict[str, Any]]) -> str:
+        return self.processor.apply_chat_template(without_image_bytes(messages), add_generation_prompt=True,
+                                                  tokenize=False)
+
+    def chat(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        return [result for batch in batches(requests, self.max_batch_size) for result in self._chat(batch)]
+
+    def _chat(self, batch: list[ChatRequest]) -> list[ChatResult]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        inputs = self._inputs([self._prompt(r.messages) for r in batch], [r.messages for r in batch])
+        width = inputs["input_ids"].shape[1]
+        sampler = SeededSampling([r.sampling for r in batch], prompt_length=width)
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs, max_new_tokens=max(r.sampling.max_new_tokens for r in batch), do_sample=False,
+                logits_processor=LogitsProcessorList([sampler]), pad_token_id=self.tokenizer.pad_token_id,
+                use_cache=True,
+            )
+        rows = zip(batch, output[:, width:].tolist(), inputs["attention_mask"].sum(1).tolist(), strict=True)
+        return [self._chat_result(request, tokens, tokens_in) for request, tokens, tokens_in in rows]
+
+    def _chat_result(self, request: ChatRequest, tokens: list[int], tokens_in: int) -> ChatResult:
+        tokens = tokens[: request.sampling.max_new_tokens]  # the batch ran to its longest request's limit
+        stop = next((i for i, token in enumerate(tokens) if token in self.eos_ids), None)
+        if stop is not None:
+            tokens = tokens[: stop + 1]
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return ChatResult(text, tokens_in, len(tokens), "length" if stop is None else "stop")
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        return [result for batch in batches(requests, self.max_batch_size) for result in self._score(batch)]
+
+    def _score(self, batch: list[ScoreRequest]) -> list[ScoreResult]:
+        import torch
+
+        reads = [self._label_read(r.answer_prefix, r.labels) for r in batch]
+        prompts = [self._prompt(r.messages) + prefix for r, (prefix, _) in zip(batch, reads, strict=True)]
+        inputs = self._inputs(prompts, [r.messages for r in batch])
+        # Positions count real tokens only, so a left-padded row sees the same positions as when alone.
+        positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+        with torch.inference_mode():
+            logits = self.model(**inputs, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+        rows = zip(batch, logits.log_softmax(-1), reads, inputs["attention_mask"].sum(1).tolist(), strict=True)
+        return [score_result(r.labels, row[ids], n) for r, row, (_, ids), n in rows]
+
+    def _label_read(self, prefix: str, labels: tuple[str, ...]) -> tuple[str, list[int]]:
+        key = (prefix, tuple(labels))
+        if key not in self._labels:
+            self._labels[key] = label_tokens(self.tokenizer, prefix, key[1])
+        return self._labels[key]

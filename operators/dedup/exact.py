@@ -1,0 +1,49 @@
+"""Exact duplicates: equal content keys (xxh3_128), of normalised text or of image bytes.
+
+Text keys equal ``seir.engine.keys.text_key``: NFKC, case folded, whitespace collapsed, then hashed. They work per
+turn and per dialogue alike (pass turn texts or dialogue texts). A dialogue's image key is the key of its set of
+image keys, so two dialogues match when they hold the same images, in any order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import xxhash
+
+from seir.operators.base import Operator, Resources, register
+from seir.operators.dedup.shingles import normalize
+
+
+@register
+@dataclass(frozen=True)
+class ExactText(Operator):
+    name: ClassVar[str] = "exact-text"
+    kind: ClassVar[str] = "dedup"
+    reads: ClassVar[tuple[str, ...]] = ("dialogue.text", "turn.text")
+    writes: ClassVar[tuple[str, ...]] = ("dedup.text_key",)
+    resources: ClassVar[Resources] = Resources(num_cpus=1.0)
+
+    def keys(self, texts: Sequence[str]) -> list[str | None]:
+        """None for a text without words: an empty text is nobody's duplicate."""
+        return [xxhash.xxh3_128_hexdigest(normalized.encode()) if (normalized := normalize(text)) else None
+                for text in texts]
+
+
+@register
+@dataclass(frozen=True)
+class ExactImage(Operator):
+    name: ClassVar[str] = "exact-image"
+    kind: ClassVar[str] = "dedup"
+    reads: ClassVar[tuple[str, ...]] = ("turn.image",)
+    writes: ClassVar[tuple[str, ...]] = ("dedup.image_key",)
+    resources: ClassVar[Resources] = Resources(num_cpus=1.0)
+
+    def keys(self, images: Sequence[bytes]) -> list[str]:
+        return [xxhash.xxh3_128_hexdigest(image) for image in images]
+
+    def set_key(self, image_keys: Sequence[str]) -> str | None:
+        """Key of a dialogue's images as a set; None when it has none."""
+        return xxhash.xxh3_128_hexdigest(",".join(sorted(set(image_keys))).encode()) if image_keys else None

@@ -1,0 +1,101 @@
+"""Prompts of the generation side of SEIR: the ``llm`` role writes questions, answers and captions, and rewrites
+them from the judge's critique. Pure functions from typed views to chat messages; the judge's prompts live in
+``seir.operators.scoring.rubrics``.
+
+Answer and caption are asked for in two calls rather than one formatted reply, so no answer is ever lost to a
+model that ignores an output format.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+_SYSTEM_USER_SIDE = (
+    "You write what a curious person asks an assistant that answers with both text and a picture. "
+    "Questions are natural, specific, at most {words} words, and ask for something that can be drawn."
+)
+_SYSTEM_ASSISTANT = (
+    "You are a knowledgeable assistant that answers with accurate, complete text and then describes a picture that "
+    "shows what the text explains."
+)
+
+
+@dataclass(frozen=True)
+class History:
+    """Earlier turns of the dialogue, as the user and the assistant saw them."""
+
+    turns: tuple[tuple[str, str], ...] = ()  # (question, answer) pairs
+
+    def as_messages(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        for question, answer in self.turns:
+            messages += [_text("user", question), _text("assistant", answer)]
+        return messages
+
+    def transcript(self) -> str:
+        return "\n".join(f"User: {q}\nAssistant: {a}" for q, a in self.turns) or "(no earlier turns)"
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A draft to improve and what the judge said about it."""
+
+    draft: str
+    critique: str = field(default="")
+
+
+class UnusableOutput(ValueError):
+    """A model reply that cannot serve as a draft; the message says why."""
+
+
+def question_messages(opening: str, history: History, max_words: int, revision: Revision | None = None) -> list[dict]:
+    system = _text("system", _SYSTEM_USER_SIDE.format(words=max_words))
+    if not history.turns:
+        task = f"The person's request is:\n{opening}\nRewrite it as the first question of the conversation."
+    else:
+        task = (
+            f"The conversation began with: {opening}\nSo far:\n{history.transcript()}\n"
+            "Write the person's next question: it follows on from the answers and asks for a new picture."
+        )
+    return [system, _text("user", task + _revise(revision, "question"))]
+
+
+def answer_messages(question: str, history: History, revision: Revision | None = None) -> list[dict]:
+    task = question + _revise(revision, "answer")
+    return [_text("system", _SYSTEM_ASSISTANT), *history.as_messages(), _text("user", task)]
+
+
+def caption_messages(question: str, answer: str, max_words: int, revision: Revision | None = None) -> list[dict]:
+    task = (
+        f"Question: {question}\nAnswer: {answer}\n"
+        f"Describe, in at most {max_words} words, the picture that should go with this answer. Show what the answer "
+        "explains and add what words cannot: layout, colour, scale, setting. Do not repeat the answer."
+    )
+    return [_text("system", _SYSTEM_ASSISTANT), _text("user", task + _revise(revision, "caption"))]
+
+
+def clean_reply(text: str, what: str) -> str:
+    """A usable draft from a model reply: labels like "Question:" stripped, quotes and whitespace trimmed."""
+    reply = re.sub(rf"^\s*(?:{what}|revised {what}|improved {what})\s*:\s*", "", text.strip(), flags=re.IGNORECASE)
+    reply = reply.strip().strip('"').strip()
+    if not reply:
+        raise UnusableOutput(f"empty {what}")
+    if not re.search(r"[^\W\d_]", reply):
+        raise UnusableOutput(f"{what} has no letters: {reply[:60]!r}")
+    return reply
+
+
+def _revise(revision: Revision | None, what: str) -> str:
+    if revision is None:
+        return ""
+    return (
+        f"\n\nA reviewer read this {what}:\n{revision.draft}\nand said:\n{revision.critique}\n"
+        f"Write an improved {what} that fixes every point. Reply with the {what} alone."
+    )
+
+
+def _text(role: str, text: str) -> dict[str, Any]:
+    # Plain string content: the chat templates of many text-only models do not read content lists.
+    return {"role": role, "content": text}

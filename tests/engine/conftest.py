@@ -1,0 +1,71 @@
+"""Fixtures for engine tests: one local Ray for the session, and small real jobs on the tiny models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+TOPICS = ["Snow Leopard", "Red-crowned Crane", "The Forbidden City", "Coral", "Honey Durian", "Thermometer",
+          "The aurora and the meteor", "Yaks treading on snow"]
+TEMPLATES = ["Do you know ***? Can you draw a picture of it for me?",
+             "What does *** look like? Can you draw a sketch of it for me?",
+             "Have you heard of ***? Help me draw its magnificent scene."]
+
+
+def job_dict(name: str = "t", topics: list[str] | None = None, **overrides: Any) -> dict[str, Any]:
+    """A small job on the tiny models; ``overrides`` replace top-level sections (merged one level deep)."""
+    job: dict[str, Any] = {
+        "name": name,
+        "seeds": {"topics": TOPICS[:4] if topics is None else topics, "templates": TEMPLATES},
+        "roles": {
+            "llm": {"backend": "transformers-chat", "model": "tiny:llm", "num_cpus": 0.4, "batch_size": 8,
+                    "sampling": {"max_new_tokens": 12, "temperature": 0.8, "top_p": 0.95}},
+            "judge": {"backend": "transformers-vision-chat", "model": "tiny:judge", "num_cpus": 0.4,
+                      "batch_size": 16, "sampling": {"max_new_tokens": 8}},
+            "image": {"backend": "diffusers-text-to-image", "model": "tiny:sd", "num_cpus": 0.3, "batch_size": 8},
+            "embed": {"backend": "sentence-transformers", "model": "bundled:all-MiniLM-L6-v2", "num_cpus": 0.2},
+            "clip": {"backend": "clip", "model": "tiny:clip", "num_cpus": 0.2},
+        },
+        "seir": {"turns": 2, "rounds": 1, "image_width": 32, "image_height": 32, "image_steps": 1,
+                 "gate_default": 3.0},
+        "scoring": {
+            "weights": {"question": {"judge": 1.0}, "text_content": {"judge": 0.5, "text": 0.5},
+                        "image_content": {"judge": 0.5, "clip": 0.5},
+                        "image_quality": {"judge": 0.5, "image-quality": 0.5},
+                        "image_text_synergy": {"judge": 0.5, "clip": 0.5}},
+            "thresholds": {"question": 1.5, "text_content": 1.5, "image_content": 1.0, "image_quality": 1.5,
+                           "image_text_synergy": 0.5},
+        },
+        "execution": {"shard_size": 2, "shards_in_flight": 2},
+    }
+    for section, value in overrides.items():
+        job[section] = {**job[section], **value} if isinstance(value, dict) and section in job else value
+    return job
+
+
+def write_job(folder: Path, job: dict[str, Any], seed_lines: list[Any] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if seed_lines is not None:
+        lines = [line if isinstance(line, bytes) else json.dumps(line).encode() for line in seed_lines]
+        (folder / "seeds.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        job = {**job, "seeds": {**job["seeds"], "files": ["seeds.jsonl"]}}
+    path = folder / f"{job['name']}.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_local(tiny_models: dict[str, Path]) -> Iterator[None]:
+    """A local Ray for the engine tests (started after SEIR_HOME is set, so workers see the tiny models)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
