@@ -65,16 +65,26 @@ def _child(step: Callable[[], Any], pipe: Any) -> None:
     pipe.send((time.perf_counter() - began, (_status_kb("VmHWM") - start_kb) / 1024, groups, links))
 
 
-def measure(step: Callable[[], Outcome], repeats: int) -> Measured:
+def run_once(step: Callable[[], Outcome]) -> tuple[float, float, list[list[int]], Pairs]:
     context = multiprocessing.get_context("fork")
-    runs = []
-    for _ in range(repeats):
-        receive, send = context.Pipe(duplex=False)
-        child = context.Process(target=_child, args=(step, send))
-        child.start()
-        runs.append(receive.recv())
-        child.join()
-    return Measured([r[0] for r in runs], max(r[1] for r in runs), runs[-1][2], runs[-1][3])
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(step, send))
+    child.start()
+    outcome = receive.recv()
+    child.join()
+    return outcome
+
+
+def measure_all(steps: dict[str, tuple[Callable[[], Outcome], int]]) -> dict[str, Measured]:
+    """Repeats interleaved across the steps, so that load from elsewhere on the machine hits all of them alike."""
+    runs: dict[str, list[tuple[float, float, list[list[int]], Pairs]]] = {name: [] for name in steps}
+    for repeat in range(max(repeats for _, repeats in steps.values())):
+        for name, (step, repeats) in steps.items():
+            if repeat < repeats:
+                runs[name].append(run_once(step))
+                print(f"  {name}: {runs[name][-1][0]:.2f} s", flush=True)
+    return {name: Measured([r[0] for r in done], max(r[1] for r in done), done[-1][2], done[-1][3])
+            for name, done in runs.items()}
 
 
 # ---- the systems ---------------------------------------------------------------------------------------------------
@@ -176,24 +186,21 @@ def main() -> None:
         "pass: datasketch, default bands": (lambda: datasketch_pass(texts, None), peer_repeats),
         f"pass: datasketch, bands {bands}": (lambda: datasketch_pass(texts, bands), peer_repeats),
     }
-    results = {}
-    for name, (step, repeats) in steps.items():
-        results[name] = measure(step, repeats)
-        print(f"  {name}: {statistics.median(results[name].seconds):.1f} s", flush=True)
+    results = measure_all(steps)
 
     passes = [name for name in results if name.startswith("pass")]
     truth, _ = truth_pairs(corpus, [results[name].links for name in passes])
     print(f"\n{len(truth)} true pairs (Jaccard >= 0.8); n={args.n}; repeats: seir {args.repeats}, datasketch "
           f"{peer_repeats}\n")
-    print("| step | seconds (median) | docs/s per core | peak MB | recall | precision | datasketch / seir time |")
+    print("| step | s, median (min) | docs/s per core, median | peak MB | recall | precision | time / seir's, "
+          "median (min) |")
     print("|---|---|---|---|---|---|---|")
     for name, measured in results.items():
-        seconds = statistics.median(measured.seconds)
-        ours = statistics.median(results[name.split(":")[0] + ": seir"].seconds)
-        recall, precision = quality(measured, truth) if name in passes else (float("nan"), float("nan"))
-        scores = f"{recall:.3f} | {precision:.3f}" if name in passes else "- | -"
-        print(f"| {name} | {seconds:.2f} | {len(texts) / seconds:,.0f} | {measured.peak_mb:,.0f} | {scores} | "
-              f"{seconds / ours:.2f}x |")
+        ours = results[name.split(":")[0] + ": seir"].seconds
+        median, fastest = statistics.median(measured.seconds), min(measured.seconds)
+        scores = "{:.3f} | {:.3f}".format(*quality(measured, truth)) if name in passes else "- | -"
+        print(f"| {name} | {median:.2f} ({fastest:.2f}) | {len(texts) / median:,.0f} | {measured.peak_mb:,.0f} | "
+              f"{scores} | {median / statistics.median(ours):.2f}x ({fastest / min(ours):.2f}x) |")
 
 
 if __name__ == "__main__":

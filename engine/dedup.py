@@ -46,11 +46,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 
-from seir.engine.keys import content_key
+from seir.engine.keys import canonical_json, content_key
 from seir.operators.dedup import ExactImage, MinHashDedup, PerceptualHash, SemanticDedup, Sketches, SketchMethod
 from seir.operators.dedup.common import blob_key
+from seir.operators.dedup.exact import normalized_key
 from seir.operators.dedup.groups import resolve as resolve_groups
 from seir.operators.dedup.groups import strongest_links
 from seir.operators.dedup.shingles import normalize
@@ -65,10 +65,11 @@ CREATE TABLE IF NOT EXISTS dedup_index_items (dialogue_id VARCHAR NOT NULL, scor
 CREATE TABLE IF NOT EXISTS dedup_index_item_images (dialogue_id VARCHAR NOT NULL, image_key VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS dedup_index_skips (dialogue_id VARCHAR NOT NULL, method VARCHAR NOT NULL,
     reason VARCHAR NOT NULL);
-CREATE TABLE IF NOT EXISTS dedup_index_sketches (method VARCHAR NOT NULL, config_key VARCHAR NOT NULL,
-    key VARCHAR NOT NULL, sketch BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS dedup_index_bands (method VARCHAR NOT NULL, config_key VARCHAR NOT NULL,
-    band SMALLINT NOT NULL, bucket UBIGINT NOT NULL, key VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS dedup_index_spaces (space SMALLINT NOT NULL, method VARCHAR NOT NULL,
+    config_key VARCHAR NOT NULL, config VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS dedup_index_sketches (space SMALLINT NOT NULL, key VARCHAR NOT NULL, sketch BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS dedup_index_bands (space SMALLINT NOT NULL, band SMALLINT NOT NULL, bucket UBIGINT NOT NULL,
+    key VARCHAR NOT NULL);
 """
 
 
@@ -212,7 +213,19 @@ class DedupIndex:
         self._seen: set[str] = set()
         operators = (self.config.minhash, self.config.phash, self.config.semantic)
         self._methods: dict[str, SketchMethod] = {op.name: op for op in operators if self.config.uses(op.name)}
-        self._config_keys = {name: content_key(op.config()) for name, op in self._methods.items()}
+        self._spaces = {name: self._space(op) for name, op in self._methods.items()}
+
+    def _space(self, op: SketchMethod) -> int:
+        """The id under which sketches of this method and config are stored (a small int: it is on every band row)."""
+        config = op.config()
+        key = content_key(config)
+        found = self.con.sql("SELECT space FROM dedup_index_spaces WHERE config_key = $k", params={"k": key}).fetchall()
+        if found:
+            return found[0][0]
+        space = self.con.sql("SELECT count(*) FROM dedup_index_spaces").fetchall()[0][0]
+        self.con.execute("INSERT INTO dedup_index_spaces VALUES ($s, $m, $k, $c)",
+                         {"s": space, "m": op.name, "k": key, "c": canonical_json(config).decode()})
+        return space
 
     # ---- add: keys and sketches --------------------------------------------------------------------------------
 
@@ -229,7 +242,7 @@ class DedupIndex:
         self._seen.update(ids)
         skips: Skips = []
         normalized = [normalize(item.text).encode() for item in batch]  # keys, and a valid input to shingling
-        text_keys = [xxhash.xxh3_128_hexdigest(text) if text else None for text in normalized]
+        text_keys = [normalized_key(text) for text in normalized]
         if self.config.uses("exact-text"):
             skips += [(item.dialogue_id, "exact-text", "empty text")
                       for item, key in zip(batch, text_keys, strict=True) if key is None]
@@ -297,11 +310,11 @@ class DedupIndex:
                         sketch: Callable[[list[str]], Sketches]) -> dict[str, str]:
         """Sketch the keys not yet stored under this config and store them with their band rows; returns the
         reason for each key the method skipped."""
-        params = {"m": op.name, "c": self._config_keys[op.name]}
+        params = {"s": self._spaces[op.name]}
         self.con.register("dedup_wanted", _arrow(key=pa.array(list(keys), pa.string())))
         todo = self.con.sql(
             "SELECT key FROM dedup_wanted ANTI JOIN (SELECT key FROM dedup_index_sketches "
-            "WHERE method = $m AND config_key = $c) USING (key) ORDER BY key", params=params,
+            "WHERE space = $s) USING (key) ORDER BY key", params=params,
         ).fetchnumpy()["key"].tolist()
         sketches = sketch(todo)
         stored = pa.array([todo[i] for i in sketches.index.tolist()], pa.string())
@@ -312,8 +325,8 @@ class DedupIndex:
             bucket=bands.ravel(),
             key=stored.take(np.repeat(np.arange(len(stored)), bands.shape[1])),
         ))
-        self.con.execute("INSERT INTO dedup_index_sketches SELECT $m, $c, key, sketch FROM dedup_new_sketches", params)
-        self.con.execute("INSERT INTO dedup_index_bands SELECT $m, $c, band, bucket, key FROM dedup_new_bands", params)
+        self.con.execute("INSERT INTO dedup_index_sketches SELECT $s, key, sketch FROM dedup_new_sketches", params)
+        self.con.execute("INSERT INTO dedup_index_bands SELECT $s, band, bucket, key FROM dedup_new_bands", params)
         for name in ("dedup_wanted", "dedup_new_sketches", "dedup_new_bands"):
             self.con.unregister(name)
         return {todo[skip.index]: skip.reason for skip in sketches.skips}
@@ -407,7 +420,7 @@ class DedupIndex:
         same = self._same_key_links(column, sketched_by=method)
         return tuple(np.concatenate(columns) for columns in zip(same, verified, strict=True))
 
-    def _fetch(self, sql: str, params: dict[str, str] | None = None) -> Links:
+    def _fetch(self, sql: str, params: dict[str, Any] | None = None) -> Links:
         columns = self.con.sql(sql, params=params).fetchnumpy().values()
         rank_a, rank_b, similarity = (np.asarray(values) for values in columns)
         return rank_a, rank_b, similarity
@@ -417,8 +430,8 @@ class DedupIndex:
         could sketch (a text too short for its shingles links nothing)."""
         sketched, params = "", None
         if sketched_by is not None:
-            sketched = f"AND {column} IN (SELECT key FROM dedup_index_sketches WHERE method = $m AND config_key = $c)"
-            params = {"m": sketched_by, "c": self._config_keys[sketched_by]}
+            sketched = f"AND {column} IN (SELECT key FROM dedup_index_sketches WHERE space = $s)"
+            params = {"s": self._spaces[sketched_by]}
         return self._fetch(
             f"SELECT rank, min(rank) OVER (PARTITION BY {column}) AS best, 1.0::DOUBLE AS similarity "
             f"FROM dedup_ranked WHERE {column} IS NOT NULL {sketched} QUALIFY rank <> best", params)
@@ -426,11 +439,11 @@ class DedupIndex:
     def _verify(self, method: str, live_keys: str, stats: dict[str, int]) -> None:
         """Candidate key pairs from the band table, verified into temp table ``dedup_verified(a, b, similarity)``.
         ``live_keys`` selects the keys of current dialogues (a replaced dialogue's old keys stay in the tables)."""
-        op, params = self._methods[method], {"m": method, "c": self._config_keys[method]}
+        op, params = self._methods[method], {"s": self._spaces[method]}
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE dedup_pairs AS
             WITH banded AS (SELECT band, bucket, key FROM dedup_index_bands
-                            WHERE method = $m AND config_key = $c AND key IN ({live_keys})),
+                            WHERE space = $s AND key IN ({live_keys})),
                  shared AS (SELECT band, bucket FROM banded GROUP BY band, bucket HAVING count(*) > 1)
             SELECT DISTINCT x.key AS a, y.key AS b
             FROM banded x JOIN shared s ON x.band = s.band AND x.bucket = s.bucket
@@ -440,7 +453,7 @@ class DedupIndex:
             "FROM (SELECT a AS key FROM dedup_pairs UNION SELECT b FROM dedup_pairs)")
         sketches = _blob_rows(self.con.sql(
             "SELECT s.sketch FROM dedup_pair_keys k JOIN dedup_index_sketches s ON s.key = k.key "
-            "WHERE s.method = $m AND s.config_key = $c ORDER BY k.i", params=params).to_arrow_table().column(0),
+            "WHERE s.space = $s ORDER BY k.i", params=params).to_arrow_table().column(0),
             op.sketch_dtype)
         pairs = self.con.sql(
             "SELECT ka.i AS ia, kb.i AS ib, p.a, p.b FROM dedup_pairs p JOIN dedup_pair_keys ka ON ka.key = p.a "

@@ -80,6 +80,7 @@ class Runner:
         self.out_dir = Path(out_dir)
         self.address = address
         self.stream = stream
+        self.timings: dict[str, float] = {}  # seconds: starting the model pools, running the shards
 
     def say(self, message: str) -> None:
         print(f"[seir] {message}", file=self.stream, flush=True)
@@ -125,12 +126,16 @@ class Runner:
         self.say("starting model pools: " + ", ".join(f"{r} x{s.replicas}" for r, s in self.spec.roles.items()))
         pools = {role: RolePool(role, role_spec) for role, role_spec in self.spec.roles.items()}
         try:
+            started = time.monotonic()
             configs = {role: pool.ready(max(pool.spec.timeout_s, 600)) for role, pool in pools.items()}
+            self.timings["startup_s"] = time.monotonic() - started
             store.record_models(run_id, {role: (content_key(cfg), cfg) for role, cfg in configs.items()})
             clients = {role: ModelClient(role, pools[role], configs[role], store, images) for role in pools}
             loop = SeirLoop(self.spec, clients, StageScorer(self.spec, clients))
             progress = Progress(sum(len(tasks) for _, tasks in work), len(work), self.stream)
+            started = time.monotonic()
             asyncio.run(self._run_shards(store, run_id, plan, loop, work, progress, images))
+            self.timings["shards_s"] = time.monotonic() - started
         finally:
             for pool in pools.values():
                 pool.shutdown()
@@ -153,7 +158,8 @@ class Runner:
         version = write_version(store, self.out_dir, run_id, self.spec.key(), self.spec.model_dump(mode="json"),
                                 seir.__version__, [s.seed_key for s in seeds.seeds])
         summary = run_summary(store.con, run_id)
-        summary.update(wall_s=time.monotonic() - started, version=version.number, version_path=str(version.path),
+        summary.update(wall_s=time.monotonic() - started, **self.timings, version=version.number,
+                       version_path=str(version.path),
                        version_accepted=version.accepted, version_rejected=version.rejected)
         store.finish_run(run_id, summary)
         return summary

@@ -88,6 +88,7 @@ class StageScorer:
             combined = combine(by_scorer, self.spec.scoring)
             judged = by_scorer.get("judge")
             draft.critique = (judged.critique or "") if judged else ""
+            draft.call_keys += [key for result in by_scorer.values() for key in result.call_keys if key]
             for dimension in dimensions:
                 if dimension not in combined.scores:
                     continue

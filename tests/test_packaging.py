@@ -1,7 +1,8 @@
 """engine/ and operators/ install as seir.engine and seir.operators through an explicit package list."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 

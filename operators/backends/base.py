@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import xxhash
+
 from seir.operators.base import Operator
 
 SCORE_LABELS_0_TO_5 = ("0", "1", "2", "3", "4", "5")
@@ -210,6 +211,7 @@ class LocalBackend(Backend):
             raise TypeError(f"backend {self.name!r} got unknown option(s): {', '.join(sorted(unknown))}; "
                             f"it takes: {', '.join(self.option_names())}")
         import torch
+
         from seir.operators.backends.tiny import resolve_model_ref
 
         if device == "auto":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import xxhash
+
 from seir.operators.backends.base import Sampling
 
 if TYPE_CHECKING:

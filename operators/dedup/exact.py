@@ -17,6 +17,12 @@ from seir.operators.base import Operator, Resources, register
 from seir.operators.dedup.shingles import normalize
 
 
+def normalized_key(normalized: bytes) -> str | None:
+    """Key of a text already normalised (``shingles.normalize``, as UTF-8); None for the empty text, which is nobody's
+    duplicate."""
+    return xxhash.xxh3_128_hexdigest(normalized) if normalized else None
+
+
 @register
 @dataclass(frozen=True)
 class ExactText(Operator):
@@ -27,9 +33,7 @@ class ExactText(Operator):
     resources: ClassVar[Resources] = Resources(num_cpus=1.0)
 
     def keys(self, texts: Sequence[str]) -> list[str | None]:
-        """None for a text without words: an empty text is nobody's duplicate."""
-        return [xxhash.xxh3_128_hexdigest(normalized.encode()) if (normalized := normalize(text)) else None
-                for text in texts]
+        return [normalized_key(normalize(text).encode()) for text in texts]
 
 
 @register

@@ -12,10 +12,14 @@ from __future__ import annotations
 import io
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from seir.operators.dedup.shingles import normalize
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 
@@ -124,9 +128,9 @@ def image(seed: int, size: int = 96) -> bytes:
     return encode(picture, "PNG")
 
 
-def encode(picture: object, fmt: str, **options: object) -> bytes:
+def encode(picture: Image.Image, fmt: str, **options: Any) -> bytes:
     buffer = io.BytesIO()
-    picture.save(buffer, fmt, **options)  # type: ignore[attr-defined]
+    picture.save(buffer, fmt, **options)
     return buffer.getvalue()
 
 

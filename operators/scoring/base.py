@@ -20,6 +20,7 @@ class ScorerResult:
     reasons: list[str] = field(default_factory=list)  # bad or missing input, truncation, an off-format judge
     critique: str | None = None  # judge only
     suggested_caption: str | None = None  # judge only, when an image dimension was critiqued
+    call_keys: list[str] = field(default_factory=list)  # the model calls behind it, when the caller keys them
 
 
 class Scorer(Operator):

@@ -71,6 +71,7 @@ class ClipScorer(Scorer):
         vectors = iter(self.embed([text for pair in paired for text in pair]) if self.embed and paired else [])
         for (texts, result), answer in zip(asked, self.similarity(requests), strict=True):
             sims = dict(zip(texts, answer.cosines, strict=True))
+            result.call_keys.append(answer.call_key)
             result.raw.update({f"sim_{k}": v for k, v in sims.items()})
             if {"answer", "caption"} <= set(texts):
                 overlap = m.containment(m.content_words(texts["caption"]), m.content_words(texts["answer"]))

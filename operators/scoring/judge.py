@@ -86,10 +86,12 @@ class JudgeScorer(Scorer):
         answers = iter(self.score(requests))
         for (_, result, asked), critique in zip(jobs, critiques, strict=True):
             result.critique = critique.text
+            result.call_keys.append(critique.call_key)
             if any("image" in d.needs for d in asked):
                 result.suggested_caption = suggested_caption(critique.text)
             for d in asked:
                 answer = next(answers)
+                result.call_keys.append(answer.call_key)
                 result.raw[d.name], result.raw[f"{d.name}.label_mass"] = answer.expectation, answer.label_mass
                 result.scores[d.name] = d.to_0_5(answer.expectation)
                 if answer.label_mass < self.min_label_mass:

@@ -99,7 +99,8 @@ def test_rounds_and_gate_follow_the_job(finished: FinishedRun) -> None:
 def test_thresholds_decide_acceptance(finished: FinishedRun) -> None:
     thresholds = load_job(finished.job).scoring.thresholds
     turns = finished.sql("""SELECT t.accepted, t.question_score, t.text_content, t.image_content, t.image_quality,
-                                   t.image_text_synergy, d.accepted FROM turns t JOIN dialogues d USING (dialogue_key)""")
+                                   t.image_text_synergy, d.accepted
+                            FROM turns t JOIN dialogues d USING (dialogue_key)""")
     names = ["question", "text_content", "image_content", "image_quality", "image_text_synergy"]
     for accepted, *values, dialogue_accepted in turns:
         meets = all(v is not None and v >= thresholds[n] for n, v in zip(names, values, strict=True))
