@@ -1,8 +1,9 @@
-"""The ``seir`` command line."""
+"""seir: generate, self-evaluate and refine interleaved image-text dialogues on Ray, with provenance in DuckDB."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -12,12 +13,67 @@ from seir import __version__
 from seir.engine.errors import SeirError
 
 
-def _run(args: argparse.Namespace) -> int:
+def _runner(args: argparse.Namespace) -> object:
     from seir.engine.runner import Runner
     from seir.engine.spec import load_job
 
-    spec = load_job(args.job)
-    Runner(spec, args.out, address=args.address).run()
+    return Runner(load_job(args.job), args.out, address=getattr(args, "address", None))
+
+
+def _run(args: argparse.Namespace) -> int:
+    _runner(args).run()
+    return 0
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    _runner(args).run(show_plan=True, dry_run=args.dry_run)
+    return 0
+
+
+def _rescore(args: argparse.Namespace) -> int:
+    _runner(args).rescore()
+    return 0
+
+
+def _dedup(args: argparse.Namespace) -> int:
+    _runner(args).dedup()
+    return 0
+
+
+def _sql(args: argparse.Namespace) -> int:
+    from seir.engine.query import run_sql, write_rows
+
+    columns, rows = run_sql(args.out, args.query)
+    write_rows(columns, rows, args.format, args.output)
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    from seir.engine.lineage import format_lineage, lineage, lineage_json
+
+    tree = lineage(args.out, args.dialogue)
+    print(lineage_json(tree) if args.json else format_lineage(tree))
+    return 0
+
+
+def _versions(args: argparse.Namespace) -> int:
+    from seir.engine.query import format_table, versions
+
+    print(format_table(*versions(args.out)))
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from seir.engine.query import diff, format_diff, parse_version
+
+    before, after = parse_version(args.before), parse_version(args.after)
+    found = diff(args.out, before, after)
+    print(json.dumps(found, indent=1) if args.json else format_diff(found, before, after))
+    return 0
+
+
+def _judge_eval(args: argparse.Namespace) -> int:
+    _runner(args).judge_eval(args.data, args.rubric, args.limit)
     return 0
 
 
@@ -29,22 +85,69 @@ def _build_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_command(commands: argparse._SubParsersAction, name: str, help_text: str,
+                 handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, help=help_text, description=help_text)
+    command.add_argument("job", type=Path, help="job spec (YAML)")
+    command.add_argument("--out", type=Path, required=True, help="output folder (dataset, images, provenance.duckdb)")
+    command.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
+                         help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    command.set_defaults(handler=handler)
+    return command
+
+
+def _out_command(commands: argparse._SubParsersAction, name: str, help_text: str,
+                 handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, help=help_text, description=help_text)
+    command.add_argument("--out", type=Path, required=True, help="output folder of a seir run")
+    command.set_defaults(handler=handler)
+    return command
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seir", description=__doc__)
     parser.add_argument("--version", action="version", version=f"seir {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run a job: generate, self-evaluate and refine dialogues")
-    run.add_argument("job", type=Path, help="job spec (YAML)")
-    run.add_argument("--out", type=Path, required=True, help="output folder (dataset, images, provenance.duckdb)")
-    run.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
-                     help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
-    run.set_defaults(handler=_run)
+    _job_command(commands, "run", "run a job: make every dialogue its seeds call for that is not made yet", _run)
+    refresh = _job_command(commands, "refresh", "print what changed since the last run, then make only that",
+                           _refresh)
+    refresh.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    _job_command(commands, "rescore", "score existing dialogues again with the job's judge and thresholds, "
+                 "regenerating nothing", _rescore)
+    _job_command(commands, "dedup", "run the dedup pass over the latest version, writing a new version", _dedup)
+
+    sql = _out_command(commands, "sql", "run a read-only SQL query on the provenance store", _sql)
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    sql.add_argument("--output", type=Path, default=None, help="write to FILE instead of standard output")
+    lineage = _out_command(commands, "lineage", "print where a dialogue came from: seed, drafts, scores, calls",
+                           _lineage)
+    lineage.add_argument("dialogue", help="dialogue id or content key")
+    lineage.add_argument("--json", action="store_true")
+    _out_command(commands, "versions", "list the dataset versions of an output", _versions)
+    diff = _out_command(commands, "diff", "what changed between two dataset versions", _diff)
+    diff.add_argument("before", help="version number or name (1 or v0001)")
+    diff.add_argument("after")
+    diff.add_argument("--json", action="store_true")
+
+    judge_eval = commands.add_parser(
+        "judge-eval", help="agreement of the job's judge with human scores (InterMT's file, or seir's JSONL format)")
+    judge_eval.add_argument("data", type=Path, help="InterMT score_evaluation JSON, or JSONL (see docs)")
+    judge_eval.add_argument("--rubric", choices=("intermt", "synjudge"), default="intermt")
+    judge_eval.add_argument("--job", type=Path, default=Path("jobs/demo.yaml"), help="job whose judge role to use")
+    judge_eval.add_argument("--out", type=Path, default=Path("runs/judge-eval"),
+                            help="output folder: the report and the run's provenance")
+    judge_eval.add_argument("--limit", type=int, default=None, help="the first N items only")
+    judge_eval.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None)
+    judge_eval.set_defaults(handler=_judge_eval)
 
     models = commands.add_parser("models", help="model utilities").add_subparsers(dest="models", required=True)
     build = models.add_parser("build-tiny", help="build the offline random-weight tiny models into DIR")
     build.add_argument("dir", type=Path)
     build.set_defaults(handler=_build_tiny)
+    from seir.engine.cluster import add_commands
+    add_commands(commands)
     return parser
 
 

@@ -5,14 +5,17 @@
 - ``add`` computes per dialogue its exact keys (normalised text, image set), and per *content key* the sketch of
   each near-duplicate method (MinHash signature per text key, perceptual hash per image key, unit embedding per
   embedding key), with the sketch's LSH band rows. Sketches and band rows are stored in DuckDB under the content
-  key and the method's config key, so a text, image or embedding seen by an earlier run or shard is never
-  sketched again.
+  key and the method's *space* (one per method and config, ``dedup_index_spaces``), so a text, image or embedding
+  seen by an earlier run or shard is never sketched again. A changed config opens a new space: dialogues added
+  under the old one must be added again for that method to see them.
 - ``resolve`` finds candidate pairs by grouping the band table (``GROUP BY band, bucket HAVING count(*) > 1``),
   verifies them (estimated Jaccard, Hamming distance, cosine), links dialogues (exact keys, verified pairs, and
   for images: every image of each dialogue matched in the other), takes connected components and keeps one
   dialogue per component: highest combined score, then earliest order, then smallest dialogue id.
 
-The result is a function of the set of items in the index (all runs that used this connection), not of their
+Tables: ``dedup_index_items`` (one row per dialogue: score, order, keys), ``_item_images``, ``_skips`` (why a
+method could not judge a dialogue), ``_spaces``, ``_sketches`` and ``_bands``. The result is a function of the set
+of items in the index (all runs that used this connection), not of their
 order or of how they were split into shards or ``add`` calls: ranks, candidate pairs and links are all derived
 from table contents. Adding a dialogue id again replaces it (a refreshed dialogue); adding the same id twice in
 one index session is an error, since one of the two would win by arrival order.
@@ -21,16 +24,20 @@ Scaling to 100M dialogues on a Ray cluster (the same steps, distributed):
 
 1. Map, no shuffle: each shard's task normalises texts, hashes keys and computes sketches and band rows only for
    content keys absent from the sketch cache (a Parquet table keyed by content key; a semi-join against it),
-   holding just its shard (~10k dialogues, ~5 MB of signatures). Output: band rows (~16 B x 12 bands per text:
-   ~20 GB at 100M) and sketches (512 B per text: ~50 GB) as Parquet.
+   holding just its shard (~10k dialogues, ~5 MB of signatures). Output: band rows (14 bands x ~45 B per text:
+   ~60 GB at 100M before compression) and sketches (512 B per text: ~50 GB) as Parquet.
 2. Shuffle 1, band rows by ``hash(band, bucket)``: each partition groups its buckets and emits candidate key pairs.
-   Bucket sizes are the number of near-duplicates, so partitions stay balanced except for popular templates.
+   Bucket sizes follow the number of near-duplicates, so partitions stay balanced except for popular templates.
 3. Shuffle 2, candidate pairs by key to meet their sketches (a join against the sketch table), then verify: each
    worker holds a slice of pairs and the sketches they name.
-4. Components: the verified links (about one per planted duplicate, ~10M at a 10% rate) fit one node's memory
-   (union-find over int64 ranks, ~1 GB); ranks come from a global sort on (score desc, order, id), the only other
-   all-to-all step. Decisions go to the single provenance writer.
-Image coverage (step 3 for images) joins dialogue-image rows with verified image pairs, partitioned by image key.
+4. Components: the verified links (about one per duplicate, ~10M at a 10% rate) fit one node (union-find over
+   int64 ranks, ~1 GB); ranks come from a global sort on (score desc, order, id), the only other all-to-all step.
+   Decisions go to the single provenance writer.
+Images (step 3 joins dialogue-image rows with verified image pairs, partitioned by image key) and embeddings take the
+same path. Limits: pigeonhole bands for 64-bit image hashes are 9-10 bits wide, so random candidate pairs grow as
+n**2 / 150 and a corpus of many millions of images needs ``max_distance`` <= 3 (16-bit bands) or a longer hash; a
+key shared by very many dialogues (one stock image) links them as a star, but image coverage joins grow with the
+square of its count.
 """
 
 from __future__ import annotations
@@ -53,11 +60,12 @@ from seir.operators.dedup.common import blob_key
 from seir.operators.dedup.exact import normalized_key
 from seir.operators.dedup.groups import resolve as resolve_groups
 from seir.operators.dedup.groups import strongest_links
-from seir.operators.dedup.shingles import normalize
+from seir.operators.dedup.shingles import normalized_utf8
 
 # Also the priority when two methods link the same pair: a decision names the most certain one.
 METHODS = ("exact-text", "exact-image", "minhash", "image-phash", "semantic")
 _VERIFY_CHUNK = 1 << 18  # candidate pairs verified per numpy step
+_IMAGE_KEYS = ExactImage()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dedup_index_items (dialogue_id VARCHAR NOT NULL, score DOUBLE NOT NULL,
@@ -77,23 +85,25 @@ CREATE TABLE IF NOT EXISTS dedup_index_bands (space SMALLINT NOT NULL, band SMAL
 class DedupConfig:
     """Which methods run, and each method's settings (the operators are their own config).
 
-    Defaults, and why:
+    Defaults, and why (numbers measured on the synthetic corpora of ``seir.operators.dedup.synthetic``):
     - MinHash at Jaccard 0.8 over 3-word shingles, 128 permutations. Dialogues are short (100-500 words) and each
-      changed word breaks ``shingle_size`` shingles, so 5-grams (common for web pages) would make 0.8 demand under
-      2.5% of words changed; 3-grams keep word order (bag-of-words would match templated questions with swapped
-      entities) and put 0.8 at roughly 3-4% of words changed. 128 permutations estimate Jaccard to +-0.035.
-    - Perceptual hash at Hamming distance <= 6 of 64 bits: resizing and JPEG re-encoding move a hash by 0-4 bits
-      and crops of a few percent by up to ~8, while unrelated images sit near 32 (sd 4) and rarely below 12;
-      6 also keeps the pigeonhole bands at 9-10 bits, so candidate buckets stay small.
-    - Embedding cosine >= 0.95: paraphrases and reordered sentences of one dialogue score above 0.95 with
-      sentence-transformer embeddings, while distinct dialogues on one topic typically score 0.6-0.9.
+      replaced word breaks ``shingle_size`` shingles: with 3-grams, 1% of words replaced gives Jaccard ~0.94, 2%
+      ~0.89, 3% ~0.83, 5% ~0.75, so 0.8 sits near 3.5%; with the 5-grams common for web pages it would sit near 2%,
+      and bag-of-words would match templated questions that only swap entities. 128 permutations estimate Jaccard
+      to +-0.035 (one sd at 0.8), so pairs within ~0.05 of the threshold fall either way.
+    - Perceptual hash at Hamming distance <= 6 of 64 bits: resizing moves a hash by 0-2 bits, JPEG at quality
+      30-70 by 0-6, crops of 1% per side by <= 6 (99.5%) and of 2% per side by <= 6 (90%); unrelated images
+      sit at 31.5 on average, never below 14 in 45k pairs. 6 keeps the pigeonhole bands at 9-10 bits; 8 would
+      catch 2% crops but cut bands to 7 bits, 4x the random candidates.
+    - Embedding cosine >= 0.95: with all-MiniLM-L6-v2, a dialogue with its sentences reordered scores 0.99 and a
+      reworded one 0.97-0.98, while another question on the same topic scores ~0.5.
     """
 
     methods: tuple[str, ...] = METHODS
     minhash: MinHashDedup = field(default_factory=MinHashDedup)
     phash: PerceptualHash = field(default_factory=PerceptualHash)
     semantic: SemanticDedup = field(default_factory=SemanticDedup)
-    batch_size: int = 4096  # dialogues sketched and stored per step
+    batch_size: int = 8192  # dialogues sketched and stored per step (~15 MB of text and sketches)
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
@@ -234,6 +244,16 @@ class DedupIndex:
         while batch := list(islice(iterator, self.config.batch_size)):
             self._add_batch(batch)
 
+    def retain(self, dialogue_ids: Iterable[str]) -> None:
+        """Forget every dialogue but these (a dataset's current candidates); cached sketches stay for reuse."""
+        self.con.register("dedup_kept_ids", _arrow(dialogue_id=pa.array(list(dialogue_ids), pa.string())))
+        try:
+            for table in ("items", "item_images", "skips"):
+                self.con.execute(f"DELETE FROM dedup_index_{table} WHERE dialogue_id NOT IN "
+                                 "(SELECT dialogue_id FROM dedup_kept_ids)")
+        finally:
+            self.con.unregister("dedup_kept_ids")
+
     def _add_batch(self, batch: list[DedupItem]) -> None:
         ids = Counter(item.dialogue_id for item in batch)
         repeated = sorted(i for i, n in ids.items() if n > 1 or i in self._seen)
@@ -241,12 +261,13 @@ class DedupIndex:
             raise ValueError(f"dialogue ids given twice to one dedup pass: {repeated[:5]}")
         self._seen.update(ids)
         skips: Skips = []
-        normalized = [normalize(item.text).encode() for item in batch]  # keys, and a valid input to shingling
+        normalized = [normalized_utf8(item.text) for item in batch]  # keys, and a valid input to shingling
         text_keys = [normalized_key(text) for text in normalized]
         if self.config.uses("exact-text"):
             skips += [(item.dialogue_id, "exact-text", "empty text")
                       for item, key in zip(batch, text_keys, strict=True) if key is None]
-        images = [self._images(item, skips) for item in batch]
+        judges_images = self.config.uses("exact-image") or self.config.uses("image-phash")
+        images = [self._images(item, skips) if judges_images else {} for item in batch]
         self.con.begin()
         try:
             embedding_keys = self._sketch_embeddings(batch, skips)
@@ -262,11 +283,9 @@ class DedupIndex:
 
     def _images(self, item: DedupItem, skips: Skips) -> dict[str, bytes]:
         """The item's distinct images by key; none if they cannot be loaded."""
-        if not (self.config.uses("exact-image") or self.config.uses("image-phash")):
-            return {}
         try:
             images = item.image_bytes() if callable(item.image_bytes) else item.image_bytes
-            return dict(zip(ExactImage().keys(images), images, strict=True))
+            return dict(zip(_IMAGE_KEYS.keys(images), images, strict=True))
         except Exception as error:  # a failing loader or a non-bytes value: this dialogue's images go unjudged
             reason = f"images not loaded: {type(error).__name__}: {error}"
             skips += [(item.dialogue_id, method, reason) for method in ("exact-image", "image-phash")
@@ -314,7 +333,7 @@ class DedupIndex:
         self.con.register("dedup_wanted", _arrow(key=pa.array(list(keys), pa.string())))
         todo = self.con.sql(
             "SELECT key FROM dedup_wanted ANTI JOIN (SELECT key FROM dedup_index_sketches "
-            "WHERE space = $s) USING (key) ORDER BY key", params=params,
+            "WHERE space = $s) USING (key)", params=params,
         ).fetchnumpy()["key"].tolist()
         sketches = sketch(todo)
         stored = pa.array([todo[i] for i in sketches.index.tolist()], pa.string())
@@ -341,7 +360,8 @@ class DedupIndex:
                 score=pa.array([float(item.score) for item in batch], pa.float64()),
                 ord=pa.array([int(item.order) for item in batch], pa.int64()),
                 text_key=pa.array(text_keys, pa.string()),
-                image_set_key=pa.array([ExactImage().set_key(list(keys)) for keys in images], pa.string()),
+                image_set_key=pa.array([_IMAGE_KEYS.set_key(list(keys)) if keys else None for keys in images],
+                                       pa.string()),
                 n_images=pa.array([len(keys) for keys in images], pa.int32()),
                 embedding_key=pa.array(embedding_keys, pa.string()),
             ),
@@ -353,11 +373,16 @@ class DedupIndex:
                                for i, name in enumerate(("dialogue_id", "method", "reason"))}),
         }
         self.con.register("dedup_new_ids", _arrow(dialogue_id=pa.array(ids, pa.string())))
+        replaced = self.con.execute(
+            "DELETE FROM dedup_index_items WHERE dialogue_id IN (SELECT * FROM dedup_new_ids) RETURNING dialogue_id"
+        ).fetchall()
         for table, rows in new.items():
-            self.con.execute(f"DELETE FROM dedup_index_{table} WHERE dialogue_id IN (SELECT * FROM dedup_new_ids)")
-            self.con.register("dedup_new_rows", rows)
-            self.con.execute(f"INSERT INTO dedup_index_{table} SELECT * FROM dedup_new_rows")
-            self.con.unregister("dedup_new_rows")
+            if replaced and table != "items":  # refreshed dialogues: their old images and skips go too
+                self.con.execute(f"DELETE FROM dedup_index_{table} WHERE dialogue_id IN (SELECT * FROM dedup_new_ids)")
+            if rows.num_rows:
+                self.con.register("dedup_new_rows", rows)
+                self.con.execute(f"INSERT INTO dedup_index_{table} SELECT * FROM dedup_new_rows")
+                self.con.unregister("dedup_new_rows")
         self.con.unregister("dedup_new_ids")
 
     # ---- resolve: candidates, links, groups --------------------------------------------------------------------

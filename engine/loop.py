@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 
 from seir.engine.calls import Ledger, ModelClient
 from seir.engine.keys import content_key
+from seir.engine.planning import DialogueTask
 from seir.engine.pools import CallFailure
-from seir.engine.records import Dialogue, Draft, Seed, Stage, Turn
-from seir.engine.scoring import StageScorer, TurnScores, decide_turn
+from seir.engine.records import Dialogue, Draft, Stage, Turn
+from seir.engine.scoring import StageScorer
 from seir.engine.spec import JobSpec
 from seir.operators.backends.base import ChatRequest, RenderRequest, Sampling
 from seir.operators.scoring.rubrics import TurnView, critique_finds_nothing, suggested_caption
@@ -37,14 +38,6 @@ from seir.operators.seir.prompts import (
 )
 
 RETRY_TEMPERATURE = 0.7  # a failed draft retried greedily would fail the same way
-
-
-@dataclass(frozen=True)
-class DialogueTask:
-    seed: Seed
-    dialogue_id: str
-    dialogue_key: str
-    turns: int
 
 
 @dataclass
@@ -107,7 +100,10 @@ class SeirLoop:
             self.on_round(stage, round_, len(active))
             members = [group[i] for i in active]
             drafts = await self._write(stage, members, [previous.get(i) for i in active], turn_index, round_, ledger)
-            await self.scorer.judge(stage, [(w, d) for w, d in zip(members, drafts, strict=True) if d.ok], ledger)
+            judged = [(w, d) for w, d in zip(members, drafts, strict=True) if d.ok]
+            verdicts = await self.scorer.verdicts(stage, [_view(stage, w, d) for w, d in judged], ledger)
+            for (_, draft), verdict in zip(judged, verdicts, strict=True):
+                verdict.apply(draft)
             still_active = []
             for i, w, draft in zip(active, members, drafts, strict=True):
                 w.drafts.append(draft)
@@ -229,20 +225,25 @@ class SeirLoop:
 
     def _finish_turn(self, w: _Working, turn_index: int) -> Turn:
         question, answer, image = (w.kept[stage] for stage in Stage)
-        scores = TurnScores.from_drafts([question, answer, image])
-        accepted, failing = decide_turn(scores.combined, self.spec.scoring.thresholds)
+        # Each dimension comes from the kept draft of the stage that judged it.
+        scores = {dim: value for draft in (question, answer, image) for dim, value in draft.combined().items()}
         return Turn(index=turn_index, question=question.text or "", answer=answer.text or "",
-                    caption=image.text or "", image_key=image.image_key, scores=scores.combined,
-                    accepted=accepted, failing=failing)
+                    caption=image.text or "", image_key=image.image_key, scores=scores)
 
     def _finish_dialogue(self, w: _Working) -> Dialogue:
-        reason = w.failure or "; ".join(
-            f"turn {t.index + 1}: " + ", ".join(
-                f"{dim} {t.scores[dim]:.2f} < {self.spec.scoring.thresholds[dim]:.2f}" for dim in t.failing)
-            for t in w.turns if not t.accepted
-        )
         return Dialogue(dialogue_id=w.task.dialogue_id, dialogue_key=w.task.dialogue_key, seed=w.task.seed,
-                        turns=w.turns, drafts=w.drafts, accepted=not reason, reason=reason)
+                        turns=w.turns, drafts=w.drafts, failure=w.failure)
+
+
+def _view(stage: Stage, working: _Working, draft: Draft) -> TurnView:
+    """What the scorers see of a draft: the stage's own text with the turn's kept earlier stages."""
+    if stage is Stage.QUESTION:
+        return working.view(draft.text or "")
+    question = working.kept[Stage.QUESTION].text or ""
+    if stage is Stage.ANSWER:
+        return working.view(question, draft.text, draft.caption)
+    answer = working.kept[Stage.ANSWER].text or ""
+    return working.view(question, answer, draft.text, working.images.get(draft.image_key or ""))
 
 
 def _revision(draft: Draft | None, text: str | None = None) -> Revision | None:

@@ -1,22 +1,27 @@
 """Ray actor pools, one per model role.
 
 Each actor hosts one backend (loaded once with ``from_pretrained``) and serves whole batches. A pool splits a batch
-into chunks of the role's ``batch_size`` and hands each chunk to the next free actor slot, so every actor stays
-busy while several shards are in flight. Actors that die are restarted by Ray and their in-flight calls retried
+into chunks of the role's ``batch_size`` and hands each chunk to the least-loaded actor, so every actor stays busy
+while several shards are in flight. Actors that die are restarted by Ray and their in-flight calls retried
 (``max_restarts``/``max_task_retries``); a call that still fails comes back as a ``CallFailure`` with the reason,
-which the SEIR loop records as a failed draft rather than crashing.
+which the SEIR loop records as a failed draft rather than crashing. A call that runs past ``timeout_s`` is cancelled
+and its actor restarted; the pool sends that actor nothing new until it is back, and stops using an actor that is
+dead for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError, RayTaskError
 
 from seir.engine.spec import RoleSpec
+from seir.operators.backends.base import LocalBackend
 from seir.operators.base import lookup
 
 
@@ -38,12 +43,14 @@ class RoleActor:
 
     def __init__(self, role: str, backend: str, model: str, revision: str | None, options: dict[str, Any],
                  num_threads: int) -> None:
-        import torch
+        backend_class = lookup("backend", backend)
+        if issubclass(backend_class, LocalBackend):  # others (endpoints) never load torch: seconds and memory saved
+            import torch
 
-        # Ray sets OMP threads to num_cpus (0 for fractional CPUs means "all"); pin torch to what the role asked.
-        torch.set_num_threads(num_threads)
+            # Ray sets OMP threads to num_cpus (0 for fractional CPUs means "all"); pin torch to what the role asked.
+            torch.set_num_threads(num_threads)
         self.role = role
-        self.backend = lookup("backend", backend)(model=model, revision=revision, **options)
+        self.backend = backend_class(model=model, revision=revision, **options)
 
     def config(self) -> dict[str, Any]:
         return self.backend.config()
@@ -54,6 +61,16 @@ class RoleActor:
         if len(results) != len(requests):
             raise RuntimeError(f"{self.role} {method} returned {len(results)} results for {len(requests)} requests")
         return results, time.perf_counter() - started
+
+
+@dataclass
+class _Lane:
+    """One actor and the chunks sent to it that have not come back yet."""
+
+    actor: Any
+    sent: list[asyncio.Future[None]] = field(default_factory=list)  # each chunk's done signal, in send order
+    restarting: asyncio.Task[None] | None = None
+    dead: bool = False
 
 
 class RolePool:
@@ -76,22 +93,18 @@ class RolePool:
             actor_class.remote(role, spec.backend, spec.model, spec.revision, spec.options, threads)
             for _ in range(spec.replicas)
         ]
-        self._slots: asyncio.Queue[Any] | None = None
+        self._lanes = [_Lane(actor) for actor in self.actors]
+        # Two chunks per execution slot: while one runs, the next already waits at the actor, which starts it the
+        # moment the first ends instead of idling for a round-trip to the driver (bench/bench_scheduler.py).
+        self._depth = 2 * spec.max_concurrency
+        # Plain futures made by the running loop when needed, so a pool works under any event loop, one after another.
+        self._waiting: deque[asyncio.Future[None]] = deque()
         self._batches = 0
 
     def ready(self, timeout_s: float) -> dict[str, Any]:
         """Wait for every actor to load its model; returns the backend's config (model, revision, options)."""
         configs = ray.get([actor.config.remote() for actor in self.actors], timeout=timeout_s)
         return configs[0]
-
-    def _free_slots(self) -> asyncio.Queue[Any]:
-        # Built lazily so the queue belongs to the running event loop.
-        if self._slots is None:
-            self._slots = asyncio.Queue()
-            for _ in range(self.spec.max_concurrency):
-                for actor in self.actors:
-                    self._slots.put_nowait(actor)
-        return self._slots
 
     async def call(self, method: str, requests: list[Any]) -> tuple[list[Any], list[ChunkStats]]:
         """Run ``requests`` through the pool; results keep the order of the requests."""
@@ -102,31 +115,100 @@ class RolePool:
         return results, [stats for _, stats in outcomes]
 
     async def _call_chunk(self, method: str, chunk: list[Any]) -> tuple[list[Any], ChunkStats]:
-        slots = self._free_slots()
-        actor = await slots.get()
         self._batches += 1
         batch_id = f"{self.role}-{self._batches}"
-        ref = actor.call.remote(method, chunk)
-        try:
+        taken = await self._acquire()
+        if taken is None:
+            reason = f"{self.role} {method} failed: every {self.role} actor died past its restarts (see the Ray logs)"
+            return [CallFailure(reason)] * len(chunk), ChunkStats(len(chunk), 0.0, batch_id)
+        lane, done, ahead = taken
+        try:  # from the send on: a request Ray cannot serialize fails its chunk too, and frees the place
+            ref = lane.actor.call.remote(method, chunk)
+            await self._turn(lane, ahead)
             results, latency = await asyncio.wait_for(ref, timeout=self.spec.timeout_s)
         except asyncio.TimeoutError:
-            # A hung actor is restarted (Ray re-creates it); the chunk's drafts fail and are retried next round.
-            ray.kill(actor, no_restart=False)
-            reason = (f"{self.role} {method} timed out after {self.spec.timeout_s:.0f}s "
+            # Cancelled first: Ray would run the hung chunk again on the restarted actor. The chunk's drafts fail
+            # and are retried next round.
+            ray.cancel(ref)
+            ray.kill(lane.actor, no_restart=False)
+            self._watch_restart(lane)
+            reason = (f"{self.role} {method} timed out after {self.spec.timeout_s:g}s "
                       f"(raise roles.{self.role}.timeout_s if the model is just slow)")
             return [CallFailure(reason)] * len(chunk), ChunkStats(len(chunk), self.spec.timeout_s, batch_id)
         except Exception as err:  # the backend raised, or the actor died past its retries: fail the drafts, go on
-            reason = f"{self.role} {method} failed: {type(err).__name__}: {_first_line(err)}"
+            if isinstance(err, RayActorError):
+                self._watch_restart(lane)
+            reason = f"{self.role} {method} failed: {_describe(err)}"
             return [CallFailure(reason)] * len(chunk), ChunkStats(len(chunk), 0.0, batch_id)
         finally:
-            slots.put_nowait(actor)
+            lane.sent.remove(done)
+            done.set_result(None)
+            self._wake()
         return results, ChunkStats(len(chunk), latency, batch_id)
+
+    async def _acquire(self) -> tuple[_Lane, asyncio.Future[None], list[asyncio.Future[None]]] | None:
+        """A place for one chunk on the least-loaded live actor: its lane, the chunk's done signal and the signals
+        of the chunks sent there before it. None once every actor is dead."""
+        while True:
+            live = [lane for lane in self._lanes if not lane.dead]
+            if not live:
+                return None
+            open_lanes = [lane for lane in live if lane.restarting is None and len(lane.sent) < self._depth]
+            if open_lanes:
+                lane = min(open_lanes, key=lambda lane: len(lane.sent))
+                ahead = list(lane.sent)
+                done = asyncio.get_running_loop().create_future()
+                lane.sent.append(done)
+                return lane, done, ahead
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # woken, then cancelled: pass the wake-up on
+                    self._wake()
+                raise
+
+    def _wake(self, everyone: bool = False) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if not everyone:
+                    return
+
+    async def _turn(self, lane: _Lane, ahead: list[asyncio.Future[None]]) -> None:
+        """Return once the actor has started this chunk (enough chunks ahead of it are done, and the actor is not
+        restarting), so that the chunk's timeout counts its own run, not its wait in the actor's queue."""
+        pending = [signal for signal in ahead if not signal.done()]
+        while len(pending) >= self.spec.max_concurrency:
+            _, still = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            pending = list(still)
+        if lane.restarting is not None:
+            await asyncio.shield(lane.restarting)
+
+    def _watch_restart(self, lane: _Lane) -> None:
+        if lane.restarting is None:
+            lane.restarting = asyncio.get_running_loop().create_task(self._restarted(lane))
+
+    async def _restarted(self, lane: _Lane) -> None:
+        """Hold ``lane`` back until Ray has restarted its actor (the model reloads); retire it if dead for good."""
+        try:
+            await asyncio.wait_for(lane.actor.config.remote(), timeout=max(self.spec.timeout_s, 600))
+        except (RayActorError, asyncio.TimeoutError):
+            lane.dead = True
+        finally:
+            lane.restarting = None
+            self._wake(everyone=True)
 
     def shutdown(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[-1][:300] if text else ""
+def _describe(err: BaseException) -> str:
+    """One line: the backend's own exception when it raised (Ray wraps it in the actor's traceback), else Ray's."""
+    if isinstance(err, RayTaskError) and err.cause is not None:
+        err = err.cause
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[-1][:300] if lines else ''}"

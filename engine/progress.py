@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from seir.engine.calls import Ledger
+from seir.engine.decide import decide
 from seir.engine.records import Dialogue
 
 
@@ -31,13 +33,14 @@ class Progress:
     def say(self, message: str) -> None:
         print(f"[seir] {message}", file=self.stream, flush=True)
 
-    def shard_committed(self, dialogues: list[Dialogue], ledger: Ledger) -> None:
+    def shard_committed(self, dialogues: list[Dialogue], ledger: Ledger, thresholds: Mapping[str, float]) -> None:
         self.shards += 1
         self.dialogues += len(dialogues)
-        self.accepted += sum(d.accepted for d in dialogues)
         for d in dialogues:
+            decision = decide(d.failure, [t.scores for t in d.turns], thresholds)
+            self.accepted += decision.accepted
             self.turns += len(d.turns)
-            self.turns_accepted += sum(t.accepted for t in d.turns)
+            self.turns_accepted += sum(decision.turns_accepted)
             self.drafts += len(d.drafts)
             self.stage_runs += len({(x.turn_index, x.stage) for x in d.drafts})
         for call in ledger.calls:
@@ -57,9 +60,9 @@ class Progress:
 def run_summary(con: Any, run_id: str) -> dict[str, Any]:
     """What a run did, from the provenance store: the same numbers a user gets with SQL."""
     status = dict(con.execute(
-        """SELECT CASE WHEN accepted THEN 'accepted' ELSE 'rejected' END, count(*) FROM dialogues
-           WHERE run_id = ? GROUP BY ALL""", [run_id]).fetchall())
-    quarantined = con.execute("SELECT count(*) FROM quarantine WHERE run_id = ?", [run_id]).fetchone()[0]
+        """SELECT CASE WHEN accepted THEN 'accepted' ELSE 'rejected' END, count(*) FROM version_dialogues
+           WHERE version = (SELECT version FROM versions WHERE run_id = ?) GROUP BY ALL""", [run_id]).fetchall())
+    quarantined = con.execute("SELECT count(*) FROM quarantine WHERE run_id = ?", [run_id]).fetchall()[0][0]
     by_round = con.execute(
         """SELECT s.dimension, d.round, round(avg(s.value), 3), count(*) FROM scores s
            JOIN drafts d USING (draft_key) WHERE s.run_id = ? AND s.scorer = 'combined'

@@ -106,9 +106,7 @@ class Turn:
     answer: str
     caption: str
     image_key: str | None
-    scores: dict[str, float]  # combined score per dimension of the kept drafts
-    accepted: bool
-    failing: list[str] = field(default_factory=list)  # dimensions under threshold
+    scores: dict[str, float]  # combined score per dimension, from the kept draft of the stage that judged it
 
 
 @dataclass
@@ -118,8 +116,7 @@ class Dialogue:
     seed: Seed
     turns: list[Turn]
     drafts: list[Draft]
-    accepted: bool
-    reason: str  # why rejected ("" when accepted)
+    failure: str  # why generation stopped early ("" when every turn was made); acceptance is decided later
 
     def messages(self, image_path: Any) -> list[dict[str, Any]]:
         """The dialogue in the chat-template convention; ``image_path(key)`` names where an image is stored."""

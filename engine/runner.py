@@ -1,77 +1,80 @@
-"""A run from start to finish: plan, start the model pools, run shards through the SEIR loop, commit each shard,
-dedup, and write a dataset version.
+"""Runs from start to finish: plan, start the model pools, run shards through the SEIR loop, commit each shard,
+decide acceptance, dedup, and write a dataset version.
 
-Planning needs no Ray: every dialogue's key is known before any model loads, so a dialogue committed earlier (by
-an interrupted run of the same job, or by an earlier job with the same generation config) is never recomputed.
-An interrupted run is resumed by running the same command again: its plan is read back from the store.
+Three kinds of run share that path: ``run`` (also ``seir refresh``: make what is missing, reuse the rest),
+``rescore`` (score existing dialogues again with the job's scorers, regenerate nothing) and ``dedup`` (the
+dedup pass alone). A run that was interrupted is resumed by running the same command again: its plan and its
+progress are read back from the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import dataclasses
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 import ray
 
 import seir
-from seir.engine.calls import ModelClient
+from seir.engine.calls import Ledger, ModelClient
+from seir.engine.dedup import DedupIndex, DedupItem
+from seir.engine.errors import SeirError
 from seir.engine.images import ImageStore
 from seir.engine.keys import content_key
 from seir.engine.lock import OutputLock
-from seir.engine.loop import DialogueTask, SeirLoop
-from seir.engine.output import write_version
-from seir.engine.pools import RolePool
+from seir.engine.loop import SeirLoop
+from seir.engine.output import Version, write_version
+from seir.engine.planning import DialogueTask, Plan, changes, model_revisions, pack_shards, plan_dialogues
+from seir.engine.pools import CallFailure, RolePool
 from seir.engine.progress import Progress, format_summary, run_summary
-from seir.engine.records import Seed
-from seir.engine.scoring import StageScorer
+from seir.engine.records import Stage
+from seir.engine.scoring import StageScorer, blocking_call, judge_sampling
 from seir.engine.seeds import SeedLoad, load_seeds
 from seir.engine.spec import JobSpec
 from seir.engine.store import ProvenanceStore
-from seir.operators.backends.base import fingerprint_model
-from seir.operators.backends.tiny import resolve_model_ref
-from seir.operators.scoring import rubrics
-from seir.operators.seir import prompts
+from seir.operators.scoring.judge import JudgeScorer
+from seir.operators.scoring.judge_eval import JudgeEvalReport, evaluate, read_eval_data
+from seir.operators.scoring.rubrics import TurnView
+
+RESCORE_BATCH = 64  # turns judged per batched scorer call during a rescore
 
 
-@dataclass
-class Plan:
-    generation_key: str
-    tasks: list[DialogueTask]  # every current seed's dialogue
-    pending: list[DialogueTask]  # those not committed yet
+class ModelPools:
+    """Actor pools started on first need and shut down together."""
 
+    def __init__(self, spec: JobSpec, store: ProvenanceStore, run_id: str, images: ImageStore, address: str | None,
+                 say: Any) -> None:
+        self.spec, self.store, self.run_id, self.images = spec, store, run_id, images
+        self.address, self.say = address, say
+        self.pools: dict[str, RolePool] = {}
+        self.clients: dict[str, ModelClient] = {}
+        self.startup_s = 0.0
 
-def prompt_fingerprint() -> str:
-    """Prompts are code: a change to them must change every dialogue key, so the source is part of the key."""
-    return content_key([inspect.getsource(prompts), inspect.getsource(rubrics)])
+    def ensure(self, roles: list[str]) -> dict[str, ModelClient]:
+        wanted = [r for r in roles if r not in self.pools]
+        if wanted:
+            if not ray.is_initialized():
+                ray.init(address=self.address, include_dashboard=False, logging_level="WARNING")
+            self.say("starting model pools: " + ", ".join(f"{r} x{self.spec.roles[r].replicas}" for r in wanted))
+            started = time.monotonic()
+            fresh = {role: RolePool(role, self.spec.roles[role]) for role in wanted}
+            self.pools.update(fresh)
+            configs = {role: pool.ready(max(pool.spec.timeout_s, 600)) for role, pool in fresh.items()}
+            self.startup_s += time.monotonic() - started
+            self.store.record_models(self.run_id, {role: (content_key(cfg), cfg) for role, cfg in configs.items()})
+            for role, config in configs.items():
+                self.clients[role] = ModelClient(role, fresh[role], config, self.store, self.images)
+        return self.clients
 
-
-def model_revisions(spec: JobSpec) -> dict[str, str]:
-    """Each role's pinned revision, or the fingerprint of its files (building tiny models on first use), as the
-    backends themselves compute it: known before any actor starts, so planning needs no Ray."""
-    return {role: r.revision or fingerprint_model(resolve_model_ref(r.model)) for role, r in spec.roles.items()}
-
-
-def plan_dialogues(spec: JobSpec, seeds: list[Seed], revisions: dict[str, str], committed: set[str]) -> Plan:
-    generation_key = content_key([spec.generation_key(prompt_fingerprint()), dict(sorted(revisions.items()))])
-    tasks = [
-        DialogueTask(seed, seed.seed_id, content_key([seed.seed_key, generation_key]), seed.turns or spec.seir.turns)
-        for seed in seeds
-    ]
-    return Plan(generation_key, tasks, [t for t in tasks if t.dialogue_key not in committed])
-
-
-def pack_shards(run_id: str, tasks: list[DialogueTask], shard_size: int) -> list[tuple[str, list[str]]]:
-    shards = []
-    for start in range(0, len(tasks), shard_size):
-        keys = [t.dialogue_key for t in tasks[start : start + shard_size]]
-        shards.append((content_key([run_id, keys]), keys))
-    return shards
+    def shutdown(self) -> None:
+        for pool in self.pools.values():
+            pool.shutdown()
 
 
 class Runner:
@@ -80,86 +83,228 @@ class Runner:
         self.out_dir = Path(out_dir)
         self.address = address
         self.stream = stream
+        self.images = ImageStore(self.out_dir)
         self.timings: dict[str, float] = {}  # seconds: starting the model pools, running the shards
 
     def say(self, message: str) -> None:
         print(f"[seir] {message}", file=self.stream, flush=True)
 
-    def run(self) -> dict[str, Any]:
+    # -- run / refresh ----------------------------------------------------------------------------------------------
+    def run(self, show_plan: bool = False, dry_run: bool = False) -> dict[str, Any] | None:
+        """Make every dialogue the job's seeds call for that is not committed yet; reuse the rest."""
         started = time.monotonic()
-        with OutputLock(self.out_dir), ProvenanceStore(self.out_dir) as store:
+        with self._session() as store:
             seeds = load_seeds(self.spec.seeds)
             self.say(f"{len(seeds.seeds)} seeds, {len(seeds.quarantined)} quarantined lines")
-            plan = plan_dialogues(self.spec, seeds.seeds, model_revisions(self.spec), store.committed_dialogue_keys())
-            run_id, shards = self._start_or_resume(store, seeds, plan)
+            revisions = model_revisions(self.spec)
+            plan = plan_dialogues(self.spec, seeds.seeds, revisions, store.committed_dialogue_keys())
+            if show_plan or dry_run:
+                latest = [i for i, _ in store.latest_candidates()]
+                self.say("plan:\n" + changes(plan, store.committed_dialogues(), latest, store.previous_job_spec(),
+                                             self.spec).describe())
+            if dry_run:
+                return None
+            run_id, shards = self._start_or_resume(store, "run", plan, seeds)
             by_key = {t.dialogue_key: t for t in plan.tasks}
             work = [(shard_id, [by_key[k] for k in keys]) for shard_id, keys in shards]
-            if work:
-                self._execute(store, run_id, plan, work)
-            summary = self._finish(store, run_id, plan, seeds, started)
-        self.say("done\n" + format_summary(summary))
-        return summary
+            with self._pools(store, run_id) as pools:
+                if work:
+                    clients = pools.ensure(list(self.spec.roles))
+                    self._run_shards(store, run_id, plan, clients, work)
+                store.redecide(run_id, plan.keys(), self.spec.scoring.thresholds)
+                self._embed_missing(store, run_id, plan.keys(), pools)
+                self.timings["startup_s"] = pools.startup_s
+            return self._finish(store, run_id, "run", plan.keys(), started)
 
-    def _start_or_resume(self, store: ProvenanceStore, seeds: SeedLoad,
-                         plan: Plan) -> tuple[str, list[tuple[str, list[str]]]]:
+    def _start_or_resume(self, store: ProvenanceStore, kind: str, plan: Plan,
+                         seeds: SeedLoad | None = None) -> tuple[str, list[tuple[str, list[str]]]]:
         job_key = self.spec.key()
-        run_id = store.unfinished_run("run", job_key)
+        run_id = store.unfinished_run(kind, job_key)
         if run_id is not None:
             shards = store.planned_shards(run_id)
-            self.say(f"resuming run {run_id}: {len(shards)} shards left")
+            self.say(f"resuming {kind} {run_id}: {len(shards)} shards left")
             return run_id, shards
-        run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        shards = pack_shards(run_id, plan.pending, self.spec.execution.shard_size)
-        store.begin_run(run_id, "run", self.spec.name, job_key, plan.generation_key,
-                        self.spec.model_dump(mode="json"), seir.__version__, seeds.seeds, seeds.quarantined, shards)
+        run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        shards = pack_shards(run_id, plan.pending, self.spec.execution.shard_size) if kind == "run" else []
+        store.begin_run(run_id, kind, self.spec.name, job_key, plan.generation_key, plan.scoring_key,
+                        self.spec.model_dump(mode="json"), seir.__version__,
+                        seeds.seeds if seeds else [], seeds.quarantined if seeds else [], shards)
+        if seeds:
+            for data in seeds.images.values():
+                self.images.put(data)
         reused = len(plan.tasks) - len(plan.pending)
-        self.say(f"run {run_id}: {len(plan.pending)} dialogues to make in {len(shards)} shards, {reused} reused")
-        for data in seeds.images.values():
-            ImageStore(self.out_dir).put(data)
+        self.say(f"{kind} {run_id}: {len(plan.pending)} dialogues to make in {len(shards)} shards, {reused} reused")
         return run_id, shards
 
-    def _execute(self, store: ProvenanceStore, run_id: str, plan: Plan,
-                 work: list[tuple[str, list[DialogueTask]]]) -> None:
-        if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, logging_level="WARNING")
-        images = ImageStore(self.out_dir)
-        self.say("starting model pools: " + ", ".join(f"{r} x{s.replicas}" for r, s in self.spec.roles.items()))
-        pools = {role: RolePool(role, role_spec) for role, role_spec in self.spec.roles.items()}
-        try:
-            started = time.monotonic()
-            configs = {role: pool.ready(max(pool.spec.timeout_s, 600)) for role, pool in pools.items()}
-            self.timings["startup_s"] = time.monotonic() - started
-            store.record_models(run_id, {role: (content_key(cfg), cfg) for role, cfg in configs.items()})
-            clients = {role: ModelClient(role, pools[role], configs[role], store, images) for role in pools}
-            loop = SeirLoop(self.spec, clients, StageScorer(self.spec, clients))
-            progress = Progress(sum(len(tasks) for _, tasks in work), len(work), self.stream)
-            started = time.monotonic()
-            asyncio.run(self._run_shards(store, run_id, plan, loop, work, progress, images))
-            self.timings["shards_s"] = time.monotonic() - started
-        finally:
-            for pool in pools.values():
-                pool.shutdown()
-
-    async def _run_shards(self, store: ProvenanceStore, run_id: str, plan: Plan, loop: SeirLoop,
-                          work: list[tuple[str, list[DialogueTask]]], progress: Progress, images: ImageStore) -> None:
+    def _run_shards(self, store: ProvenanceStore, run_id: str, plan: Plan, clients: dict[str, ModelClient],
+                    work: list[tuple[str, list[DialogueTask]]]) -> None:
+        loop = SeirLoop(self.spec, clients, StageScorer(self.spec, clients))
+        progress = Progress(sum(len(tasks) for _, tasks in work), len(work), self.stream)
         in_flight = asyncio.Semaphore(self.spec.execution.shards_in_flight)
 
         async def one(shard_id: str, tasks: list[DialogueTask]) -> None:
             async with in_flight:
                 outcome = await loop.run_shard(tasks)
             store.commit_shard(run_id, shard_id, outcome.dialogues, outcome.ledger, plan.generation_key,
-                               images.relative_path)
-            progress.shard_committed(outcome.dialogues, outcome.ledger)
+                               self.images.relative_path)
+            progress.shard_committed(outcome.dialogues, outcome.ledger, self.spec.scoring.thresholds)
 
-        await asyncio.gather(*(one(shard_id, tasks) for shard_id, tasks in work))
+        async def all_shards() -> None:
+            await asyncio.gather(*(one(shard_id, tasks) for shard_id, tasks in work))
 
-    def _finish(self, store: ProvenanceStore, run_id: str, plan: Plan, seeds: SeedLoad,
+        started = time.monotonic()
+        asyncio.run(all_shards())
+        self.timings["shards_s"] = time.monotonic() - started
+
+    # -- rescore ----------------------------------------------------------------------------------------------------
+    def rescore(self) -> dict[str, Any]:
+        """Score the latest version's dialogues again with this job's scorers and thresholds; regenerate nothing.
+        Turns last scored under the same scoring config are re-decided without any model call."""
+        started = time.monotonic()
+        with self._session() as store:
+            candidates = [key for _, key in store.latest_candidates()]
+            if not candidates:
+                raise SeirError(f"{self.out_dir} has no dataset version to rescore: run a job into it first")
+            plan = plan_dialogues(self.spec, [], model_revisions(self.spec), set())
+            run_id, _ = self._start_or_resume(store, "rescore", plan)
+            stale = store.scored_under_other_config(candidates, plan.scoring_key)
+            self.say(f"rescoring {len(stale)} of {len(candidates)} dialogues; re-deciding all of them")
+            with self._pools(store, run_id) as pools:
+                if stale:
+                    roles = sorted({r for r in ("judge", "clip", "embed") if r in self.spec.roles})
+                    scorer = StageScorer(self.spec, pools.ensure(roles))
+                    for start in range(0, len(stale), RESCORE_BATCH):
+                        asyncio.run(self._rescore_batch(store, run_id, scorer, stale[start : start + RESCORE_BATCH]))
+                store.redecide(run_id, candidates, self.spec.scoring.thresholds)
+                self._embed_missing(store, run_id, candidates, pools)
+            return self._finish(store, run_id, "rescore", candidates, started)
+
+    async def _rescore_batch(self, store: ProvenanceStore, run_id: str, scorer: StageScorer,
+                             dialogue_keys: list[str]) -> None:
+        """One committed batch: every kept stage draft of every turn of these dialogues, judged again."""
+        ledger = Ledger()
+        kept = store.kept_drafts(dialogue_keys)  # (draft_key, dialogue_key, turn, stage, text, caption, image, ...)
+        turn_scores: dict[tuple[str, int], dict[str, float]] = {}
+        draft_scores = []
+        for stage in Stage:
+            rows = [row for row in kept if row.stage == stage.value]
+            views = [TurnView(question=row.question, answer=row.answer if stage is not Stage.QUESTION else None,
+                              caption=row.caption if stage is not Stage.QUESTION else None,
+                              image=self.images.get(row.image_key) if row.image_key else None,
+                              history=row.history) for row in rows]
+            for row, verdict in zip(rows, await scorer.verdicts(stage, views, ledger), strict=True):
+                if verdict.failure:
+                    raise SeirError(f"rescoring {row.dialogue_key} failed: {verdict.failure}. Run the same command "
+                                    "again to resume; rescored batches are kept.")
+                turn_scores.setdefault((row.dialogue_key, row.turn_index), {}).update(verdict.combined)
+                draft_scores.append((row.draft_key, row.dialogue_key, verdict.scores))
+        store.commit_rescore(run_id, draft_scores, turn_scores, ledger, self.images.relative_path)
+
+    # -- dedup alone ------------------------------------------------------------------------------------------------
+    def dedup(self) -> dict[str, Any]:
+        """The dedup pass over the latest version's dialogues, written as a new version."""
+        started = time.monotonic()
+        with self._session() as store:
+            candidates = [key for _, key in store.latest_candidates()]
+            if not candidates:
+                raise SeirError(f"{self.out_dir} has no dataset version to dedup: run a job into it first")
+            plan = plan_dialogues(self.spec, [], model_revisions(self.spec), set())
+            run_id, _ = self._start_or_resume(store, "dedup", plan)
+            with self._pools(store, run_id) as pools:
+                self._embed_missing(store, run_id, candidates, pools)
+            return self._finish(store, run_id, "dedup", candidates, started)
+
+    # -- judge evaluation -------------------------------------------------------------------------------------------
+    def judge_eval(self, data: Path, rubric: str, limit: int | None = None) -> JudgeEvalReport:
+        """Score a human-annotated set with the job's judge and report agreement, recorded like any run."""
+        eval_set = read_eval_data(data)
+        if limit is not None:
+            eval_set = dataclasses.replace(eval_set, items=eval_set.items[:limit])
+        with self._session() as store:
+            plan = plan_dialogues(self.spec, [], model_revisions(self.spec), set())
+            run_id, _ = self._start_or_resume(store, "judge-eval", plan)
+            self.say(f"judging {len(eval_set.items)} items of {data} on the {rubric} rubric")
+            with self._pools(store, run_id) as pools:
+                judge = pools.ensure(["judge"])["judge"]
+                ledger = Ledger()
+
+                async def scored() -> JudgeEvalReport:
+                    loop = asyncio.get_running_loop()
+                    scorer = JudgeScorer(blocking_call(judge, "chat", loop, ledger),
+                                         blocking_call(judge, "score", loop, ledger),
+                                         sampling=judge_sampling(self.spec))
+                    return await asyncio.to_thread(evaluate, eval_set, scorer, rubric)
+
+                report = asyncio.run(scored())
+                store.commit_calls(run_id, ledger, self.images.relative_path)
+            target = self.out_dir / "judge-eval" / f"{run_id}.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(report.to_json(), encoding="utf-8")
+            summary = {k: v for k, v in report.to_dict().items() if k != "predictions"}
+            store.finish_run(run_id, {**summary, "report_path": str(target)})
+        self.say(f"report: {target}\n{report.to_text()}")
+        return report
+
+    # -- shared -----------------------------------------------------------------------------------------------------
+    @contextmanager
+    def _session(self) -> Iterator[ProvenanceStore]:
+        with OutputLock(self.out_dir), ProvenanceStore(self.out_dir) as store:
+            yield store
+
+    @contextmanager
+    def _pools(self, store: ProvenanceStore, run_id: str) -> Iterator[ModelPools]:
+        pools = ModelPools(self.spec, store, run_id, self.images, self.address, self.say)
+        try:
+            yield pools
+        finally:
+            pools.shutdown()
+
+    def _embed_missing(self, store: ProvenanceStore, run_id: str, dialogue_keys: list[str],
+                       pools: ModelPools) -> None:
+        """Semantic dedup compares dialogue embeddings: make those the embed role has not made yet."""
+        if not self.spec.dedup.uses("semantic"):
+            return
+        embed_key = content_key(self.spec.roles["embed"].output_config())
+        missing = store.missing_embeddings(dialogue_keys, embed_key)
+        if not missing:
+            return
+        client = pools.ensure(["embed"])["embed"]
+        ledger = Ledger()
+        vectors = asyncio.run(client.embed([text for _, text in missing], ledger))
+        failed = next((v for v in vectors if isinstance(v, CallFailure)), None)
+        if failed is not None:
+            raise SeirError(f"embedding dialogues for semantic dedup failed: {failed.reason}. Fix the embed role, "
+                            "or drop 'semantic' from dedup.methods, and run the same command again.")
+        store.commit_embeddings(run_id, embed_key, [(k, v) for (k, _), v in zip(missing, vectors, strict=True)],
+                                ledger, self.images.relative_path)
+
+    def _dedup(self, store: ProvenanceStore, run_id: str, dialogue_keys: list[str]) -> None:
+        if not self.spec.dedup.methods:
+            return
+        embed_key = content_key(self.spec.roles["embed"].output_config()) if "embed" in self.spec.roles else ""
+        rows = store.dedup_candidates(dialogue_keys, embed_key)
+        index = DedupIndex(self.spec.dedup, store.con)
+        index.retain([row.dialogue_id for row in rows])
+        index.add(DedupItem(dialogue_id=row.dialogue_id, text=row.text, score=row.score, order=row.order,
+                            image_bytes=lambda keys=row.image_keys: [self.images.get(k) for k in keys],
+                            embedding=row.embedding) for row in rows)
+        result = index.resolve()
+        store.record_dedup(run_id, result.decisions)
+        if result.decisions:
+            by_method: dict[str, int] = {}
+            for decision in result.decisions:
+                by_method[decision.method] = by_method.get(decision.method, 0) + 1
+            self.say(f"dedup dropped {len(result.decisions)} of {len(rows)} accepted dialogues: "
+                     + ", ".join(f"{m} {n}" for m, n in sorted(by_method.items())))
+
+    def _finish(self, store: ProvenanceStore, run_id: str, kind: str, dialogue_keys: list[str],
                 started: float) -> dict[str, Any]:
-        version = write_version(store, self.out_dir, run_id, self.spec.key(), self.spec.model_dump(mode="json"),
-                                seir.__version__, [s.seed_key for s in seeds.seeds])
+        self._dedup(store, run_id, dialogue_keys)
+        version: Version = write_version(store, self.out_dir, run_id, kind, self.spec.key(),
+                                         self.spec.model_dump(mode="json"), seir.__version__, dialogue_keys)
         summary = run_summary(store.con, run_id)
         summary.update(wall_s=time.monotonic() - started, **self.timings, version=version.number,
-                       version_path=str(version.path),
-                       version_accepted=version.accepted, version_rejected=version.rejected)
+                       version_path=str(version.path))
         store.finish_run(run_id, summary)
+        self.say("done\n" + format_summary(summary))
         return summary

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from seir.engine.calls import Ledger, ModelClient
@@ -19,7 +19,7 @@ from seir.engine.spec import JobSpec
 from seir.operators.backends.base import Sampling
 from seir.operators.scoring.base import Scorer, ScorerResult
 from seir.operators.scoring.clip import ClipScorer
-from seir.operators.scoring.combine import CombinedScores, combine, passes
+from seir.operators.scoring.combine import combine, passes
 from seir.operators.scoring.image_quality import ImageQualityScorer
 from seir.operators.scoring.judge import JudgeScorer
 from seir.operators.scoring.rubrics import TurnView
@@ -40,18 +40,42 @@ class ScorerFailed(RuntimeError):
 
 
 @dataclass
-class TurnScores:
-    combined: dict[str, float]
+class Verdict:
+    """What the scorers made of one draft."""
 
-    @classmethod
-    def from_drafts(cls, kept: Sequence[Draft]) -> TurnScores:
-        """A turn's scores: each dimension from the kept draft of the stage that judged it."""
-        return cls({dimension: value for draft in kept for dimension, value in draft.combined().items()})
+    scores: list[Score] = field(default_factory=list)  # combined and per-scorer, per dimension
+    critique: str = ""
+    combined: dict[str, float] = field(default_factory=dict)
+    passed: bool = False  # every dimension reached its gate
+    call_keys: list[str] = field(default_factory=list)
+    failure: str = ""  # why it could not be judged
+
+    def apply(self, draft: Draft) -> None:
+        draft.scores, draft.critique, draft.passed = self.scores, self.critique, self.passed
+        draft.call_keys += self.call_keys
+        if self.failure:
+            draft.ok, draft.reason = False, self.failure
 
 
-def decide_turn(combined: dict[str, float], thresholds: dict[str, float]) -> tuple[bool, list[str]]:
-    """Acceptance, decided from stored scores alone, so new thresholds re-decide without regenerating."""
-    return passes(CombinedScores(scores=combined), thresholds)
+def blocking_call(client: ModelClient, method: str, loop: asyncio.AbstractEventLoop,
+                  ledger: Ledger) -> Callable[[list[Any]], list[Any]]:
+    """A plain batch function for a scorer running in a worker thread: each call runs on the event loop through
+    the model client (cached and recorded), and any failed request raises ``ScorerFailed``."""
+    call = getattr(client, method)
+
+    def blocking(requests: list[Any]) -> list[Any]:
+        results = asyncio.run_coroutine_threadsafe(call(requests, ledger), loop).result()
+        failure = next((r for r in results if isinstance(r, CallFailure)), None)
+        if failure is not None:
+            raise ScorerFailed(failure.reason)
+        return results
+
+    return blocking
+
+
+def judge_sampling(spec: JobSpec) -> Sampling:
+    sampling = spec.roles["judge"].sampling
+    return Sampling(sampling.max_new_tokens, sampling.temperature, sampling.top_p)
 
 
 class StageScorer:
@@ -65,41 +89,41 @@ class StageScorer:
             if missing:
                 raise ValueError(f"scorer {scorer!r} needs the {', '.join(missing)} role: add it under roles")
 
-    async def judge(self, stage: Stage, items: Sequence[tuple[Any, Draft]], ledger: Ledger) -> None:
-        """Score ``items`` (the working dialogue and its draft) on the stage's dimensions; fills each draft's scores,
-        critique and gate verdict. A scorer that fails marks the drafts failed with the reason."""
-        if not items:
-            return
+    async def verdicts(self, stage: Stage, views: Sequence[TurnView], ledger: Ledger) -> list[Verdict]:
+        """Every scorer weighted for the stage's dimensions on every view, combined and gated, one verdict each.
+        A scorer call that fails fails the whole batch's verdicts with its reason."""
+        if not views:
+            return []
         dimensions = STAGE_DIMENSIONS[stage]
         weights = self.spec.scoring.weights
         names = sorted({s for d in dimensions for s in weights.get(d, {})})
-        views = [_view(stage, working, draft) for working, draft in items]
         loop = asyncio.get_running_loop()
-        runs = [asyncio.to_thread(self._scorer(name, loop, ledger).score_turns, views,
+        runs = [asyncio.to_thread(self._scorer(name, loop, ledger).score_turns, list(views),
                                   *([list(dimensions)] if name == "judge" else [])) for name in names]
         try:
             results = dict(zip(names, await asyncio.gather(*runs), strict=True))
         except ScorerFailed as err:
-            for _, draft in items:
-                draft.ok, draft.reason = False, f"not judged: {err}"
-            return
-        for i, (_, draft) in enumerate(items):
-            by_scorer: dict[str, ScorerResult] = {name: results[name][i] for name in names}
-            combined = combine(by_scorer, self.spec.scoring)
-            judged = by_scorer.get("judge")
-            draft.critique = (judged.critique or "") if judged else ""
-            draft.call_keys += [key for result in by_scorer.values() for key in result.call_keys if key]
-            for dimension in dimensions:
-                if dimension not in combined.scores:
-                    continue
-                draft.scores.append(Score(dimension, combined.scores[dimension], draft.critique, "combined", None,
-                                          {"parts": combined.parts.get(dimension, {})}))
-                for name, value in combined.parts.get(dimension, {}).items():
-                    result = by_scorer[name]
-                    draft.scores.append(Score(dimension, value, result.critique or "", name, self._model(name),
-                                              {"raw": result.raw, "reasons": result.reasons}))
-            gates = {d: self.spec.seir.gate_for(d) for d in dimensions}
-            draft.passed = passes(combined, gates)[0]
+            return [Verdict(failure=f"not judged: {err}") for _ in views]
+        gates = {d: self.spec.seir.gate_for(d) for d in dimensions}
+        return [self._verdict({name: results[name][i] for name in names}, dimensions, gates)
+                for i in range(len(views))]
+
+    def _verdict(self, by_scorer: dict[str, ScorerResult], dimensions: Sequence[str],
+                 gates: dict[str, float]) -> Verdict:
+        combined = combine(by_scorer, self.spec.scoring)
+        judged = by_scorer.get("judge")
+        verdict = Verdict(critique=(judged.critique or "") if judged else "",
+                          combined={d: combined.scores[d] for d in dimensions if d in combined.scores},
+                          passed=passes(combined, gates)[0],
+                          call_keys=[key for result in by_scorer.values() for key in result.call_keys if key])
+        for dimension, value in verdict.combined.items():
+            parts = combined.parts.get(dimension, {})
+            verdict.scores.append(Score(dimension, value, verdict.critique, "combined", None, {"parts": parts}))
+            for name, part in parts.items():
+                result = by_scorer[name]
+                verdict.scores.append(Score(dimension, part, result.critique or "", name, self._model(name),
+                                            {"raw": result.raw, "reasons": result.reasons}))
+        return verdict
 
     def _model(self, scorer: str) -> str | None:
         roles = SCORER_ROLES.get(scorer, ())
@@ -107,22 +131,11 @@ class StageScorer:
 
     def _scorer(self, name: str, loop: asyncio.AbstractEventLoop, ledger: Ledger) -> Scorer:
         def bridge(role: str, method: str) -> Callable[[list[Any]], list[Any]]:
-            call = getattr(self.clients[role], method)
-
-            def blocking(requests: list[Any]) -> list[Any]:
-                results = asyncio.run_coroutine_threadsafe(call(requests, ledger), loop).result()
-                failure = next((r for r in results if isinstance(r, CallFailure)), None)
-                if failure is not None:
-                    raise ScorerFailed(failure.reason)
-                return results
-
-            return blocking
+            return blocking_call(self.clients[role], method, loop, ledger)
 
         seir = self.spec.seir
         if name == "judge":
-            sampling = self.spec.roles["judge"].sampling
-            return JudgeScorer(bridge("judge", "chat"), bridge("judge", "score"),
-                               sampling=Sampling(sampling.max_new_tokens, sampling.temperature, sampling.top_p))
+            return JudgeScorer(bridge("judge", "chat"), bridge("judge", "score"), sampling=judge_sampling(self.spec))
         if name == "clip":
             embed = bridge("embed", "embed") if "embed" in self.clients else None
             return ClipScorer(bridge("clip", "similarity"), embed)
@@ -131,12 +144,3 @@ class StageScorer:
                               caption_words=seir.caption_words)
         return ImageQualityScorer(target_side=max(seir.image_width, seir.image_height))
 
-
-def _view(stage: Stage, working: Any, draft: Draft) -> TurnView:
-    if stage is Stage.QUESTION:
-        return working.view(draft.text or "")
-    question = working.kept[Stage.QUESTION].text or ""
-    if stage is Stage.ANSWER:
-        return working.view(question, draft.text, draft.caption)
-    answer = working.kept[Stage.ANSWER].text or ""
-    return working.view(question, answer, draft.text, working.images.get(draft.image_key or ""))

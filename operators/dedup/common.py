@@ -4,7 +4,7 @@ engine's global pass drives (sketch -> band keys -> candidate pairs -> similarit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -32,15 +32,18 @@ class Sketches:
     skips: tuple[Skip, ...] = ()
 
     @staticmethod
-    def concatenate(parts: Sequence[Sketches], starts: Sequence[int], empty: np.ndarray) -> Sketches:
-        """The sketches of a batch from those of its consecutive slices, slice ``i`` beginning at ``starts[i]``;
-        ``empty`` is a zero-row array of the sketch's width and type, for a batch without rows."""
-        placed = list(zip(parts, starts, strict=True))
-        return Sketches(
-            np.concatenate([empty] + [part.rows for part in parts]),
-            np.concatenate([np.zeros(0, dtype=np.int64)] + [part.index + start for part, start in placed]),
-            tuple(Skip(skip.index + start, skip.reason) for part, start in placed for skip in part.skips),
-        )
+    def gather(parts: Iterable[tuple[int, Sketches]], count: int, empty: np.ndarray) -> Sketches:
+        """The sketches of a batch of ``count`` inputs from those of its consecutive slices, given as ``(start,
+        sketches)``, copied into one array as they come so that the slices never all exist at once. ``empty`` is a
+        zero-row array of the sketch's width and type."""
+        rows = np.empty((count, empty.shape[1]), dtype=empty.dtype)
+        filled, index, skips = 0, [np.zeros(0, dtype=np.int64)], []
+        for start, part in parts:
+            rows[filled:filled + len(part.rows)] = part.rows
+            filled += len(part.rows)
+            index.append(part.index + start)
+            skips += [Skip(skip.index + start, skip.reason) for skip in part.skips]
+        return Sketches(rows[:filled], np.concatenate(index), tuple(skips))
 
 
 InputT = TypeVar("InputT")

@@ -14,11 +14,11 @@ from typing import ClassVar
 import xxhash
 
 from seir.operators.base import Operator, Resources, register
-from seir.operators.dedup.shingles import normalize
+from seir.operators.dedup.shingles import normalized_utf8
 
 
 def normalized_key(normalized: bytes) -> str | None:
-    """Key of a text already normalised (``shingles.normalize``, as UTF-8); None for the empty text, which is nobody's
+    """Key of a text already normalised (``shingles.normalized_utf8``); None for the empty text, which is nobody's
     duplicate."""
     return xxhash.xxh3_128_hexdigest(normalized) if normalized else None
 
@@ -33,7 +33,7 @@ class ExactText(Operator):
     resources: ClassVar[Resources] = Resources(num_cpus=1.0)
 
     def keys(self, texts: Sequence[str]) -> list[str | None]:
-        return [normalized_key(normalize(text).encode()) for text in texts]
+        return [normalized_key(normalized_utf8(text)) for text in texts]
 
 
 @register

@@ -23,7 +23,7 @@ from seir.operators.dedup.common import Sketches, Skip, stable_uint64
 from seir.operators.dedup.lsh import band_keys, choose_bands
 from seir.operators.dedup.shingles import fold, shingle_hashes, slices
 
-_CHUNK = 4096  # shingles per step: a (128, 4096) uint32 block stays in L2 cache
+_CHUNK = 8192  # shingles per step: a (128, 8192) uint32 block, 4 MiB, measured the best trade of cache and calls
 _TEXTS_PER_STEP = 1024  # texts folded at a time: the folded copies never all exist at once
 
 
@@ -71,15 +71,14 @@ class MinHashDedup(Operator):
 
     def sketch(self, texts: Sequence[str]) -> Sketches:
         """Signatures (uint32, ``num_perm`` wide); texts of fewer words than ``shingle_size`` are skipped."""
-        starts = range(0, len(texts), _TEXTS_PER_STEP)
-        parts = [self.sketch_folded([fold(text) for text in texts[lo:lo + _TEXTS_PER_STEP]]) for lo in starts]
-        return Sketches.concatenate(parts, starts, self._empty)
+        parts = ((lo, self.sketch_folded([fold(text) for text in texts[lo:lo + _TEXTS_PER_STEP]]))
+                 for lo in range(0, len(texts), _TEXTS_PER_STEP))
+        return Sketches.gather(parts, len(texts), self._empty)
 
     def sketch_folded(self, texts: Sequence[bytes]) -> Sketches:
-        """``sketch`` of texts already passed through ``shingles.fold`` or ``shingles.normalize`` (as UTF-8)."""
-        bounds = list(slices(texts))
-        return Sketches.concatenate([self._sketch_slice(texts[lo:hi]) for lo, hi in bounds],
-                                    [lo for lo, _ in bounds], self._empty)
+        """``sketch`` of texts already passed through ``shingles.fold`` or ``shingles.normalized_utf8``."""
+        parts = ((lo, self._sketch_slice(texts[lo:hi])) for lo, hi in slices(texts))
+        return Sketches.gather(parts, len(texts), self._empty)
 
     @property
     def _empty(self) -> np.ndarray:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 import yaml
+
+from seir.engine.runner import Runner
+from seir.engine.spec import load_job
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -69,3 +75,41 @@ def ray_local(tiny_models: dict[str, Path]) -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield
     ray.shutdown()
+
+
+GOOD_SEEDS = [
+    {"id": "yak-day", "text": "How does a yak spend a winter day on the plateau? Please draw one for me.", "turns": 1},
+    {"id": "kite", "topic": "Kite festival", "template": "Have you seen ***? Draw it for me."},
+]
+BAD_SEEDS = [
+    b'{"id": "cut", "text": "unterminated',
+    {"id": "typed", "text": 7},
+    {"id": "blank", "text": "  "},
+    b'{"id": "latin", "text": "caf\xe9"}',
+    {"id": "gone", "text": "Draw this.", "images": ["missing.png"]},
+]
+
+
+@dataclass
+class FinishedRun:
+    out: Path
+    summary: dict[str, Any]
+    log: str
+    job: Path
+
+    def sql(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        with duckdb.connect(str(self.out / "provenance.duckdb"), read_only=True) as con:
+            return con.execute(query, params or []).fetchall()
+
+
+def run_job(job: Path, out: Path) -> FinishedRun:
+    stream = io.StringIO()
+    summary = Runner(load_job(job), out, stream=stream).run()
+    return FinishedRun(out, summary, stream.getvalue(), job)
+
+
+@pytest.fixture(scope="session")
+def finished(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
+    folder = tmp_path_factory.mktemp("e2e")
+    job = write_job(folder, job_dict("e2e"), seed_lines=GOOD_SEEDS + BAD_SEEDS)
+    return run_job(job, folder / "out")

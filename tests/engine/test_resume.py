@@ -35,11 +35,12 @@ def wait_for(process: subprocess.Popen[str], marker: str, timeout_s: float) -> l
 def dataset(out: Path) -> dict[str, tuple]:
     with duckdb.connect(str(out / "provenance.duckdb"), read_only=True) as con:
         rows = con.execute("""
-            SELECT d.dialogue_id, d.dialogue_key, d.accepted,
+            SELECT d.dialogue_id, d.dialogue_key, ld.accepted,
                    list((t.question, t.answer, t.caption, t.image_key) ORDER BY t.turn_index)
-            FROM dialogues d LEFT JOIN turns t USING (dialogue_key) GROUP BY ALL""").fetchall()
+            FROM dialogues d JOIN latest_decisions ld USING (dialogue_key)
+            LEFT JOIN turns t USING (dialogue_key) GROUP BY ALL""").fetchall()
         duplicates = con.execute("""SELECT count(*) - count(DISTINCT dialogue_key) FROM dialogues""").fetchone()[0]
-        latest = con.execute("""SELECT list(dialogue_key ORDER BY dialogue_key) FROM version_dialogues
+        latest = con.execute("""SELECT list((dialogue_key, accepted) ORDER BY dialogue_key) FROM version_dialogues
                                 WHERE version = (SELECT max(version) FROM versions)""").fetchone()[0]
     assert duplicates == 0
     return {"dialogues": {r[0]: r[1:] for r in rows}, "version": latest}

@@ -2,57 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from seir.engine.lock import OutputBusy, OutputLock
-from seir.engine.runner import Runner
 from seir.engine.spec import load_job
-from tests.engine.conftest import job_dict, write_job
-
-GOOD_SEEDS = [
-    {"id": "yak-day", "text": "How does a yak spend a winter day on the plateau? Please draw one for me.", "turns": 1},
-    {"id": "kite", "topic": "Kite festival", "template": "Have you seen ***? Draw it for me."},
-]
-BAD_SEEDS = [
-    b'{"id": "cut", "text": "unterminated',
-    {"id": "typed", "text": 7},
-    {"id": "blank", "text": "  "},
-    b'{"id": "latin", "text": "caf\xe9"}',
-    {"id": "gone", "text": "Draw this.", "images": ["missing.png"]},
-]
-
-
-@dataclass
-class FinishedRun:
-    out: Path
-    summary: dict[str, Any]
-    log: str
-    job: Path
-
-    def sql(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        with duckdb.connect(str(self.out / "provenance.duckdb"), read_only=True) as con:
-            return con.execute(query, params or []).fetchall()
-
-
-def run_job(job: Path, out: Path) -> FinishedRun:
-    stream = io.StringIO()
-    summary = Runner(load_job(job), out, stream=stream).run()
-    return FinishedRun(out, summary, stream.getvalue(), job)
-
-
-@pytest.fixture(scope="module")
-def finished(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
-    folder = tmp_path_factory.mktemp("e2e")
-    job = write_job(folder, job_dict("e2e"), seed_lines=GOOD_SEEDS + BAD_SEEDS)
-    return run_job(job, folder / "out")
+from tests.engine.conftest import BAD_SEEDS, FinishedRun, job_dict, run_job, write_job
 
 
 def test_run_reports_progress_and_summary(finished: FinishedRun) -> None:
@@ -70,14 +28,14 @@ def test_every_accepted_dialogue_traces_back_to_its_seed(finished: FinishedRun) 
         JOIN seeds s USING (seed_key)
         JOIN drafts dr ON dr.dialogue_key = d.dialogue_key
         JOIN model_calls mc ON list_contains(dr.call_keys, mc.call_key)
-        WHERE v.version = 1 GROUP BY ALL""")
-    accepted = finished.sql("SELECT count(*) FROM dialogues WHERE accepted")[0][0]
+        WHERE v.version = 1 AND v.accepted GROUP BY ALL""")
+    accepted = finished.sql("SELECT count(*) FROM latest_decisions WHERE accepted")[0][0]
     assert len(traced) == accepted
     assert all(text and drafts >= 3 and calls >= 1 for _, text, drafts, calls in traced)
     # Each kept stage draft of each turn is exactly one draft.
     kept = finished.sql("""SELECT dialogue_key, turn_index, stage, count(*) FILTER (WHERE best) FROM drafts
                            GROUP BY ALL HAVING count(*) FILTER (WHERE best) <> 1""")
-    failed_stages = finished.sql("SELECT count(*) FROM dialogues WHERE reason LIKE '%gave no usable draft%'")[0][0]
+    failed_stages = finished.sql("SELECT count(*) FROM dialogues WHERE failure <> ''")[0][0]
     assert len(kept) <= failed_stages
 
 
@@ -98,16 +56,16 @@ def test_rounds_and_gate_follow_the_job(finished: FinishedRun) -> None:
 
 def test_thresholds_decide_acceptance(finished: FinishedRun) -> None:
     thresholds = load_job(finished.job).scoring.thresholds
-    turns = finished.sql("""SELECT t.accepted, t.question_score, t.text_content, t.image_content, t.image_quality,
-                                   t.image_text_synergy, d.accepted
-                            FROM turns t JOIN dialogues d USING (dialogue_key)""")
+    turns = finished.sql("""SELECT d.turns_accepted[t.turn_index + 1], t.question, t.text_content, t.image_content,
+                                   t.image_quality, t.image_text_synergy, d.accepted
+                            FROM turn_final_scores t JOIN latest_decisions d USING (dialogue_key)""")
     names = ["question", "text_content", "image_content", "image_quality", "image_text_synergy"]
     for accepted, *values, dialogue_accepted in turns:
         meets = all(v is not None and v >= thresholds[n] for n, v in zip(names, values, strict=True))
         assert accepted == meets
         if not accepted:
             assert not dialogue_accepted
-    reasons = finished.sql("SELECT reason FROM dialogues WHERE NOT accepted")
+    reasons = finished.sql("SELECT reason FROM latest_decisions WHERE NOT accepted")
     assert all(" < " in r or "no usable draft" in r for (r,) in reasons)
 
 
@@ -152,9 +110,9 @@ def test_running_the_same_command_again_recomputes_nothing(finished: FinishedRun
     again = run_job(finished.job, finished.out)
     assert "0 dialogues to make" in again.log
     assert again.sql("SELECT count(*) FROM model_calls")[0][0] == calls_before
-    assert again.sql("""SELECT list(dialogue_key ORDER BY dialogue_key) FROM version_dialogues
-                        GROUP BY version ORDER BY version""") == [again.sql(
-        "SELECT list(dialogue_key ORDER BY dialogue_key) FROM version_dialogues WHERE version = 1")[0]] * 2
+    versions = again.sql("""SELECT list((dialogue_key, accepted) ORDER BY dialogue_key) FROM version_dialogues
+                            GROUP BY version ORDER BY version""")
+    assert len(versions) == 2 and versions[0] == versions[1]
 
 
 def test_a_second_writer_is_refused(finished: FinishedRun) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 
@@ -9,21 +11,29 @@ from seir.engine.keys import normalize_text, text_key
 from seir.operators.base import lookup
 from seir.operators.dedup import ExactText, MinHashDedup
 from seir.operators.dedup.lsh import band_keys, choose_bands, collision_probability
-from seir.operators.dedup.shingles import fold, normalize, shingle_hashes
+from seir.operators.dedup.shingles import fold, normalize, normalized_utf8, shingle_hashes
 from seir.operators.dedup.synthetic import TextMaker, jaccard, shingle_set
 
 TRICKY = ["", "   ", "Hello", "  Ｈｅｌｌｏ\t  WORLD\n", "a\x1cb\x1fc", "line\u2028break\u00a0nbsp\u3000wide",
           "Straße ΣΊΣΥΦΟΣ ﬁne", "tab\tand\r\nnewline", "nul\x00inside", "emoji 🙂  ok "]
 
 
-@pytest.mark.parametrize("text", TRICKY)
-def test_normalisation_and_exact_keys_match_the_engine(text: str) -> None:
-    assert normalize(text) == normalize_text(text)
-    assert ExactText().keys([text]) == [text_key(text) if normalize_text(text) else None]
+def _random_texts() -> list[str]:
+    """Half ASCII (the fast paths), half with Unicode whitespace and foldable letters."""
+    rng, ascii_only = random.Random(0), "aZ9.,\x00\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
+    alphabets = (ascii_only, ascii_only + "\x85\u00a0\u2028\u3000ÄßＡ")
+    return ["".join(rng.choices(alphabets[i % 2], k=rng.randint(0, 30))) for i in range(300)]
+
+
+def test_normalisation_and_exact_keys_match_the_engine() -> None:
+    for text in TRICKY + _random_texts():
+        assert normalize(text) == normalize_text(text)
+        assert normalized_utf8(text) == normalize_text(text).encode()
+        assert ExactText().keys([text]) == [text_key(text) if normalize_text(text) else None]
 
 
 def test_the_fast_fold_shingles_exactly_like_full_normalisation() -> None:
-    texts = [*TRICKY, *TextMaker(seed=2).corpus(originals=20, copies={"exact": 5}).texts, "A\tb\x0bC\x1d d\re  f"]
+    texts = [*TRICKY, *_random_texts(), *TextMaker(seed=2).corpus(originals=20, copies={"exact": 5}).texts]
     fast = shingle_hashes([fold(text) for text in texts], 2)
     full = shingle_hashes([normalize(text).encode() for text in texts], 2)
     assert (fast.words == full.words).all() and (fast.offsets == full.offsets).all()

@@ -1,0 +1,61 @@
+"""A whole job whose llm, judge and image roles are served over HTTP by an OpenAI-compatible server (the tiny models
+behind the test server): dialogues and model calls land in provenance, and a second run asks the server nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.engine.conftest import FinishedRun, job_dict, run_job, write_job
+from tests.support.openai_server import OpenAIServer
+
+SERVED = {"llm": ("tiny:llm", "transformers-chat", "openai-chat"),
+          "judge": ("tiny:judge", "transformers-vision-chat", "openai-chat"),
+          "image": ("tiny:sd", "diffusers-text-to-image", "openai-image")}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models: dict[str, Path]) -> Iterator[OpenAIServer]:
+    with OpenAIServer({model: local for model, local, _ in SERVED.values()}) as running:
+        yield running
+
+
+def remote_roles(url: str) -> dict[str, Any]:
+    """The three roles of the default test job, served by ``url``."""
+    roles = job_dict()["roles"]
+    return {role: {**roles[role], "backend": remote, "model": model, "num_cpus": 0.1,
+                   "options": {"base_url": url, "max_concurrency": 4, "timeout_s": 60, "backoff_s": 0.1}}
+            for role, (model, _, remote) in SERVED.items()}
+
+
+@pytest.fixture(scope="module")
+def finished(ray_local: None, server: OpenAIServer, tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
+    folder = tmp_path_factory.mktemp("openai-run")
+    # Only the served roles: the judge alone scores and dedup is off, so the engine loads no model itself.
+    job = job_dict("endpoint", topics=["Snow Leopard", "Coral"], seir={"turns": 1}, dedup={"methods": []})
+    job["roles"] = remote_roles(server.url)
+    del job["scoring"]
+    return run_job(write_job(folder, job), folder / "out")
+
+
+def test_dialogues_and_calls_reach_provenance(finished: FinishedRun, server: OpenAIServer) -> None:
+    assert finished.sql("SELECT count(*) FROM dialogues") == [(2,)]
+    calls = dict(finished.sql("""SELECT role || ' ' || method || ' ' || model_id, count(*) FROM model_calls
+                                 WHERE NOT cached GROUP BY ALL"""))
+    assert calls.keys() >= {"llm chat tiny:llm", "judge chat tiny:judge", "judge score tiny:judge",
+                            "image render tiny:sd"}
+    served = [r for r in server.requests if r["path"] in ("/v1/chat/completions", "/v1/images/generations")]
+    assert sum(n for key, n in calls.items() if key.split()[0] in SERVED) == len(served)
+    revisions = finished.sql("SELECT DISTINCT revision FROM model_calls WHERE role IN ('llm', 'judge', 'image')")
+    assert revisions == [("server",)]
+
+
+def test_a_second_run_makes_no_new_requests(finished: FinishedRun, server: OpenAIServer) -> None:
+    before = len(server.requests)
+    calls = finished.sql("SELECT count(*) FROM model_calls WHERE NOT cached")
+    run_job(finished.job, finished.out)
+    assert len(server.requests) == before
+    assert finished.sql("SELECT count(*) FROM model_calls WHERE NOT cached") == calls

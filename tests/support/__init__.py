@@ -1,0 +1,1 @@
+"""Helpers the tests share that are not fixtures: stand-in servers and the like."""

@@ -1,0 +1,222 @@
+"""An OpenAI-compatible HTTP server over the real tiny models, for tests (a fixture, not product code).
+
+It serves ``GET /v1/models``, ``POST /v1/chat/completions`` (``image_url`` data URLs, seed, ``n``,
+``continue_final_message``, and ``logprobs``/``top_logprobs`` of the first generated token, read from the model's
+real next-token distribution) and ``POST /v1/images/generations`` through the local backends, so a remote backend's
+results can be held against the local ones.
+
+Faults: ``server.faults.extend(["500", "429", "hang", "truncate"])`` spoils the next requests, one fault each;
+``server.always = "503"`` spoils every request. A number is answered as that HTTP status (429 with ``Retry-After``),
+"hang" sleeps ``hang_s`` and closes unanswered, "truncate" cuts the JSON body in half. ``requests`` records what
+came in.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from seir.operators.backends.base import Backend, ChatRequest, ChatResult, RenderRequest, Sampling, text_of
+from seir.operators.base import lookup
+
+
+class _ContinueFinal:
+    """Mixed into a local chat backend: a final assistant message marked ``continue`` is left open, as vLLM's
+    ``continue_final_message`` leaves it, instead of being closed and followed by a new generation prompt."""
+
+    def _prompt(self, messages: list[dict[str, Any]]) -> str:
+        if messages[-1].get("continue"):
+            return super()._prompt(messages[:-1]) + text_of(messages[-1])  # type: ignore[misc]
+        return super()._prompt(messages)  # type: ignore[misc]
+
+
+def _local(backend: str, model: str) -> Backend:
+    cls = lookup("backend", backend)
+    if "chat" in cls.capabilities:
+        cls = type(f"Continuing{cls.__name__}", (_ContinueFinal, cls), {})
+    return cls(model)
+
+
+@dataclass
+class _Waiting:
+    requests: list[ChatRequest]
+    results: list[ChatResult] | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class _Batcher:
+    """Chat requests that arrive while the model is busy go through it together, as a serving engine batches them:
+    whoever gets the model lock runs everything waiting, its own requests included."""
+
+    def __init__(self, backend: Backend, model_lock: threading.Lock) -> None:
+        self.backend, self.model_lock = backend, model_lock
+        self.waiting: list[_Waiting] = []
+        self.waiting_lock = threading.Lock()
+
+    def run(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        mine = _Waiting(requests)
+        with self.waiting_lock:
+            self.waiting.append(mine)
+        with self.model_lock:
+            if not mine.done.is_set():
+                with self.waiting_lock:
+                    batch, self.waiting = self.waiting, []
+                try:
+                    results = iter(self.backend.chat([r for w in batch for r in w.requests]))
+                    for w in batch:
+                        w.results = [next(results) for _ in w.requests]
+                finally:
+                    for w in batch:
+                        w.done.set()
+        if mine.results is None:
+            raise RuntimeError("the batch this request was in failed")
+        return mine.results
+
+
+class OpenAIServer:
+    """``models``: served model name -> local backend name, e.g. ``{"tiny:llm": "transformers-chat"}``."""
+
+    def __init__(self, models: dict[str, str]) -> None:
+        self.backends = {name: _local(backend, name) for name, backend in models.items()}
+        self.faults: deque[str] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.reset()
+        self._model_lock = threading.Lock()  # one model call at a time: a fast tokenizer is not thread-safe
+        self._batchers = {name: _Batcher(backend, self._model_lock) for name, backend in self.backends.items()}
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._http.daemon_threads = True  # a hung reply must not hold up shutdown
+        self.url = f"http://127.0.0.1:{self._http.server_port}/v1"
+
+    def __enter__(self) -> OpenAIServer:
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+    def reset(self) -> None:
+        """No faults, nothing recorded, default behaviour."""
+        self.faults.clear()
+        self.requests.clear()
+        self.always: str | None = None
+        self.hang_s = 2.0
+        self.retry_after = "1"
+        self.delay_s = 0.0  # added to every reply outside the model lock, like a remote server's network and queue
+        self.logprobs = True  # False: ignore logprobs, like servers that do not support them
+        self.image_format = "PNG"
+
+    def next_fault(self) -> str | None:
+        try:
+            return self.always or self.faults.popleft()
+        except IndexError:
+            return None
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = body["model"]
+        messages = [_from_wire(m) for m in body["messages"]]
+        if body.get("continue_final_message"):
+            messages[-1]["continue"] = True
+        logprobs = None
+        if body.get("logprobs") and self.logprobs:  # one forward pass: the reply's token is the most likely one
+            top, tokens_in = self._top_logprobs(self.backends[model], messages, body.get("top_logprobs", 0))
+            results = [ChatResult(top[0]["token"], tokens_in, 1, "length")]
+            logprobs = {"content": [{**top[0], "top_logprobs": top}]}
+        else:
+            sampling = Sampling(body.get("max_tokens", 16), body.get("temperature", 1.0), body.get("top_p", 1.0),
+                                body.get("seed", 0))
+            results = self._batchers[model].run([ChatRequest(messages, replace(sampling, seed=sampling.seed + i))
+                                                 for i in range(body.get("n", 1))])
+        choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason,
+                    "logprobs": logprobs} for i, r in enumerate(results)]
+        completion = sum(r.tokens_out for r in results)
+        return {"object": "chat.completion", "model": model, "choices": choices,
+                "usage": {"prompt_tokens": results[0].tokens_in, "completion_tokens": completion,
+                          "total_tokens": results[0].tokens_in + completion}}
+
+    def _top_logprobs(self, backend: Any, messages: list[dict[str, Any]], k: int) -> tuple[list[dict[str, Any]], int]:
+        import torch
+
+        with self._model_lock, torch.inference_mode():
+            inputs = backend._inputs([backend._prompt(messages)], [messages])
+            logprobs = backend.model(**inputs).logits[0, -1].float().log_softmax(-1)
+        values, ids = logprobs.topk(min(max(k, 1), logprobs.numel()))
+        top = [{"token": backend.tokenizer.decode([i]), "logprob": v}
+               for v, i in zip(values.tolist(), ids.tolist(), strict=True)]
+        return top, inputs["input_ids"].shape[1]
+
+    def images(self, body: dict[str, Any]) -> dict[str, Any]:
+        from PIL import Image
+
+        width, height = (int(side) for side in body["size"].split("x"))
+        request = RenderRequest(body["prompt"], body.get("seed", 0), width, height, body.get("num_inference_steps", 30),
+                                body.get("guidance_scale", 7.5), body.get("negative_prompt", ""))
+        with self._model_lock:
+            png = self.backends[body["model"]].render([request])[0].png
+        if self.image_format != "PNG":
+            buffer = io.BytesIO()
+            Image.open(io.BytesIO(png)).save(buffer, format=self.image_format, lossless=True)
+            png = buffer.getvalue()
+        return {"created": int(time.time()), "data": [{"b64_json": base64.b64encode(png).decode()}]}
+
+
+def _from_wire(message: dict[str, Any]) -> dict[str, Any]:
+    content = message["content"]
+    if isinstance(content, list):
+        content = [{"type": "image", "image": base64.b64decode(p["image_url"]["url"].partition(",")[2])}
+                   if p["type"] == "image_url" else p for p in content]
+    return {"role": message["role"], "content": content}
+
+
+def _handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
+    routes = {"/v1/chat/completions": server.chat, "/v1/images/generations": server.images}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:  # keep test output quiet
+            pass
+
+        def do_GET(self) -> None:
+            if self.path == "/v1/models":
+                models = [{"id": name, "object": "model"} for name in server.backends]
+                self._send(200, {"object": "list", "data": models})
+            else:
+                self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            auth = self.headers.get("Authorization")
+            server.requests.append({"path": self.path, "body": body, "authorization": auth})
+            fault = server.next_fault()
+            if fault and fault.isdigit():
+                # Echo the key in the message, as a careless server might: the client must not pass it on.
+                return self._send(int(fault), {"error": {"message": f"injected fault (auth: {auth})"}},
+                                  {"Retry-After": server.retry_after} if fault == "429" else {})
+            if fault == "hang":  # sleep past the client's timeout, then drop the connection unanswered
+                time.sleep(server.hang_s)
+                return None
+            if self.path not in routes or body.get("model") not in server.backends:
+                return self._send(404, {"error": {"message": f"no route {self.path} for model {body.get('model')}"}})
+            time.sleep(server.delay_s)
+            reply = json.dumps(routes[self.path](body)).encode()
+            self._send(200, reply[: len(reply) // 2] if fault == "truncate" else reply)
+
+        def _send(self, status: int, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None) -> None:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting: nobody to answer
+                pass
+
+    return Handler
