@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from seir.engine.failpoints import failpoint
 from seir.engine.store import ProvenanceStore, now
 
 # The chat-template shape of the exported messages, so Parquet readers see nested columns, not JSON text.
@@ -85,6 +86,7 @@ def write_version(store: ProvenanceStore, out_dir: Path, run_id: str, kind: str,
                         [number, run_id, now(), job_key, engine_version, len(accepted_rows), str(folder), kind])
             con.execute("INSERT INTO version_dialogues BY NAME SELECT ? AS version, dialogue_id, dialogue_key, "
                         "accepted FROM version_rows", [number])
+    failpoint("version-row")
     _write_atomic(out_dir / "versions" / "LATEST", version_name(number) + "\n")
     return Version(number, folder, len(accepted_rows), rejected)
 

@@ -25,6 +25,7 @@ import seir
 from seir.engine.calls import Ledger, ModelClient
 from seir.engine.dedup import DedupIndex, DedupItem
 from seir.engine.errors import SeirError
+from seir.engine.failpoints import failpoint
 from seir.engine.images import ImageStore
 from seir.engine.keys import content_key
 from seir.engine.lock import OutputLock
@@ -105,6 +106,7 @@ class Runner:
             if dry_run:
                 return None
             run_id, shards = self._start_or_resume(store, "run", plan, seeds)
+            failpoint("run-begun")
             by_key = {t.dialogue_key: t for t in plan.tasks}
             work = [(shard_id, [by_key[k] for k in keys]) for shard_id, keys in shards]
             with self._pools(store, run_id) as pools:
@@ -148,6 +150,7 @@ class Runner:
             store.commit_shard(run_id, shard_id, outcome.dialogues, outcome.ledger, plan.generation_key,
                                self.images.relative_path)
             progress.shard_committed(outcome.dialogues, outcome.ledger, self.spec.scoring.thresholds)
+            failpoint("shard-committed")
 
         async def all_shards() -> None:
             await asyncio.gather(*(one(shard_id, tasks) for shard_id, tasks in work))
@@ -300,6 +303,7 @@ class Runner:
     def _finish(self, store: ProvenanceStore, run_id: str, kind: str, dialogue_keys: list[str],
                 started: float) -> dict[str, Any]:
         self._dedup(store, run_id, dialogue_keys)
+        failpoint("deduped")
         version: Version = write_version(store, self.out_dir, run_id, kind, self.spec.key(),
                                          self.spec.model_dump(mode="json"), seir.__version__, dialogue_keys)
         summary = run_summary(store.con, run_id)

@@ -49,8 +49,17 @@ class RoleSpec(_Strict):
     num_gpus: float = Field(0.0, ge=0)
     memory_gb: float | None = Field(None, gt=0)
     resources: dict[str, float] = Field(default_factory=dict)  # custom Ray resources, e.g. {"image_node": 0.1}
+    label_selector: dict[str, str] = Field(default_factory=dict)  # Ray node labels the actors must land on
     timeout_s: float = Field(600.0, gt=0)
     max_retries: int = Field(3, ge=0)
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _whole_gpus_above_one(cls, value: float) -> float:
+        if value > 1 and not value.is_integer():
+            raise ValueError(f"num_gpus above 1 must be a whole number (Ray packs fractions only within one GPU), "
+                             f"got {value}")
+        return value
 
     def output_config(self) -> dict[str, Any]:
         """What changes this role's outputs (pool sizing and placement do not)."""
