@@ -32,7 +32,7 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[d
 
 def _lineage(con: duckdb.DuckDBPyConnection, dialogue: str) -> dict[str, Any]:
     found = _rows(con, """SELECT d.*, s.seed_id, s.source, s.text AS seed_text, s.topic, s.template
-                          FROM dialogues d JOIN seeds s USING (seed_key)
+                          FROM dialogues d LEFT JOIN seeds s USING (seed_key)
                           WHERE d.dialogue_id = ? OR d.dialogue_key = ? ORDER BY d.created_at DESC LIMIT 1""",
                   [dialogue, dialogue])
     if not found:

@@ -134,8 +134,11 @@ class Runner:
         if seeds:
             for data in seeds.images.values():
                 self.images.put(data)
-        reused = len(plan.tasks) - len(plan.pending)
-        self.say(f"{kind} {run_id}: {len(plan.pending)} dialogues to make in {len(shards)} shards, {reused} reused")
+        if kind == "run":
+            reused = len(plan.tasks) - len(plan.pending)
+            self.say(f"run {run_id}: {len(plan.pending)} dialogues to make in {len(shards)} shards, {reused} reused")
+        else:
+            self.say(f"{kind} {run_id}")
         return run_id, shards
 
     def _run_shards(self, store: ProvenanceStore, run_id: str, plan: Plan, clients: dict[str, ModelClient],

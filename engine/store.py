@@ -8,7 +8,7 @@ carries the run that produced it and the content key of what produced it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -432,16 +432,13 @@ class ProvenanceStore:
         return _Transaction(self.con)
 
     def _insert(self, table: str, columns: dict[str, list[Any]], on_conflict_ignore: bool = False) -> None:
-        if not next(iter(columns.values()), []):
-            return
-        incoming_rows = pa.table(columns)  # noqa: F841 (DuckDB reads it by name: a replacement scan of this frame)
+        if next(iter(columns.values()), []):
+            self.insert_arrow(table, pa.table(columns), on_conflict_ignore)
+
+    def insert_arrow(self, table: str, incoming_rows: pa.Table, on_conflict_ignore: bool = False) -> None:
+        """Columns matched by name; DuckDB reads ``incoming_rows`` by a replacement scan of this frame."""
         verb = "INSERT OR IGNORE INTO" if on_conflict_ignore else "INSERT INTO"
         self.con.execute(f"{verb} {table} BY NAME SELECT * FROM incoming_rows")
-
-    def insert_rows(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
-        rows = list(rows)
-        if rows:
-            self._insert(table, {name: [row[name] for row in rows] for name in rows[0]})
 
 
 class _Transaction:
