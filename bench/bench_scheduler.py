@@ -8,6 +8,8 @@ or the whole ``ModelClient.chat`` path (content key per request, cache lookup, l
 Printed per setting, medians of the repeats: requests/s, the ideal, their ratio (target >= 0.9), and the share of
 actor time spent inside the backend (what is left is Ray's per-task cost and waiting on the driver).
 
+Run it from the repository root: Ray workers import ``bench.fixtures`` from the driver's working directory.
+
     python bench/bench_scheduler.py --actors 1 2 4 8 --latency 0.05 0.2 --repeats 3 --path pool client
 """
 
@@ -42,20 +44,22 @@ class NoCache:
         return {}
 
 
-def make_requests(count: int, start: int, image: bytes) -> list[ChatRequest]:
-    parts: list[dict[str, Any]] = [{"type": "image", "image": image}] if image else []
-    return [ChatRequest([{"role": "user", "content": [*parts, {"type": "text", "text": f"request {start + i}"}]}])
+def make_requests(count: int, start: int, images: list[bytes]) -> list[ChatRequest]:
+    """``count`` distinct requests; the i-th carries ``images[i]`` if there are images."""
+    return [ChatRequest([{"role": "user", "content": [*([{"type": "image", "image": images[i]}] if images else []),
+                                                      {"type": "text", "text": f"request {start + i}"}]}])
             for i in range(count)]
 
 
 Call = Callable[[list[ChatRequest]], Awaitable[tuple[list[Any], dict[str, float]]]]
 
 
-async def drive(call: Call, calls: int, call_size: int, in_flight: int, image: bytes) -> tuple[float, float]:
+async def drive(call: Call, calls: int, call_size: int, in_flight: int,
+                images: list[bytes]) -> tuple[float, float]:
     """Push ``calls`` calls of ``call_size`` requests through ``call``, ``in_flight`` at a time: the seconds it took,
     and the seconds actors spent inside the backend (each batch once)."""
     gate = asyncio.Semaphore(in_flight)
-    batches = [make_requests(call_size, i * call_size, image) for i in range(calls)]
+    batches = [make_requests(call_size, i * call_size, images) for i in range(calls)]
     busy: dict[str, float] = {}
 
     async def one(requests: list[ChatRequest]) -> None:
@@ -76,7 +80,8 @@ async def measure(pool: RolePool, path: str, args: argparse.Namespace, actors: i
     call_size = args.call_chunks * args.batch_size
     calls = actors * args.rounds // args.call_chunks  # a whole number of rounds for every actor
     in_flight = max(2, math.ceil(args.per_actor * actors / args.call_chunks))
-    image = bytes(args.image_kb * 1024)
+    # Distinct within a call, so every request's image really travels (pickle sends a repeated object once).
+    images = [os.urandom(args.image_kb * 1024) for _ in range(call_size)] if args.image_kb else []
     if path == "pool":
         async def call(requests: list[ChatRequest]) -> tuple[list[Any], dict[str, float]]:
             results, stats = await pool.call("chat", requests)
@@ -90,10 +95,10 @@ async def measure(pool: RolePool, path: str, args: argparse.Namespace, actors: i
             results = await client.chat(requests, ledger)
             return results, {c.batch_id: c.latency_ms / 1000 for c in ledger.calls}
 
-    await drive(call, max(1, calls // 4), call_size, in_flight, image)  # warm-up: workers, connections, caches
+    await drive(call, max(1, calls // 4), call_size, in_flight, images)  # warm-up: workers, connections, caches
     runs = []
     for _ in range(args.repeats):
-        seconds, busy = await drive(call, calls, call_size, in_flight, image)
+        seconds, busy = await drive(call, calls, call_size, in_flight, images)
         runs.append((calls * call_size / seconds, busy / (actors * seconds)))
     return runs
 

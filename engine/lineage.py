@@ -46,10 +46,14 @@ def _lineage(con: duckdb.DuckDBPyConnection, dialogue: str) -> dict[str, Any]:
                                     round""", [key])
     scores = _rows(con, """SELECT draft_key, dimension, scorer, value, run_id FROM scores WHERE dialogue_key = ?
                            ORDER BY dimension, scorer""", [key])
+    # A draft's calls were committed in the same transaction as its dialogue, with the same timestamp: filtering on
+    # it lets DuckDB skip every other row group of a large model_calls table instead of hashing all of it.
+    call_keys = [k for draft in drafts for k in draft["call_keys"] or []]
     calls = _rows(con, """SELECT c.call_key, c.role, c.method, c.model_id, c.cached, c.latency_ms, c.tokens_in,
                                  c.tokens_out, c.error, c.run_id
-                          FROM model_calls c WHERE c.call_key IN (
-                              SELECT unnest(call_keys) FROM drafts WHERE dialogue_key = ?)""", [key])
+                          FROM model_calls c
+                          WHERE c.created_at = ? AND c.call_key IN (SELECT unnest(?::VARCHAR[]))""",
+                  [d["created_at"], call_keys])
     images = {r["image_key"]: r for r in _rows(con, """SELECT image_key, path, width, height FROM images
         WHERE image_key IN (SELECT image_key FROM drafts WHERE dialogue_key = ?)""", [key])}
     by_call: dict[str, list[dict[str, Any]]] = {}

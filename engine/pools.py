@@ -87,6 +87,8 @@ class RolePool:
         }
         if spec.memory_gb:
             options["memory"] = int(spec.memory_gb * 1024**3)
+        if spec.label_selector:
+            options["label_selector"] = dict(spec.label_selector)
         threads = max(1, int(spec.num_cpus))
         actor_class = ray.remote(RoleActor).options(**options)
         self.actors = [

@@ -65,7 +65,7 @@ def answered(result: Any) -> tuple[str, int]:
 
 
 @pytest.fixture(scope="module")
-def three_actors() -> Iterator[RolePool]:
+def three_actors(ray_local: None) -> Iterator[RolePool]:
     pool = make_pool(3)
     yield pool
     pool.shutdown()
@@ -97,8 +97,7 @@ def test_actor_that_dies_mid_call_is_restarted_and_its_chunks_retried(tmp_path: 
     finally:
         pool.shutdown()
     assert [answered(r)[0] for r in results] == texts
-    crashed_pid = int(marker.read_text())
-    assert {answered(r)[1] for r in results}.isdisjoint({crashed_pid})  # answered by the restarted actor
+    assert int(marker.read_text()) not in {answered(r)[1] for r in results}  # answered by the restarted actor
 
 
 def test_call_past_timeout_fails_restarts_the_actor_and_the_pool_goes_on() -> None:
