@@ -168,11 +168,7 @@ class Runner:
         Turns last scored under the same scoring config are re-decided without any model call."""
         started = time.monotonic()
         with self._session() as store:
-            candidates = [key for _, key in store.latest_candidates()]
-            if not candidates:
-                raise SeirError(f"{self.out_dir} has no dataset version to rescore: run a job into it first")
-            plan = plan_dialogues(self.spec, [], model_revisions(self.spec), set())
-            run_id, _ = self._start_or_resume(store, "rescore", plan)
+            run_id, plan, candidates = self._begin_on_latest(store, "rescore")
             stale = store.scored_under_other_config(candidates, plan.scoring_key)
             self.say(f"rescoring {len(stale)} of {len(candidates)} dialogues; re-deciding all of them")
             with self._pools(store, run_id) as pools:
@@ -211,11 +207,7 @@ class Runner:
         """The dedup pass over the latest version's dialogues, written as a new version."""
         started = time.monotonic()
         with self._session() as store:
-            candidates = [key for _, key in store.latest_candidates()]
-            if not candidates:
-                raise SeirError(f"{self.out_dir} has no dataset version to dedup: run a job into it first")
-            plan = plan_dialogues(self.spec, [], model_revisions(self.spec), set())
-            run_id, _ = self._start_or_resume(store, "dedup", plan)
+            run_id, _, candidates = self._begin_on_latest(store, "dedup")
             with self._pools(store, run_id) as pools:
                 self._embed_missing(store, run_id, candidates, pools)
             return self._finish(store, run_id, "dedup", candidates, started)
@@ -252,6 +244,15 @@ class Runner:
         return report
 
     # -- shared -----------------------------------------------------------------------------------------------------
+    def _begin_on_latest(self, store: ProvenanceStore, kind: str) -> tuple[str, Plan, list[str]]:
+        """Start (or resume) a run that works on the latest version's dialogues: its id, plan and dialogue keys."""
+        candidates = [key for _, key in store.latest_candidates()]
+        if not candidates:
+            raise SeirError(f"{self.out_dir} has no dataset version to {kind}: run a job into it first")
+        plan = plan_dialogues(self.spec, [], model_revisions(self.spec), set())
+        run_id, _ = self._start_or_resume(store, kind, plan)
+        return run_id, plan, candidates
+
     @contextmanager
     def _session(self) -> Iterator[ProvenanceStore]:
         with OutputLock(self.out_dir), ProvenanceStore(self.out_dir) as store:

@@ -122,6 +122,20 @@ class Backend(Operator):
     def config(self) -> dict[str, Any]:
         return {"operator": self.name, "model": self.info.model_id, "revision": self.info.revision, **self.options}
 
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The keyword options of this backend and its bases, for error messages."""
+        return sorted({
+            p.name for c in cls.__mro__ if "__init__" in vars(c)
+            for p in inspect.signature(c.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY
+        })
+
+    def refuse_unknown(self, unknown: dict[str, Any]) -> None:
+        """Subclasses take their options as keyword arguments and pass the rest here, which names them."""
+        if unknown:
+            raise TypeError(f"backend {self.name!r} got unknown option(s): {', '.join(sorted(unknown))}; "
+                            f"it takes: {', '.join(self.option_names())}")
+
     def chat(self, requests: list[ChatRequest]) -> list[ChatResult]:
         raise NotImplementedError(f"backend {self.name!r} cannot chat")
 
@@ -207,9 +221,7 @@ class LocalBackend(Backend):
     def __init__(
         self, model: str, revision: str | None = None, *, device: str = "auto", dtype: str = "auto", **unknown: Any
     ) -> None:
-        if unknown:
-            raise TypeError(f"backend {self.name!r} got unknown option(s): {', '.join(sorted(unknown))}; "
-                            f"it takes: {', '.join(self.option_names())}")
+        self.refuse_unknown(unknown)
         import torch
 
         from seir.operators.backends.tiny import resolve_model_ref
@@ -231,14 +243,6 @@ class LocalBackend(Backend):
     def load_options(self) -> dict[str, Any]:
         """For transformers' ``from_pretrained``: weights go straight to the device, in the chosen dtype."""
         return {"revision": self.load_revision, "dtype": self.dtype, "device_map": self.device}
-
-    @classmethod
-    def option_names(cls) -> list[str]:
-        """The keyword options of this backend and its bases, for error messages."""
-        return sorted({
-            p.name for c in cls.__mro__ if "__init__" in vars(c)
-            for p in inspect.signature(c.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY
-        })
 
     def on_device(self, encoded: Any) -> dict[str, Any]:
         """Processor output moved to this backend's device, floating tensors (pixels) cast to its dtype."""

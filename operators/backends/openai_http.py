@@ -10,7 +10,6 @@ into the Authorization header: never into ``config()`` (so never into content ke
 from __future__ import annotations
 
 import email.utils
-import inspect
 import logging
 import os
 import random
@@ -141,11 +140,7 @@ class OpenAIBackend(Backend):
     def __init__(self, model: str, revision: str | None = None, *, base_url: str,
                  api_key_env: str = "OPENAI_API_KEY", max_concurrency: int = 8, timeout_s: float = 120.0,
                  max_retries: int = 4, backoff_s: float = 1.0, **unknown: Any) -> None:
-        if unknown:
-            accepted = sorted({p.name for c in type(self).__mro__ if "__init__" in vars(c)
-                               for p in inspect.signature(c.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY})
-            raise TypeError(f"backend {self.name!r} got unknown option(s): {', '.join(sorted(unknown))}; "
-                            f"it takes: {', '.join(accepted)}")
+        self.refuse_unknown(unknown)
         if max_concurrency < 1 or timeout_s <= 0 or max_retries < 0 or backoff_s < 0:
             raise ValueError(f"backend {self.name!r}: need max_concurrency >= 1, timeout_s > 0, max_retries >= 0 and "
                              f"backoff_s >= 0")

@@ -67,12 +67,19 @@ def write_job(folder: Path, job: dict[str, Any], seed_lines: list[Any] | None = 
     return path
 
 
+def start_local_ray() -> None:
+    """The local Ray the engine tests share (tests that need their own cluster restart it with this)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+
+
 @pytest.fixture(scope="session")
 def ray_local(tiny_models: dict[str, Path]) -> Iterator[None]:
     """A local Ray for the engine tests (started after SEIR_HOME is set, so workers see the tiny models)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    start_local_ray()
     yield
     ray.shutdown()
 

@@ -28,7 +28,7 @@ from seir.engine.seeds import load_seeds
 from seir.engine.spec import load_job
 from seir.operators.backends.base import RenderRequest, RenderResult
 from seir.operators.backends.diffusers_image import DiffusersTextToImage
-from tests.engine.conftest import TOPICS, job_dict, write_job
+from tests.engine.conftest import TOPICS, job_dict, start_local_ray, write_job
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_NODE = {"num_cpus": 1, "num_gpus": 1, "resources": {"image_node": 1}}  # a GPU Ray counts; torch finds none
@@ -101,7 +101,7 @@ def cluster(tiny_models: dict[str, Path]) -> Iterator[Cluster]:
             cluster.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
     if was_running:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        start_local_ray()
 
 
 def image_job(folder: Path, name: str, topics: list[str], fault: str) -> Path:
