@@ -7,6 +7,18 @@ from pathlib import Path
 
 import pytest
 
+# The seed projects' data (InterSyn's lists, InterMT's human scores) beside the repo, as CI has it.
+SHARED_DATA = Path(os.environ.get("SEIR_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def shared_file(*parts: str) -> Path:
+    """A file of the shared data; the test is skipped, saying where it looked, when that data is not there."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.is_file():
+        pytest.skip(f"{path} not found: put the shared data beside the repo or set SEIR_SHARED_DATA")
+    return path
+
+
 # Before any test imports transformers or huggingface_hub, which read these once.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"

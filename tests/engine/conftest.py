@@ -16,8 +16,6 @@ import yaml
 from seir.engine.runner import Runner
 from seir.engine.spec import load_job
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-
 TOPICS = ["Snow Leopard", "Red-crowned Crane", "The Forbidden City", "Coral", "Honey Durian", "Thermometer",
           "The aurora and the meteor", "Yaks treading on snow"]
 TEMPLATES = ["Do you know ***? Can you draw a picture of it for me?",

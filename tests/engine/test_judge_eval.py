@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from seir.engine.cli import main
-from tests.engine.conftest import SHARED, FinishedRun, job_dict, write_job
+from tests.conftest import shared_file
+from tests.engine.conftest import FinishedRun, job_dict, write_job
 
-INTERMT = SHARED / "intermt" / "score_evaluation_test.json"
 
-
-@pytest.mark.skipif(not INTERMT.is_file(), reason=f"InterMT's benchmark file is not at {INTERMT}")
 def test_judge_eval_reports_agreement_and_is_recorded(ray_local: None, tmp_path: Path) -> None:
+    intermt = shared_file("intermt", "score_evaluation_test.json")
     job = write_job(tmp_path, job_dict("judge-eval"))
     out = tmp_path / "out"
-    assert main(["judge-eval", str(INTERMT), "--rubric", "intermt", "--job", str(job), "--out", str(out),
+    assert main(["judge-eval", str(intermt), "--rubric", "intermt", "--job", str(job), "--out", str(out),
                  "--limit", "4"]) == 0
     report_file = next((out / "judge-eval").glob("*.json"))
     report = json.loads(report_file.read_text())

@@ -10,7 +10,7 @@ from seir.engine.keys import bytes_key
 from seir.engine.seeds import load_seeds
 from seir.engine.spec import SeedSpec
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "intersyn"
+INTERSYN = Path(__file__).resolve().parents[2] / "jobs" / "data" / "intersyn"  # InterSyn's lists, as jobs use them
 
 
 def png(color: str) -> bytes:
@@ -20,7 +20,8 @@ def png(color: str) -> bytes:
 
 
 def test_intersyn_real_lists_pair_each_topic_with_a_slotted_template():
-    spec = SeedSpec(topics_file=SHARED / "topics.json", templates_file=SHARED / "question_templates.json", limit=50)
+    spec = SeedSpec(topics_file=INTERSYN / "topics.json", templates_file=INTERSYN / "question_templates.json",
+                    limit=50)
     load = load_seeds(spec)
     assert len(load.seeds) == 50
     assert all("***" not in s.text and s.topic in s.text for s in load.seeds)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
@@ -28,9 +27,12 @@ from seir.operators.scoring.judge_eval import (
 )
 from seir.operators.scoring.measures import average_ranks, pearson, spearman
 from seir.operators.scoring.rubrics import DIMENSIONS, INTERMT_DIALOGUE, INTERMT_TURN, DialogueView, TurnView
+from tests.conftest import shared_file
 
-SHARED = Path(os.environ.get("SEIR_SHARED_DATA") or Path(__file__).resolve().parents[2] / ".." / "shared")
-INTERMT = SHARED / "data" / "intermt" / "score_evaluation_test.json"
+
+@pytest.fixture(scope="module")
+def intermt_file() -> Path:
+    return shared_file("intermt", "score_evaluation_test.json")
 
 HUMAN = [0, 1, 2, 3, 3, 2, 1, 3]
 MODEL = [0.4, 1.2, 1.4, 2.9, 2.6, 2.2, 1.5, 1.9]
@@ -66,13 +68,12 @@ def test_pair_accuracy_counts_ordered_pairs_within_groups() -> None:
 
 
 @pytest.fixture(scope="module")
-def intermt() -> EvalSet:
-    assert INTERMT.is_file(), f"InterMT benchmark file not found at {INTERMT} (set SEIR_SHARED_DATA)"
-    return read_eval_data(INTERMT)
+def intermt(intermt_file: Path) -> EvalSet:
+    return read_eval_data(intermt_file)
 
 
-def test_reads_the_real_intermt_file(intermt: EvalSet) -> None:
-    raw = json.loads(INTERMT.read_text(encoding="utf-8"))
+def test_reads_the_real_intermt_file(intermt: EvalSet, intermt_file: Path) -> None:
+    raw = json.loads(intermt_file.read_text(encoding="utf-8"))
     turns = [i for i in intermt.items if isinstance(i.view, TurnView)]
     dialogues = [i for i in intermt.items if isinstance(i.view, DialogueView)]
     assert len(dialogues) == len(raw) == 248 and len(turns) == 1514
@@ -87,8 +88,8 @@ def test_reads_the_real_intermt_file(intermt: EvalSet) -> None:
     assert {d.group for d in dialogues} == {"dialogues"} and len(dialogues[0].view.turns) == len(first) - 1
 
 
-def test_intermt_images_beside_the_file_are_used(tmp_path: Path) -> None:
-    item = json.loads(INTERMT.read_text(encoding="utf-8"))[0]
+def test_intermt_images_beside_the_file_are_used(tmp_path: Path, intermt_file: Path) -> None:
+    item = json.loads(intermt_file.read_text(encoding="utf-8"))[0]
     (tmp_path / "images").mkdir()
     first_image = item["conversations"][1]["round_conversations"]["response_images"][0]
     (tmp_path / first_image).write_bytes(b"picture bytes")
@@ -107,8 +108,8 @@ def test_intermt_images_beside_the_file_are_used(tmp_path: Path) -> None:
     (lambda d: d[2]["conversations"][0]["annotations"].update(helpfulness=7),
      "item 2: field conversations[0].annotations.'helpfulness' should be a number in 0-3"),
 ])
-def test_intermt_reader_names_item_and_field(tmp_path: Path, mutate, message: str) -> None:
-    data = json.loads(INTERMT.read_text(encoding="utf-8"))[:3]
+def test_intermt_reader_names_item_and_field(tmp_path: Path, intermt_file: Path, mutate, message: str) -> None:
+    data = json.loads(intermt_file.read_text(encoding="utf-8"))[:3]
     mutate(data)
     (tmp_path / "bad.json").write_text(json.dumps(data))
     with pytest.raises(EvalDataError, match=re.escape(f"bad.json: {message}")):
