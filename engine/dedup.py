@@ -9,27 +9,35 @@
   seen by an earlier run or shard is never sketched again. A changed config opens a new space: dialogues added
   under the old one must be added again for that method to see them.
 - ``resolve`` finds candidate pairs by grouping the band table (``GROUP BY band, bucket HAVING count(*) > 1``),
-  verifies them (estimated Jaccard, Hamming distance, cosine), links dialogues (exact keys, verified pairs, and
-  for images: every image of each dialogue matched in the other), takes connected components and keeps one
-  dialogue per component: highest combined score, then earliest order, then smallest dialogue id.
+  verifies them (Jaccard, Hamming distance, cosine), links dialogues (exact keys, verified pairs, and for images:
+  every image of each dialogue matched in the other), takes connected components and keeps one dialogue per
+  component: highest combined score, then earliest order, then smallest dialogue id.
+- Text pairs are verified by the rule of ``seir.operators.dedup.minhash``: a pair whose estimated Jaccard is more
+  than 3 sds from the threshold keeps the estimate; the others (about two thirds of the candidates on the benchmark
+  corpus) are decided on the exact Jaccard of the two texts' shingle-hash sets, from shingle hashes stored under
+  the content key beside the signature when it is computed. A verified pair is then decided wrongly only when its
+  estimate lands more than 3 sds off (~0.1% of pairs at the threshold, fewer farther away) or two of its shingles
+  share a 32-bit hash; a true pair goes unseen when no band matches (0.8% at the threshold, 0.05% at Jaccard 0.85).
 
 Tables: ``dedup_index_items`` (one row per dialogue: score, order, keys), ``_item_images``, ``_skips`` (why a
-method could not judge a dialogue), ``_spaces``, ``_sketches`` and ``_bands``. The result is a function of the set
-of items in the index (all runs that used this connection), not of their
-order or of how they were split into shards or ``add`` calls: ranks, candidate pairs and links are all derived
-from table contents. Adding a dialogue id again replaces it (a refreshed dialogue); adding the same id twice in
-one index session is an error, since one of the two would win by arrival order.
+method could not judge a dialogue), ``_spaces``, ``_sketches``, ``_sets`` (set members: a text's shingle hashes)
+and ``_bands``. The result is a function of the set of items in the index (all runs that used this connection), not
+of their order or of how they were split into shards or ``add`` calls: ranks, candidate pairs and links are all
+derived from table contents. Adding a dialogue id again replaces it (a refreshed dialogue); adding the same id
+twice in one index session is an error, since one of the two would win by arrival order.
 
 Scaling to 100M dialogues on a Ray cluster (the same steps, distributed):
 
 1. Map, no shuffle: each shard's task normalises texts, hashes keys and computes sketches and band rows only for
    content keys absent from the sketch cache (a Parquet table keyed by content key; a semi-join against it),
-   holding just its shard (~10k dialogues, ~5 MB of signatures). Output: band rows (14 bands x ~45 B per text:
-   ~60 GB at 100M before compression) and sketches (512 B per text: ~50 GB) as Parquet.
+   holding just its shard (~10k dialogues, ~5 MB of signatures). Output: band rows (16 bands x ~45 B per text:
+   ~70 GB at 100M before compression), sketches (512 B per text: ~50 GB) and shingle hashes (4 B per shingle,
+   ~800 B per text: ~80 GB) as Parquet.
 2. Shuffle 1, band rows by ``hash(band, bucket)``: each partition groups its buckets and emits candidate key pairs.
    Bucket sizes follow the number of near-duplicates, so partitions stay balanced except for popular templates.
 3. Shuffle 2, candidate pairs by key to meet their sketches (a join against the sketch table), then verify: each
-   worker holds a slice of pairs and the sketches they name.
+   worker holds a slice of pairs and the sketches they name. The pairs left unsure meet their shingle hashes the
+   same way (a third shuffle, of those pairs only).
 4. Components: the verified links (about one per duplicate, ~10M at a 10% rate) fit one node (union-find over
    int64 ranks, ~1 GB); ranks come from a global sort on (score desc, order, id), the only other all-to-all step.
    Decisions go to the single provenance writer.
@@ -56,7 +64,7 @@ import pyarrow.compute as pc
 
 from seir.engine.keys import canonical_json, content_key
 from seir.operators.dedup import ExactImage, MinHashDedup, PerceptualHash, SemanticDedup, Sketches, SketchMethod
-from seir.operators.dedup.common import blob_key
+from seir.operators.dedup.common import Ragged, blob_key
 from seir.operators.dedup.exact import normalized_key
 from seir.operators.dedup.groups import resolve as resolve_groups
 from seir.operators.dedup.groups import strongest_links
@@ -76,6 +84,7 @@ CREATE TABLE IF NOT EXISTS dedup_index_skips (dialogue_id VARCHAR NOT NULL, meth
 CREATE TABLE IF NOT EXISTS dedup_index_spaces (space SMALLINT NOT NULL, method VARCHAR NOT NULL,
     config_key VARCHAR NOT NULL, config VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS dedup_index_sketches (space SMALLINT NOT NULL, key VARCHAR NOT NULL, sketch BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS dedup_index_sets (space SMALLINT NOT NULL, key VARCHAR NOT NULL, members BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS dedup_index_bands (space SMALLINT NOT NULL, band SMALLINT NOT NULL, bucket UBIGINT NOT NULL,
     key VARCHAR NOT NULL);
 """
@@ -90,7 +99,9 @@ class DedupConfig:
       replaced word breaks ``shingle_size`` shingles: with 3-grams, 1% of words replaced gives Jaccard ~0.94, 2%
       ~0.89, 3% ~0.83, 5% ~0.75, so 0.8 sits near 3.5%; with the 5-grams common for web pages it would sit near 2%,
       and bag-of-words would match templated questions that only swap entities. 128 permutations estimate Jaccard
-      to +-0.035 (one sd at 0.8), so pairs within ~0.05 of the threshold fall either way.
+      to +-0.035 (one sd at 0.8): enough to decide pairs far from the threshold, while those within 3 sds of it
+      are decided on exact Jaccard (more permutations would cost signature time on every text, the exact check
+      only on the unsure pairs).
     - Perceptual hash at Hamming distance <= 6 of 64 bits: resizing moves a hash by 0-2 bits, JPEG at quality
       30-70 by 0-6, crops of 1% per side by <= 6 (99.5%) and of 2% per side by <= 6 (90%); unrelated images
       sit at 31.5 on average, never below 14 in 45k pairs. 6 keeps the pigeonhole bands at 9-10 bits; 8 would
@@ -137,7 +148,8 @@ class DedupItem:
 class DedupDecision:
     """``dropped_id`` leaves the dataset; ``kept_id`` is the dialogue kept for its group. ``matched_id`` is the
     dialogue it was directly found to duplicate (``kept_id`` itself, or another dropped member on the way to it),
-    by ``method`` at ``similarity`` (1.0 for exact keys; estimated Jaccard; 1 - Hamming/64; cosine)."""
+    by ``method`` at ``similarity`` (1.0 for exact keys; Jaccard, exact near the threshold and estimated elsewhere;
+    1 - Hamming/64; cosine)."""
 
     dropped_id: str
     kept_id: str
@@ -196,6 +208,22 @@ def _blob_column(rows: np.ndarray) -> pa.Array:
     rows = np.ascontiguousarray(rows)
     width = rows.shape[1] * rows.itemsize
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(rows), [None, pa.py_buffer(rows.tobytes())])
+
+
+def _ragged_column(rows: Ragged) -> pa.Array:
+    """Each row as one BLOB of its uint32 values."""
+    byte_offsets = pa.py_buffer(rows.offsets * rows.values.itemsize)
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(rows.offsets) - 1,
+                                            [None, byte_offsets, pa.py_buffer(rows.values)])
+
+
+def _ragged_rows(column: pa.ChunkedArray) -> Ragged:
+    """Stored BLOBs of uint32 values (at least one BLOB) back to ``Ragged``, without copying the values."""
+    blobs = column.combine_chunks().cast(pa.large_binary())
+    offsets = np.frombuffer(blobs.buffers()[1], dtype=np.int64, count=len(blobs) + 1, offset=blobs.offset * 8)
+    values = np.frombuffer(blobs.buffers()[2], dtype=np.uint32, count=(offsets[-1] - offsets[0]) // 4,
+                           offset=offsets[0])
+    return Ragged(values, (offsets - offsets[0]) // 4)
 
 
 def _blob_rows(column: pa.ChunkedArray, dtype: type) -> np.ndarray:
@@ -311,7 +339,8 @@ class DedupIndex:
                       skips: Skips) -> None:
         op = self._methods["minhash"]
         text_of = {key: text for key, text in zip(text_keys, normalized, strict=True) if key is not None}
-        reasons = self._store_sketches(op, text_of, lambda todo: op.sketch_folded([text_of[k] for k in todo]))
+        reasons = self._store_sketches(
+            op, text_of, lambda todo: op.sketch_folded([text_of[k] for k in todo], members=True))
         for item, key in zip(batch, text_keys, strict=True):
             reason = "empty text" if key is None else reasons.get(key)
             if reason is not None:
@@ -327,8 +356,8 @@ class DedupIndex:
 
     def _store_sketches(self, op: SketchMethod, keys: Iterable[str],
                         sketch: Callable[[list[str]], Sketches]) -> dict[str, str]:
-        """Sketch the keys not yet stored under this config and store them with their band rows; returns the
-        reason for each key the method skipped."""
+        """Sketch the keys not yet stored under this config and store them with their band rows (and set members,
+        where the method gives them); returns the reason for each key the method skipped."""
         params = {"s": self._spaces[op.name]}
         self.con.register("dedup_wanted", _arrow(key=pa.array(list(keys), pa.string())))
         todo = self.con.sql(
@@ -346,7 +375,10 @@ class DedupIndex:
         ))
         self.con.execute("INSERT INTO dedup_index_sketches SELECT $s, key, sketch FROM dedup_new_sketches", params)
         self.con.execute("INSERT INTO dedup_index_bands SELECT $s, band, bucket, key FROM dedup_new_bands", params)
-        for name in ("dedup_wanted", "dedup_new_sketches", "dedup_new_bands"):
+        if sketches.members is not None:
+            self.con.register("dedup_new_sets", _arrow(key=stored, members=_ragged_column(sketches.members)))
+            self.con.execute("INSERT INTO dedup_index_sets SELECT $s, key, members FROM dedup_new_sets", params)
+        for name in ("dedup_wanted", "dedup_new_sketches", "dedup_new_bands", "dedup_new_sets"):
             self.con.unregister(name)
         return {todo[skip.index]: skip.reason for skip in sketches.skips}
 
@@ -487,6 +519,8 @@ class DedupIndex:
         similarity = np.concatenate([np.zeros(0)] + [
             op.similarity(sketches[ia[lo:lo + _VERIFY_CHUNK]], sketches[ib[lo:lo + _VERIFY_CHUNK]])
             for lo in range(0, len(ia), _VERIFY_CHUNK)])
+        if isinstance(op, MinHashDedup):
+            stats[f"{method}.exact"] = self._settle(op, ia, ib, similarity)
         keep = pa.array(similarity >= op.min_similarity)
         verified = _arrow(a=pairs.column("a"), b=pairs.column("b"), similarity=similarity).filter(keep)
         self.con.register("dedup_verified_rows", verified)
@@ -494,6 +528,22 @@ class DedupIndex:
         self.con.unregister("dedup_verified_rows")
         stats[f"{method}.candidates"] = len(ia)
         stats[f"{method}.verified"] = verified.num_rows
+
+    def _settle(self, op: MinHashDedup, ia: np.ndarray, ib: np.ndarray, similarity: np.ndarray) -> int:
+        """Replace the estimates of the pairs ``(ia, ib)`` (rows of ``dedup_pair_keys``) that ``op`` is unsure of by
+        the exact Jaccard of the stored shingle hashes; returns how many it replaced."""
+        unsure = np.flatnonzero(op.unsure(similarity))
+        if len(unsure) == 0:
+            return 0
+        rows = np.unique(np.concatenate([ia[unsure], ib[unsure]]))
+        self.con.register("dedup_unsure_keys", _arrow(i=rows))
+        sets = _ragged_rows(self.con.sql(
+            "SELECT s.members FROM dedup_unsure_keys u JOIN dedup_pair_keys k ON k.i = u.i "
+            "JOIN dedup_index_sets s ON s.key = k.key WHERE s.space = $s ORDER BY k.i",
+            params={"s": self._spaces[op.name]}).to_arrow_table().column(0)).as_sets()
+        self.con.unregister("dedup_unsure_keys")
+        similarity[unsure] = sets.jaccard(np.searchsorted(rows, ia[unsure]), np.searchsorted(rows, ib[unsure]))
+        return len(unsure)
 
     def _coverage_links(self) -> Links:
         """Dialogue pairs in which every image of each has a near-identical image (or itself) in the other;

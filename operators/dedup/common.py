@@ -1,5 +1,5 @@
-"""What the near-duplicate methods share: stable pseudo-random numbers, a 64-bit mixer, skips, and the protocol the
-engine's global pass drives (sketch -> band keys -> candidate pairs -> similarity).
+"""What the near-duplicate methods share: stable pseudo-random numbers, a 64-bit mixer, skips, ragged rows, and the
+protocol the engine's global pass drives (sketch -> band keys -> candidate pairs -> similarity).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import numpy as np
 import xxhash
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_LOW_32 = np.uint64(32)
+_JACCARD_CHUNK = 1 << 20  # set members compared per numpy step (a few 8 MiB temporaries)
 
 
 @dataclass(frozen=True)
@@ -23,27 +25,85 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class Ragged:
+    """Rows of uint32 values of different lengths: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``."""
+
+    values: np.ndarray  # uint32
+    offsets: np.ndarray  # int64, one more than the rows
+
+    @staticmethod
+    def concatenate(parts: list[Ragged]) -> Ragged:
+        shifts = np.cumsum([0] + [len(part.values) for part in parts])
+        offsets = [part.offsets[:-1] + shift for part, shift in zip(parts, shifts[:-1], strict=True)]
+        return Ragged(np.concatenate([np.zeros(0, np.uint32)] + [part.values for part in parts]),
+                      np.concatenate([*offsets, shifts[-1:]]).astype(np.int64))
+
+    def _tagged(self, rows: np.ndarray) -> np.ndarray:
+        """The values of ``rows`` one after another, each tagged with its position in ``rows`` in the high 32 bits:
+        sorting this orders rows and the values within them in one pass."""
+        sizes = np.diff(self.offsets)[rows]
+        starts = np.cumsum(sizes) - sizes
+        at = np.arange(sizes.sum()) + np.repeat(self.offsets[rows] - starts, sizes)
+        return (np.repeat(np.arange(len(rows), dtype=np.uint64), sizes) << _LOW_32) | self.values[at]
+
+    def as_sets(self) -> Ragged:
+        """Each row sorted and without repeats, all rows in one sort."""
+        tagged = self._tagged(np.arange(len(self.offsets) - 1))
+        tagged.sort()
+        first = np.ones(len(tagged), dtype=bool)
+        np.not_equal(tagged[1:], tagged[:-1], out=first[1:])
+        tagged = tagged[first]
+        starts = np.searchsorted(tagged >> _LOW_32, np.arange(len(self.offsets), dtype=np.uint64))
+        return Ragged(tagged.astype(np.uint32), starts.astype(np.int64))
+
+    def jaccard(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Exact Jaccard similarity of rows ``a[k]`` and ``b[k]``, rows being sets (``as_sets``; 1.0 for two empty
+        ones): each value of ``b[k]`` is looked up in ``a[k]`` by one binary search over all the pairs at once."""
+        sizes = np.diff(self.offsets)
+        per_pair = sizes[a] + sizes[b]
+        ends = np.cumsum(per_pair)
+        both = np.zeros(len(a))
+        lo = 0
+        while lo < len(a):  # about _JACCARD_CHUNK values at a time, at least one pair
+            hi = max(lo + 1, int(np.searchsorted(ends, ends[lo] - per_pair[lo] + _JACCARD_CHUNK, side="right")))
+            left, right = self._tagged(a[lo:hi]), self._tagged(b[lo:hi])  # sorted, as the rows are
+            found = np.searchsorted(left, right)
+            hit = found < len(left)
+            hit[hit] = left[found[hit]] == right[hit]
+            both[lo:hi] = np.bincount((right >> _LOW_32).astype(np.intp), weights=hit, minlength=hi - lo)
+            lo = hi
+        union = per_pair - both
+        return np.divide(both, union, out=np.ones(len(a)), where=union > 0)
+
+
+@dataclass(frozen=True)
 class Sketches:
     """A method's sketches of a batch: ``rows[i]`` sketches input ``index[i]``; inputs it could not judge are in
-    ``skips`` instead."""
+    ``skips`` instead. Where a method gives ``members``, its row ``i`` holds the members of the set that ``rows[i]``
+    estimates (in any order, possibly repeated), for an exact check."""
 
     rows: np.ndarray
     index: np.ndarray
     skips: tuple[Skip, ...] = ()
+    members: Ragged | None = None
 
     @staticmethod
     def gather(parts: Iterable[tuple[int, Sketches]], count: int, empty: np.ndarray) -> Sketches:
         """The sketches of a batch of ``count`` inputs from those of its consecutive slices, given as ``(start,
         sketches)``, copied into one array as they come so that the slices never all exist at once. ``empty`` is a
-        zero-row array of the sketch's width and type."""
+        zero-row array of the sketch's width and type. Members are gathered when every slice has them."""
         rows = np.empty((count, empty.shape[1]), dtype=empty.dtype)
         filled, index, skips = 0, [np.zeros(0, dtype=np.int64)], []
+        members: list[Ragged | None] = []
         for start, part in parts:
             rows[filled:filled + len(part.rows)] = part.rows
             filled += len(part.rows)
             index.append(part.index + start)
             skips += [Skip(skip.index + start, skip.reason) for skip in part.skips]
-        return Sketches(rows[:filled], np.concatenate(index), tuple(skips))
+            members.append(part.members)
+        given = [part for part in members if part is not None]
+        gathered = Ragged.concatenate(given) if members and len(given) == len(members) else None
+        return Sketches(rows[:filled], np.concatenate(index), tuple(skips), gathered)
 
 
 InputT = TypeVar("InputT")

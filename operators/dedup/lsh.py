@@ -25,6 +25,7 @@ def choose_bands(
     agreement: Callable[[np.ndarray], np.ndarray] | None = None,
     floor: float = 0.0,
     false_negative_weight: float = 0.5,
+    min_recall: float = 0.0,
     grid: int = 501,
 ) -> tuple[int, int]:
     """The ``(bands, rows)``, ``bands * rows <= num_hashes``, that minimise
@@ -35,6 +36,9 @@ def choose_bands(
     value agrees (the identity for MinHash and Jaccard). Mean rates, not the raw areas that e.g. datasketch
     integrates: raw areas weigh each side by its width, so at threshold 0.8 false positives would count 4:1 before
     any weight is applied, and at cosine 0.95 almost nothing but false positives would count.
+
+    Only shapes under which a pair at exactly the threshold collides with probability >= ``min_recall`` take part
+    (if none does, those with the highest such probability).
     """
     below = np.linspace(floor, threshold, grid)
     above = np.linspace(threshold, 1.0, grid)
@@ -44,6 +48,8 @@ def choose_bands(
     false_pos = np.trapezoid(collision_probability(agree(below), bands, rows), below, axis=1) / (threshold - floor)
     false_neg = np.trapezoid(1.0 - collision_probability(agree(above), bands, rows), above, axis=1) / (1.0 - threshold)
     cost = (1.0 - false_negative_weight) * false_pos + false_negative_weight * false_neg
+    at_threshold = collision_probability(agree(np.array(threshold)), bands[:, 0], rows[:, 0])
+    cost[at_threshold < min(min_recall, at_threshold.max())] = np.inf
     best_bands, best_rows = shapes[int(np.argmin(cost))]
     return int(best_bands), int(best_rows)
 

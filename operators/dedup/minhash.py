@@ -6,6 +6,19 @@ at once, as one ``(num_perm, shingles)`` numpy product, and each text keeps the 
 the collision bias datasketch's old prime-and-truncate scheme had), it runs in uint32 lanes, and a prime modulus
 needs 64-bit products plus a reduction step, measured 5x slower per element in numpy. Randomness comes from the
 shingle hash itself; the maps only decorrelate the ``num_perm`` minima.
+
+Deciding. The estimate (the share of equal minima) has sd ``sqrt(J (1 - J) / num_perm)``, 0.035 at J = 0.8 with 128
+permutations, so on its own it puts pairs within ~0.05 of the threshold on the wrong side often. The rule is:
+
+- candidates: the LSH bands are the shape with the fewest false positives among those that make a pair at exactly
+  the threshold a candidate with probability >= ``candidate_recall`` (16 bands of 6 rows: 0.992 at J = 0.8);
+- a candidate whose estimate is more than ``exact_margin`` sds (taken at the threshold) from the threshold is
+  decided by its estimate: at 3 sds a pair at the threshold lands there with probability ~0.001, and a pair farther
+  away less often still;
+- every other candidate is decided by the exact Jaccard of the two texts' shingle-hash sets (``sketch_folded(...,
+  members=True)`` gives each text's shingle hashes; the engine stores them beside the signature, and sorts only
+  those it checks), which equals the Jaccard of the shingle sets themselves unless two distinct shingles share a
+  32-bit hash (~1e-5 per pair of 200-shingle texts).
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from seir.operators.base import Operator, Resources, register
-from seir.operators.dedup.common import Sketches, Skip, stable_uint64
+from seir.operators.dedup.common import Ragged, Sketches, Skip, stable_uint64
 from seir.operators.dedup.lsh import band_keys, choose_bands
 from seir.operators.dedup.shingles import fold, shingle_hashes, slices
 
@@ -30,12 +43,13 @@ _TEXTS_PER_STEP = 1024  # texts folded at a time: the folded copies never all ex
 @register
 @dataclass(frozen=True)
 class MinHashDedup(Operator):
-    """Near-duplicate texts: estimated Jaccard similarity of word-shingle sets >= ``threshold``."""
+    """Near-duplicate texts: Jaccard similarity of word-shingle sets >= ``threshold`` (estimated, or exact where the
+    estimate is too close to call)."""
 
     name: ClassVar[str] = "minhash"
     kind: ClassVar[str] = "dedup"
     reads: ClassVar[tuple[str, ...]] = ("dialogue.text",)
-    writes: ClassVar[tuple[str, ...]] = ("dedup.sketch", "dedup.band")
+    writes: ClassVar[tuple[str, ...]] = ("dedup.sketch", "dedup.band", "dedup.set")
     resources: ClassVar[Resources] = Resources(num_cpus=1.0)
     sketch_dtype: ClassVar[type] = np.uint32
 
@@ -43,18 +57,23 @@ class MinHashDedup(Operator):
     num_perm: int = 128
     shingle_size: int = 3
     seed: int = 1
-    # Of the band choice: above 0.5 since verification removes false positives, which then only cost a comparison.
-    # 0.6 gives 14 bands of 9 rows: a pair at Jaccard 0.8 becomes a candidate with p=0.87, at 0.85 with p=0.97.
-    false_negative_weight: float = 0.6
+    # A pair at the threshold becomes a candidate with at least this probability (see the module docstring): 16
+    # bands of 6 rows at 0.99, where the former 14 of 9 gave 0.87 and lost 7% of the pairs at 0.8-0.85.
+    candidate_recall: float = 0.99
+    # Estimates within this many sds of the threshold are settled by exact Jaccard (two thirds of the candidates on
+    # the benchmark corpus, whose planted edits sit around the threshold).
+    exact_margin: float = 3.0
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0 or self.num_perm < 2 or self.shingle_size < 1:
-            raise ValueError(f"minhash needs 0 < threshold < 1, num_perm >= 2, shingle_size >= 1; got {self}")
+        if (not 0.0 < self.threshold < 1.0 or self.num_perm < 2 or self.shingle_size < 1
+                or not 0.0 < self.candidate_recall < 1.0 or self.exact_margin < 0.0):
+            raise ValueError("minhash needs 0 < threshold < 1, num_perm >= 2, shingle_size >= 1, "
+                             f"0 < candidate_recall < 1, exact_margin >= 0; got {self}")
 
     @cached_property
     def bands(self) -> tuple[int, int]:
         """(bands, rows) of the LSH step."""
-        return choose_bands(self.threshold, self.num_perm, false_negative_weight=self.false_negative_weight)
+        return choose_bands(self.threshold, self.num_perm, min_recall=self.candidate_recall, false_negative_weight=0.0)
 
     @property
     def min_similarity(self) -> float:
@@ -75,16 +94,17 @@ class MinHashDedup(Operator):
                  for lo in range(0, len(texts), _TEXTS_PER_STEP))
         return Sketches.gather(parts, len(texts), self._empty)
 
-    def sketch_folded(self, texts: Sequence[bytes]) -> Sketches:
-        """``sketch`` of texts already passed through ``shingles.fold`` or ``shingles.normalized_utf8``."""
-        parts = ((lo, self._sketch_slice(texts[lo:hi])) for lo, hi in slices(texts))
+    def sketch_folded(self, texts: Sequence[bytes], *, members: bool = False) -> Sketches:
+        """``sketch`` of texts already passed through ``shingles.fold`` or ``shingles.normalized_utf8``; with
+        ``members``, also each sketched text's shingle hashes, for the exact check."""
+        parts = ((lo, self._sketch_slice(texts[lo:hi], members)) for lo, hi in slices(texts))
         return Sketches.gather(parts, len(texts), self._empty)
 
     @property
     def _empty(self) -> np.ndarray:
         return np.zeros((0, self.num_perm), dtype=np.uint32)
 
-    def _sketch_slice(self, texts: Sequence[bytes]) -> Sketches:
+    def _sketch_slice(self, texts: Sequence[bytes], members: bool) -> Sketches:
         shingles = shingle_hashes(texts, self.shingle_size)
         ok = np.flatnonzero(shingles.words >= self.shingle_size)
         skips = tuple(
@@ -92,7 +112,8 @@ class MinHashDedup(Operator):
             for i, n in enumerate(shingles.words.tolist()) if n < self.shingle_size
         )
         offsets = np.append(shingles.offsets[ok], shingles.offsets[-1])  # skipped texts have no shingles
-        return Sketches(self._minima(shingles.values, offsets), ok, skips)
+        shingle_rows = Ragged(shingles.values, offsets) if members else None
+        return Sketches(self._minima(shingles.values, offsets), ok, skips, shingle_rows)
 
     def _minima(self, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Per text (each has >= 1 shingle), the minimum of every affine map over its shingles."""
@@ -116,3 +137,8 @@ class MinHashDedup(Operator):
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Estimated Jaccard similarity: the share of minima the two signatures have in common."""
         return (a == b).mean(axis=1)
+
+    def unsure(self, similarity: np.ndarray) -> np.ndarray:
+        """Which estimates are too close to the threshold to decide on: the exact check settles them."""
+        sd = np.sqrt(self.threshold * (1.0 - self.threshold) / self.num_perm)
+        return np.abs(similarity - self.threshold) <= self.exact_margin * sd

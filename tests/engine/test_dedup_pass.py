@@ -14,7 +14,8 @@ import pytest
 import scipy.sparse
 
 from seir.engine.dedup import DedupConfig, DedupIndex, DedupItem, DedupResult, find_duplicates
-from seir.operators.dedup.synthetic import TextMaker, image, near_vector, shingle_set, unit_vectors, variant
+from seir.operators.dedup import MinHashDedup
+from seir.operators.dedup.synthetic import TextMaker, image, jaccard, near_vector, shingle_set, unit_vectors, variant
 
 Pairs = set[frozenset[str]]
 
@@ -94,15 +95,8 @@ def corpus() -> Corpus:
     return Corpus(items, truth, planted, {frozenset(family) for family in families.values()})
 
 
-@pytest.mark.parametrize(("method", "min_recall", "min_precision"), [
-    # Text precision is held lower: the corpus is dense just below the threshold (15 reorders at true Jaccard
-    # ~0.78, 5% edits at ~0.75), where a 128-permutation estimate (sd 0.035) crosses 0.8 a third of the time;
-    # expected ~5 such links against ~70 true ones, precision ~0.92 (0.90 with this seed).
-    ("minhash", 0.95, 0.85),
-    ("image-phash", 0.95, 0.95),
-    ("semantic", 0.95, 0.95),
-])
-def test_each_method_finds_its_duplicates(corpus: Corpus, method: str, min_recall: float, min_precision: float) -> None:
+@pytest.mark.parametrize("method", ["minhash", "image-phash", "semantic"])
+def test_each_method_finds_its_duplicates(corpus: Corpus, method: str) -> None:
     """Recall: the share of true duplicate pairs the pass put in one group. Precision: the share of the links the
     method made that join a true duplicate pair."""
     result = find_duplicates(corpus.items, DedupConfig(methods=(method,)))
@@ -114,7 +108,18 @@ def test_each_method_finds_its_duplicates(corpus: Corpus, method: str, min_recal
     wrong = sorted({corpus.planted[method].get(i, "original") for pair in linked - truth for i in pair})
     print(f"\n{method}: {len(truth)} true pairs, {len(linked)} links; recall {recall:.3f} (missed: {missed}), "
           f"precision {precision:.3f} (wrong: {wrong}); {result.stats}")
-    assert recall >= min_recall and precision >= min_precision
+    assert recall >= 0.95 and precision >= 0.95
+
+
+def test_text_pairs_near_the_threshold_are_decided_on_exact_jaccard(corpus: Corpus) -> None:
+    """The corpus is dense just below the threshold (15 reorders at true Jaccard ~0.78, 5% edits at ~0.75), where
+    a 128-permutation estimate (sd 0.035) alone crosses 0.8 a third of the time."""
+    result = find_duplicates(corpus.items, DedupConfig(methods=("minhash",)))
+    texts = {item.dialogue_id: item.text for item in corpus.items}
+    near = [link for link in result.links if MinHashDedup().unsure(np.array(link.similarity))]
+    assert result.stats["minhash.exact"] > 20 and len(near) > 10
+    for link in near:
+        assert link.similarity == pytest.approx(jaccard(shingle_set(texts[link.a_id]), shingle_set(texts[link.b_id])))
 
 
 def test_exact_methods_find_only_exact_copies(corpus: Corpus) -> None:

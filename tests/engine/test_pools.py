@@ -123,14 +123,26 @@ def test_call_past_timeout_fails_restarts_the_actor_and_the_pool_goes_on() -> No
     assert answered(after[0])[0] == "after"
 
 
+def kill_for_good(actor: Any) -> None:
+    """ray.kill returns before the actor is gone; wait until calls to it really fail."""
+    ray.kill(actor, no_restart=True)
+    for _ in range(100):
+        try:
+            ray.get(actor.config.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the killed actor kept answering")
+
+
 def test_actor_dead_for_good_is_retired() -> None:
     pool = make_pool(2)
 
     async def scenario() -> tuple[list[Any], list[Any], list[Any]]:
-        ray.kill(pool.actors[0], no_restart=True)
+        await asyncio.to_thread(kill_for_good, pool.actors[0])
         first, _ = await chat(pool, ["a", "b", "c", "d", "e", "f", "g", "h"])
         second, _ = await chat(pool, ["i", "j", "k", "l"])
-        ray.kill(pool.actors[1], no_restart=True)
+        await asyncio.to_thread(kill_for_good, pool.actors[1])
         await chat(pool, ["m"])
         third, _ = await chat(pool, ["n"])
         return first, second, third

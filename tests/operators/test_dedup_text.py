@@ -9,7 +9,8 @@ import pytest
 
 from seir.engine.keys import normalize_text, text_key
 from seir.operators.base import lookup
-from seir.operators.dedup import ExactText, MinHashDedup
+from seir.operators.dedup import ExactText, MinHashDedup, common
+from seir.operators.dedup.common import Ragged
 from seir.operators.dedup.lsh import band_keys, choose_bands, collision_probability
 from seir.operators.dedup.shingles import fold, normalize, normalized_utf8, shingle_hashes
 from seir.operators.dedup.synthetic import TextMaker, jaccard, shingle_set
@@ -42,7 +43,7 @@ def test_the_fast_fold_shingles_exactly_like_full_normalisation() -> None:
 
 def test_operators_are_registered_for_job_specs() -> None:
     assert lookup("dedup", "minhash") is MinHashDedup
-    assert MinHashDedup().config()["bands"] == [14, 9]
+    assert MinHashDedup().config()["bands"] == [16, 6]
 
 
 def test_a_shingle_hashes_the_same_wherever_it_occurs() -> None:
@@ -60,6 +61,12 @@ def test_signatures_do_not_depend_on_batching_and_stay_stable_across_versions() 
     op = MinHashDedup()
     whole = op.sketch(texts).rows
     assert (np.concatenate([op.sketch(texts[i:i + 7]).rows for i in range(0, 63, 7)]) == whole[:63]).all()
+    folded = [fold(text) for text in texts]
+    members = op.sketch_folded(folded, members=True).members
+    assert members is not None and len(members.offsets) == len(texts) + 1
+    for i in (0, 700, len(texts) - 1):  # in the first, a middle and the last slice
+        row = members.values[members.offsets[i]:members.offsets[i + 1]]
+        assert (row == shingle_hashes(folded[i:i + 1], op.shingle_size).values).all()
     # Stored signatures must stay comparable with new ones: a change here invalidates every dedup index.
     pinned = [66484236, 2154497562, 1516796476, 1016380244]
     assert op.sketch(["the quick brown fox jumps"]).rows[0, :4].tolist() == pinned
@@ -98,6 +105,38 @@ def test_bands_put_the_s_curve_step_at_the_threshold(threshold: float) -> None:
     assert probability[0] < 0.2 and probability[1] > 0.5 and probability[2] > 0.9
     recall_leaning = choose_bands(threshold, 128, false_negative_weight=0.8)
     assert collision_probability(np.array(threshold), *recall_leaning) > probability[1]
+
+
+def test_a_recall_floor_admits_only_bands_that_catch_pairs_at_the_threshold() -> None:
+    bands, rows = choose_bands(0.8, 128, min_recall=0.99, false_negative_weight=0.0)
+    assert (bands, rows) == (16, 6) and collision_probability(np.array(0.8), bands, rows) >= 0.99
+    assert collision_probability(np.array(0.5), bands, rows) < 0.25  # the fewest false positives that allows
+    assert choose_bands(0.8, 2, min_recall=0.99) == (2, 1)  # out of reach: the likeliest shape
+
+
+def test_ragged_rows_as_sets_and_their_exact_jaccard_match_python_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    pool = rng.integers(0, 2**32, 60, dtype=np.uint64).astype(np.uint32)  # small: rows overlap and repeat values
+    rows = [rng.choice(pool, rng.integers(0, 40)) if i % 10 else pool[:0] for i in range(50)]  # some empty
+
+    def ragged(part: list[np.ndarray]) -> Ragged:
+        return Ragged(np.concatenate(part), np.cumsum([0] + [len(row) for row in part]))
+
+    sets = ragged(rows).as_sets()
+    for i, row in enumerate(rows):
+        assert sets.values[sets.offsets[i]:sets.offsets[i + 1]].tolist() == sorted(set(row.tolist()))
+    a, b = rng.integers(0, len(rows), (2, 400))
+    expected = [jaccard(set(rows[i].tolist()), set(rows[j].tolist())) for i, j in zip(a, b, strict=True)]
+    assert sets.jaccard(a, b) == pytest.approx(expected)
+    monkeypatch.setattr(common, "_JACCARD_CHUNK", 50)  # many chunks, some of a single pair
+    assert sets.jaccard(a, b) == pytest.approx(expected)
+    joined = Ragged.concatenate([ragged(rows[:15]), ragged(rows[15:])])
+    assert (joined.values == np.concatenate(rows)).all() and (joined.offsets == ragged(rows).offsets).all()
+
+
+def test_only_estimates_near_the_threshold_are_checked_exactly() -> None:
+    op = MinHashDedup()  # 3 sds at 0.8 with 128 permutations: 0.106
+    assert op.unsure(np.array([0.69, 0.70, 0.8, 0.9, 0.91])).tolist() == [False, True, True, True, False]
 
 
 def test_band_keys_agree_exactly_when_a_band_agrees() -> None:
