@@ -72,7 +72,7 @@ class SeirLoop:
         self.llm = clients["llm"]
         self.image = clients["image"]
         self.scorer = scorer
-        self.on_round: Callable[[Stage, int, int], None] = lambda stage, round_, active: None
+        self.on_round: Callable[[int, Stage, int, int], None] = lambda turn, stage, round_, active: None
 
     async def run_shard(self, tasks: list[DialogueTask]) -> ShardOutcome:
         ledger = Ledger()
@@ -97,7 +97,7 @@ class SeirLoop:
         for round_ in range(self.spec.seir.rounds + 1):
             if not active:
                 break
-            self.on_round(stage, round_, len(active))
+            self.on_round(turn_index, stage, round_, len(active))
             members = [group[i] for i in active]
             drafts = await self._write(stage, members, [previous.get(i) for i in active], turn_index, round_, ledger)
             judged = [(w, d) for w, d in zip(members, drafts, strict=True) if d.ok]

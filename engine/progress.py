@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections import Counter
@@ -11,7 +12,7 @@ from typing import Any, TextIO
 
 from seir.engine.calls import Ledger
 from seir.engine.decide import decide
-from seir.engine.records import Dialogue
+from seir.engine.records import Dialogue, Stage
 
 
 @dataclass
@@ -29,9 +30,22 @@ class Progress:
     drafts: int = 0
     calls: Counter[str] = field(default_factory=Counter)
     cached: Counter[str] = field(default_factory=Counter)
+    activity: str = "starting"  # the latest batched step, for heartbeats between commits
+    last_said: float = field(default_factory=time.monotonic)
 
     def say(self, message: str) -> None:
         print(f"[seir] {message}", file=self.stream, flush=True)
+        self.last_said = time.monotonic()
+
+    def note_round(self, turn_index: int, stage: Stage, round_: int, active: int) -> None:
+        self.activity = f"turn {turn_index + 1} {stage.value} round {round_} ({active} dialogues)"
+
+    async def heartbeat(self, every_s: float = 30.0) -> None:
+        """Say how far the run is whenever no shard was committed for ``every_s`` (real models are slow)."""
+        while True:
+            await asyncio.sleep(every_s)
+            if time.monotonic() - self.last_said >= every_s:
+                self.say(f"{self.line()} | working on {self.activity}")
 
     def shard_committed(self, dialogues: list[Dialogue], ledger: Ledger, thresholds: Mapping[str, float]) -> None:
         self.shards += 1

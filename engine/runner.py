@@ -145,6 +145,7 @@ class Runner:
                     work: list[tuple[str, list[DialogueTask]]]) -> None:
         loop = SeirLoop(self.spec, clients, StageScorer(self.spec, clients))
         progress = Progress(sum(len(tasks) for _, tasks in work), len(work), self.stream)
+        loop.on_round = progress.note_round
         in_flight = asyncio.Semaphore(self.spec.execution.shards_in_flight)
 
         async def one(shard_id: str, tasks: list[DialogueTask]) -> None:
@@ -156,7 +157,11 @@ class Runner:
             failpoint("shard-committed")
 
         async def all_shards() -> None:
-            await asyncio.gather(*(one(shard_id, tasks) for shard_id, tasks in work))
+            heartbeat = asyncio.create_task(progress.heartbeat())
+            try:
+                await asyncio.gather(*(one(shard_id, tasks) for shard_id, tasks in work))
+            finally:
+                heartbeat.cancel()
 
         started = time.monotonic()
         asyncio.run(all_shards())
