@@ -7,6 +7,7 @@ requests that share size, steps and guidance go through the pipeline together.
 from __future__ import annotations
 
 import io
+import logging
 from collections import defaultdict
 from typing import Any
 
@@ -27,6 +28,7 @@ class DiffusersTextToImage(LocalBackend):
         self.pipeline = DiffusionPipeline.from_pretrained(self.path, revision=self.load_revision, dtype=self.dtype)
         self.pipeline.to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
+        logging.getLogger(type(self.pipeline).__module__).addFilter(_FirstTruncationWarningOnly())
 
     def render(self, requests: list[RenderRequest]) -> list[RenderResult]:
         groups: dict[tuple[int, int, int, float], list[int]] = defaultdict(list)
@@ -51,6 +53,24 @@ class DiffusersTextToImage(LocalBackend):
                 height=height, num_inference_steps=steps, guidance_scale=guidance, generator=generators,
             ).images
         return [_png(image) for image in images]
+
+
+class _FirstTruncationWarningOnly(logging.Filter):
+    """Pipelines warn about every prompt longer than their text encoder reads (77 tokens for CLIP). Long captions
+    are common and the warnings would bury the run's progress lines: the first one says it all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warned = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "was truncated because" not in record.getMessage():
+            return True
+        if self.warned:
+            return False
+        self.warned = True
+        record.msg, record.args = f"{record.getMessage()}\n(later prompt truncations are not reported)", ()
+        return True
 
 
 def _png(image: Any) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,16 @@ def test_render_sizes_and_seeds(painter: DiffusersTextToImage) -> None:
     assert results[0].png != results[2].png
     # Alone, the same seed starts from the same noise; only float rounding of a smaller batch may move a pixel level.
     assert np.abs(pixels(painter.render([fox])[0].png) - pixels(results[0].png)).max() <= 1
+
+
+def test_prompt_truncation_is_reported_once(painter: DiffusersTextToImage, caplog: pytest.LogCaptureFixture) -> None:
+    long_prompts = [RenderRequest(" ".join(["a red fox in the snow"] * 40), seed=k, width=32, height=32, steps=1)
+                    for k in range(3)]
+    with caplog.at_level(logging.WARNING):
+        painter.render(long_prompts)
+        painter.render(long_prompts[:1])
+    warnings = [record for record in caplog.records if "was truncated because" in record.getMessage()]
+    assert len(warnings) == 1 and "later prompt truncations are not reported" in warnings[0].getMessage()
 
 
 # --- embed and clip -----------------------------------------------------------------------------------------------
