@@ -121,7 +121,7 @@ CREATE OR REPLACE VIEW dataset_latest AS
     FROM version_dialogues vd
     JOIN dialogues d USING (dialogue_key)
     JOIN seeds s USING (seed_key)
-    WHERE vd.version = (SELECT max(version) FROM versions);
+    WHERE vd.accepted AND vd.version = (SELECT max(version) FROM versions);
 
 CREATE OR REPLACE VIEW refinement_history AS
     SELECT d.dialogue_id, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.ok, dr.passed, dr.best,

@@ -32,6 +32,13 @@ def test_sql_cli_prints_tables_and_writes_files(finished: FinishedRun, tmp_path,
     assert "read-only" in capsys.readouterr().err
 
 
+def test_dataset_latest_is_the_latest_versions_accepted_parquet(finished: FinishedRun) -> None:
+    latest = max((finished.out / "versions").iterdir())
+    accepted = duckdb.sql(f"SELECT dialogue_id FROM '{latest / 'accepted.parquet'}'").fetchall()
+    assert accepted and finished.sql("SELECT count(*) FROM version_dialogues WHERE NOT accepted")[0][0] > 0
+    assert sorted(finished.sql("SELECT dialogue_id FROM dataset_latest")) == sorted(accepted)
+
+
 def test_lineage_lists_every_draft_in_order(finished: FinishedRun) -> None:
     refined = finished.sql("""SELECT dialogue_id FROM dialogues d WHERE EXISTS (
         SELECT 1 FROM drafts x WHERE x.dialogue_key = d.dialogue_key AND x.round > 0) LIMIT 1""")[0][0]
