@@ -63,7 +63,7 @@ def write_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, output
     else:
         with output.open("w", newline="", encoding="utf-8") if output else nullcontext(stream) as handle:
             if fmt == "csv":
-                writer = csv.writer(handle)
+                writer = csv.writer(handle, lineterminator="\n")  # Unix line ends, as DuckDB and shell tools write
                 writer.writerow(columns)
                 writer.writerows(rows)
             else:

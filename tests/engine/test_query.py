@@ -24,6 +24,8 @@ def test_sql_refuses_statements_that_write(finished: FinishedRun, statement: str
 def test_sql_cli_prints_tables_and_writes_files(finished: FinishedRun, tmp_path, capsys) -> None:
     assert main(["sql", "--out", str(finished.out), "SELECT count(*) AS n FROM dialogues"]) == 0
     assert "(1 rows)" in capsys.readouterr().out
+    assert main(["sql", "--out", str(finished.out), "SELECT 1 AS a, 'x' AS b", "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "a,b\n1,x\n"  # Unix line ends: `$(seir sql ... | tail -1)` is a clean id
     target = tmp_path / "scores.parquet"
     assert main(["sql", "--out", str(finished.out), "SELECT * FROM turn_final_scores", "--format", "parquet",
                  "--output", str(target)]) == 0
