@@ -15,9 +15,12 @@ from seir.operators.backends.base import (
     ScoreRequest,
     ScoreResult,
     batches,
+    image_parts,
 )
 from seir.operators.backends.sampling import SeededSampling
 from seir.operators.base import register
+
+_LABEL_READS_KEPT = 4096
 
 
 def without_image_bytes(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -116,17 +119,65 @@ class TransformersChat(LocalBackend):
         import torch
 
         reads = [self._label_read(r.answer_prefix, r.labels) for r in batch]
-        prompts = [self._prompt(r.messages) + prefix for r, (prefix, _) in zip(batch, reads, strict=True)]
-        inputs = self._inputs(prompts, [r.messages for r in batch])
-        # Positions count real tokens only, so a left-padded row sees the same positions as when alone.
-        positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp_min(0)
-        with torch.inference_mode():
-            logits = self.model(**inputs, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
-        rows = zip(batch, logits.log_softmax(-1), reads, inputs["attention_mask"].sum(1).tolist(), strict=True)
+        prompts = [self._prompt(r.messages) for r in batch]
+        suffixes = [prefix for prefix, _ in reads]
+        # A conversation is its rendered prompt and its images (the prompt holds only their placeholders).
+        conversations = [(prompt, tuple(data for m in r.messages for data in image_parts(m)))
+                         for prompt, r in zip(prompts, batch, strict=True)]
+        if self._can_share_conversations(conversations, suffixes):
+            log_probs, tokens_in = self._read_after_shared_conversations(batch, conversations, suffixes)
+        else:
+            inputs = self._inputs([p + s for p, s in zip(prompts, suffixes, strict=True)], [r.messages for r in batch])
+            # Positions count real tokens only, so a left-padded row sees the same positions as when alone.
+            positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+            with torch.inference_mode():
+                logits = self.model(**inputs, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+            log_probs, tokens_in = logits.log_softmax(-1), inputs["attention_mask"].sum(1).tolist()
+        rows = zip(batch, log_probs, reads, tokens_in, strict=True)
         return [score_result(r.labels, row[ids], n) for r, row, (_, ids), n in rows]
+
+    def _can_share_conversations(self, conversations: list[tuple[str, tuple[bytes, ...]]], suffixes: list[str]) -> bool:
+        """A judge reads several dimensions' scores after one critique conversation: those requests differ only in
+        their answer prefix. The conversation (images and all) is then encoded once when some requests share it,
+        every suffix is non-empty, and tokenising the two parts apart gives the tokens of the whole."""
+        if len(set(conversations)) == len(conversations) or not all(suffixes):
+            return False
+        encode = self.tokenizer.encode
+        pairs = {(prompt, suffix) for (prompt, _), suffix in zip(conversations, suffixes, strict=True)}
+        return all(encode(p + s, add_special_tokens=False) == encode(p, add_special_tokens=False)
+                   + encode(s, add_special_tokens=False) for p, s in pairs)
+
+    def _read_after_shared_conversations(self, batch: list[ScoreRequest],
+                                         conversations: list[tuple[str, tuple[bytes, ...]]],
+                                         suffixes: list[str]) -> tuple[Any, list[int]]:
+        """Next-token log-probabilities after ``prompt + suffix`` per request, each distinct conversation run once:
+        its key-value cache is copied to every request that shares it, and the suffixes run on top."""
+        import torch
+
+        first = {conversation: i for i, conversation in reversed(list(enumerate(conversations)))}
+        unique = list(first)
+        inputs = self._inputs([prompt for prompt, _ in unique], [batch[first[c]].messages for c in unique])
+        prompt_mask = inputs["attention_mask"]
+        owner = torch.tensor([unique.index(c) for c in conversations], device=prompt_mask.device)
+        # Suffixes are left-padded too: padding then sits between prompt and suffix, masked, and every row's last
+        # column is its own last token.
+        tail = self.on_device(self.tokenizer(suffixes, padding=True, add_special_tokens=False, return_tensors="pt"))
+        prompt_lengths = prompt_mask.sum(1, keepdim=True)[owner]
+        with torch.inference_mode():
+            cache = self.model(**inputs, position_ids=(prompt_mask.cumsum(-1) - 1).clamp_min(0), use_cache=True,
+                               logits_to_keep=1).past_key_values
+            cache.batch_select_indices(owner)
+            logits = self.model(
+                input_ids=tail["input_ids"], past_key_values=cache,
+                attention_mask=torch.cat([prompt_mask[owner], tail["attention_mask"]], dim=1),
+                position_ids=(prompt_lengths + tail["attention_mask"].cumsum(-1) - 1).clamp_min(0), logits_to_keep=1,
+            ).logits[:, -1].float()
+        return logits.log_softmax(-1), (prompt_lengths[:, 0] + tail["attention_mask"].sum(1)).tolist()
 
     def _label_read(self, prefix: str, labels: tuple[str, ...]) -> tuple[str, list[int]]:
         key = (prefix, tuple(labels))
         if key not in self._labels:
+            if len(self._labels) >= _LABEL_READS_KEPT:  # prefixes hold critiques: nearly every one is new
+                self._labels.clear()
             self._labels[key] = label_tokens(self.tokenizer, prefix, key[1])
         return self._labels[key]

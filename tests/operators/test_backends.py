@@ -151,6 +151,48 @@ def test_score_does_not_depend_on_batch_mates(llm: TransformersChat) -> None:
     assert len(crowded[2].probabilities) == 4
 
 
+def batch_shapes(backend: TransformersChat, requests: list[ScoreRequest], monkeypatch) -> list[tuple[int, int]]:
+    """The (rows, tokens) of every forward pass that scoring ``requests`` together makes."""
+    shapes: list[tuple[int, int]] = []
+    forward = backend.model.forward
+    with monkeypatch.context() as patch:
+        patch.setattr(backend.model, "forward", lambda *a, **k: shapes.append(tuple(k["input_ids"].shape))
+                      or forward(*a, **k))
+        backend.score(requests)
+    return shapes
+
+
+def assert_same_reads(backend: TransformersChat, requests: list[ScoreRequest]) -> None:
+    """Scored together, requests that share a conversation read what each reads alone (one forward pass each)."""
+    together = backend.score(requests)
+    for request, result in zip(requests, together, strict=True):
+        alone = backend.score([request])[0]
+        assert result.expectation == pytest.approx(alone.expectation, abs=1e-4)
+        assert result.label_mass == pytest.approx(alone.label_mass, rel=1e-3)
+        assert result.tokens_in == alone.tokens_in
+
+
+def test_requests_sharing_a_conversation_encode_it_once(llm: TransformersChat, monkeypatch) -> None:
+    requests = [ScoreRequest(LONG, "Vague in places.\n\nText score (0-5): "),
+                ScoreRequest(SHORT, "Fine.\n\nText score (0-5): "),
+                ScoreRequest(LONG, "Vague in places.\n\nImage score (0-5): "),
+                ScoreRequest(LONG, "Vague.\n\nSynergy score (0-3): ", labels=("0", "1", "2", "3"))]
+    (conversations, width), (suffixes, suffix_width) = batch_shapes(llm, requests, monkeypatch)
+    assert (conversations, suffixes) == (2, 4) and suffix_width < width // 2
+    assert_same_reads(llm, requests)
+    assert [rows for rows, _ in batch_shapes(llm, requests[:2], monkeypatch)] == [2]  # nothing shared: one pass
+
+
+def test_vision_requests_sharing_an_image_conversation(judge: TransformersVisionChat, monkeypatch) -> None:
+    red, blue = png((220, 20, 20)), png((20, 20, 220), size=(30, 60))
+    requests = [ScoreRequest(user(red, "Is it red?"), "Looks red.\n\nImage score (0-5): "),
+                ScoreRequest(user(blue, "Is it red?"), "Blue.\n\nImage score (0-5): "),  # same text, other image
+                ScoreRequest(user(red, "Is it red?"), "Looks red.\n\nSynergy score (0-5): "),
+                ScoreRequest(LONG, "Score: ")]
+    assert [rows for rows, _ in batch_shapes(judge, requests, monkeypatch)] == [3, 4]
+    assert_same_reads(judge, requests)
+
+
 def test_label_tokens_heal_a_prefix_the_label_would_merge_with(llm: TransformersChat) -> None:
     tokenizer = llm.tokenizer
     assert label_tokens(tokenizer, "Score: ", ("0", "5")) == ("Score: ", tokenizer.convert_tokens_to_ids(["0", "5"]))
