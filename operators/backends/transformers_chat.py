@@ -124,8 +124,9 @@ class TransformersChat(LocalBackend):
         # A conversation is its rendered prompt and its images (the prompt holds only their placeholders).
         conversations = [(prompt, tuple(data for m in r.messages for data in image_parts(m)))
                          for prompt, r in zip(prompts, batch, strict=True)]
-        if self._can_share_conversations(conversations, suffixes):
-            log_probs, tokens_in = self._read_after_shared_conversations(batch, conversations, suffixes)
+        tails = self._shared_tails(conversations, suffixes)
+        if tails is not None:
+            log_probs, tokens_in = self._read_after_shared_conversations(batch, conversations, tails)
         else:
             inputs = self._inputs([p + s for p, s in zip(prompts, suffixes, strict=True)], [r.messages for r in batch])
             # Positions count real tokens only, so a left-padded row sees the same positions as when alone.
@@ -136,43 +137,52 @@ class TransformersChat(LocalBackend):
         rows = zip(batch, log_probs, reads, tokens_in, strict=True)
         return [score_result(r.labels, row[ids], n) for r, row, (_, ids), n in rows]
 
-    def _can_share_conversations(self, conversations: list[tuple[str, tuple[bytes, ...]]], suffixes: list[str]) -> bool:
+    def _shared_tails(self, conversations: list[tuple[str, tuple[bytes, ...]]],
+                      suffixes: list[str]) -> list[list[int]] | None:
         """A judge reads several dimensions' scores after one critique conversation: those requests differ only in
-        their answer prefix. The conversation (images and all) is then encoded once when some requests share it,
-        every suffix is non-empty, and tokenising the two parts apart gives the tokens of the whole."""
-        if len(set(conversations)) == len(conversations) or not all(suffixes):
-            return False
-        encode = self.tokenizer.encode
-        pairs = {(prompt, suffix) for (prompt, _), suffix in zip(conversations, suffixes, strict=True)}
-        return all(encode(p + s, add_special_tokens=False) == encode(p, add_special_tokens=False)
-                   + encode(s, add_special_tokens=False) for p, s in pairs)
+        their answer prefix. When some requests share a conversation, each request's tokens after its prompt (the
+        tokens of ``prompt + suffix`` past those of ``prompt``); None when nothing is shared, or when a prompt's
+        tokens do not begin those of its whole text or a suffix adds none: the requests then run whole."""
+        if len(set(conversations)) == len(conversations):
+            return None
+        prompt_tokens = {prompt: self.tokenizer.encode(prompt, add_special_tokens=False)
+                         for prompt, _ in conversations}
+        tails = []
+        for (prompt, _), suffix in zip(conversations, suffixes, strict=True):
+            head, whole = prompt_tokens[prompt], self.tokenizer.encode(prompt + suffix, add_special_tokens=False)
+            if len(whole) == len(head) or whole[: len(head)] != head:
+                return None
+            tails.append(whole[len(head):])
+        return tails
 
     def _read_after_shared_conversations(self, batch: list[ScoreRequest],
                                          conversations: list[tuple[str, tuple[bytes, ...]]],
-                                         suffixes: list[str]) -> tuple[Any, list[int]]:
-        """Next-token log-probabilities after ``prompt + suffix`` per request, each distinct conversation run once:
-        its key-value cache is copied to every request that shares it, and the suffixes run on top."""
+                                         tails: list[list[int]]) -> tuple[Any, list[int]]:
+        """Next-token log-probabilities after each request's prompt and tail, each distinct conversation run once:
+        its key-value cache is copied to every request that shares it, and the tails run on top."""
         import torch
 
         first = {conversation: i for i, conversation in reversed(list(enumerate(conversations)))}
         unique = list(first)
         inputs = self._inputs([prompt for prompt, _ in unique], [batch[first[c]].messages for c in unique])
         prompt_mask = inputs["attention_mask"]
-        owner = torch.tensor([unique.index(c) for c in conversations], device=prompt_mask.device)
-        # Suffixes are left-padded too: padding then sits between prompt and suffix, masked, and every row's last
-        # column is its own last token.
-        tail = self.on_device(self.tokenizer(suffixes, padding=True, add_special_tokens=False, return_tensors="pt"))
+        device = prompt_mask.device
+        owner = torch.tensor([unique.index(c) for c in conversations], device=device)
+        # Tails are left-padded too: padding then sits between prompt and tail, masked, and every row's last column
+        # is its own last token.
+        width = max(map(len, tails))
+        tail_ids = torch.tensor([[self.tokenizer.pad_token_id] * (width - len(t)) + t for t in tails], device=device)
+        tail_mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails], device=device)
         prompt_lengths = prompt_mask.sum(1, keepdim=True)[owner]
         with torch.inference_mode():
             cache = self.model(**inputs, position_ids=(prompt_mask.cumsum(-1) - 1).clamp_min(0), use_cache=True,
                                logits_to_keep=1).past_key_values
             cache.batch_select_indices(owner)
             logits = self.model(
-                input_ids=tail["input_ids"], past_key_values=cache,
-                attention_mask=torch.cat([prompt_mask[owner], tail["attention_mask"]], dim=1),
-                position_ids=(prompt_lengths + tail["attention_mask"].cumsum(-1) - 1).clamp_min(0), logits_to_keep=1,
+                input_ids=tail_ids, past_key_values=cache, attention_mask=torch.cat([prompt_mask[owner], tail_mask], 1),
+                position_ids=(prompt_lengths + tail_mask.cumsum(-1) - 1).clamp_min(0), logits_to_keep=1,
             ).logits[:, -1].float()
-        return logits.log_softmax(-1), (prompt_lengths[:, 0] + tail["attention_mask"].sum(1)).tolist()
+        return logits.log_softmax(-1), (prompt_lengths[:, 0] + tail_mask.sum(1)).tolist()
 
     def _label_read(self, prefix: str, labels: tuple[str, ...]) -> tuple[str, list[int]]:
         key = (prefix, tuple(labels))
