@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from seir.engine.call_cache import SharedCallCache
 from seir.engine.images import ImageStore
 from seir.engine.keys import canonical_json, content_key
 from seir.engine.pools import CallFailure, RolePool
@@ -48,6 +49,25 @@ class CallCache(Protocol):
     def answered(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Outputs of earlier successful calls with these keys."""
         ...
+
+
+class LayeredCache:
+    """The output's own answers first, then a shared cache's (``--cache``); images of renders answered by the shared
+    cache are copied into the output, so everything the output references lives in it."""
+
+    def __init__(self, own: CallCache, shared: SharedCallCache | None, images: ImageStore) -> None:
+        self.own, self.shared, self.images = own, shared, images
+
+    def answered(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        found = self.own.answered(keys)
+        missing = [key for key in keys if key not in found]
+        if self.shared is not None and missing:
+            from_shared = self.shared.answered(missing)
+            for output in from_shared.values():
+                if "image_key" in output:
+                    self.shared.copy_image(output["image_key"], from_store=self.shared.images, into=self.images)
+            found.update(from_shared)
+        return found
 
 
 def _fields(result: Any) -> dict[str, Any]:
@@ -94,8 +114,11 @@ class ModelClient:
             return {"image_key": key, "width": result.width, "height": result.height}
 
         def load(out: dict[str, Any]) -> StoredImage:
+            # Recorded in the ledger even when cached: an image a shared cache answered is new to this output.
             key = out["image_key"]
-            return ledger.images.get(key) or StoredImage(key, self.images.get(key), out["width"], out["height"])
+            if key not in ledger.images:
+                ledger.images[key] = StoredImage(key, self.images.get(key), out["width"], out["height"])
+            return ledger.images[key]
 
         return await self._call("render", requests, ledger, store, load)
 

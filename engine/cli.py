@@ -17,7 +17,8 @@ def _runner(args: argparse.Namespace) -> object:
     from seir.engine.runner import Runner
     from seir.engine.spec import load_job
 
-    return Runner(load_job(args.job), args.out, address=getattr(args, "address", None))
+    return Runner(load_job(args.job), args.out, address=getattr(args, "address", None),
+                  cache_dir=getattr(args, "cache", None))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -92,6 +93,9 @@ def _job_command(commands: argparse._SubParsersAction, name: str, help_text: str
     command.add_argument("--out", type=Path, required=True, help="output folder (dataset, images, provenance.duckdb)")
     command.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
                          help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    command.add_argument("--cache", type=Path, default=None,
+                         help="a call cache shared with other outputs: calls any of them answered are not made again "
+                              "(default: the job's execution.cache, else none)")
     command.set_defaults(handler=handler)
     return command
 

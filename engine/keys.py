@@ -56,5 +56,14 @@ def normalize_text(text: str) -> str:
     return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
+_PUNCTUATION = re.compile(r"[^\w\s]+")
+
+
+def normalize_words(text: str) -> str:
+    """``normalize_text`` with punctuation turned into spaces: for comparing short texts (seeds) by their words,
+    where "snow-leopard," and "snow leopard" are the same two words."""
+    return normalize_text(_PUNCTUATION.sub(" ", text))
+
+
 def text_key(text: str) -> str:
     return bytes_key(normalize_text(text).encode("utf-8"))

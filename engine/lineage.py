@@ -36,6 +36,10 @@ def _lineage(con: duckdb.DuckDBPyConnection, dialogue: str) -> dict[str, Any]:
                           WHERE d.dialogue_id = ? OR d.dialogue_key = ? ORDER BY d.created_at DESC LIMIT 1""",
                   [dialogue, dialogue])
     if not found:
+        duplicate = _rows(con, """SELECT * FROM seed_duplicates WHERE seed_id = ? OR seed_key = ?
+                                   ORDER BY run_id DESC LIMIT 1""", [dialogue, dialogue])
+        if duplicate:
+            return {"dialogue_id": None, "seed_duplicate": duplicate[0]}
         raise QueryRefused(f"no dialogue with id or key {dialogue!r}; list some with "
                            "`seir sql --out DIR \"SELECT dialogue_id FROM dataset_latest\"`")
     d = found[0]
@@ -78,10 +82,18 @@ def _lineage(con: duckdb.DuckDBPyConnection, dialogue: str) -> dict[str, Any]:
                                   SELECT run_id FROM decisions WHERE dialogue_key = ? UNION SELECT ?)
                               ORDER BY started_at""", [key, d["run_id"]]),
         "drafts": drafts,
+        "seed_duplicates": _rows(con, """SELECT seed_id, source, text, method, similarity, run_id
+                                         FROM seed_duplicates WHERE kept_seed_key = ? ORDER BY seed_id""",
+                                 [d["seed_key"]]),
     }
 
 
 def format_lineage(tree: dict[str, Any]) -> str:
+    if tree["dialogue_id"] is None:
+        dup = tree["seed_duplicate"]
+        return (f"seed {dup['seed_id']} from {dup['source']} was dropped before any model call (run {dup['run_id']}):"
+                f" a near-duplicate of seed {dup['kept_seed_id']} by {dup['method']} at {dup['similarity']:.3f}\n"
+                f"└─ text: {_short(dup['text'], 100)}")
     seed = tree["seed"]
     latest = tree["decisions"][-1] if tree["decisions"] else None
     status = "undecided" if latest is None else "accepted" if latest["accepted"] else f"rejected: {latest['reason']}"
@@ -97,6 +109,9 @@ def format_lineage(tree: dict[str, Any]) -> str:
     versions = ", ".join(f"v{v['version']:04d} {'accepted' if v['accepted'] else 'rejected'}"
                          for v in tree["versions"])
     lines.append(f"├─ versions: {versions or 'none yet'}")
+    for dup in tree["seed_duplicates"]:
+        lines.append(f"├─ seed {dup['seed_id']} from {dup['source']} dropped as a near-duplicate of this seed by "
+                     f"{dup['method']} at {dup['similarity']:.3f} ({dup['run_id']})")
     for entry in tree["dedup"]:
         lines.append(f"├─ dedup ({entry['run_id']}): {entry['dropped_id']} dropped as a duplicate of "
                      f"{entry['matched_id']} by {entry['method']} at {entry['similarity']:.3f}; "

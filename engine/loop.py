@@ -141,7 +141,7 @@ class SeirLoop:
         limit = self.spec.seir.question_words
         prompts = [question_messages(w.task.seed.text, w.history(), limit, _revision(p)) for w, p in
                    zip(group, previous, strict=True)]
-        replies = await self._chat(prompts, drafts, previous, "question", ledger)
+        replies = await self._chat(prompts, group, drafts, previous, "question", ledger)
         for draft, reply in zip(drafts, replies, strict=True):
             _take_text(draft, reply, "question")
 
@@ -150,18 +150,18 @@ class SeirLoop:
         questions = [w.kept[Stage.QUESTION].text or "" for w in group]
         prompts = [answer_messages(q, w.history(), _revision(p)) for w, q, p in
                    zip(group, questions, previous, strict=True)]
-        replies = await self._chat(prompts, drafts, previous, "answer", ledger)
+        replies = await self._chat(prompts, group, drafts, previous, "answer", ledger)
         for draft, reply in zip(drafts, replies, strict=True):
             _take_text(draft, reply, "answer")
-        writing = [(d, q, p) for d, q, p in zip(drafts, questions, previous, strict=True) if d.ok]
+        writing = [(w, d, q, p) for w, d, q, p in zip(group, drafts, questions, previous, strict=True) if d.ok]
         caption_prompts = [
             caption_messages(q, d.text or "", self.spec.seir.caption_words,
                              _revision(p, p.caption if p else None))
-            for d, q, p in writing
+            for _, d, q, p in writing
         ]
-        captions = await self._chat(caption_prompts, [d for d, _, _ in writing], [p for _, _, p in writing],
-                                    "caption", ledger)
-        for (draft, _, _), reply in zip(writing, captions, strict=True):
+        captions = await self._chat(caption_prompts, [w for w, _, _, _ in writing], [d for _, d, _, _ in writing],
+                                    [p for _, _, _, p in writing], "caption", ledger)
+        for (_, draft, _, _), reply in zip(writing, captions, strict=True):
             _take_text(draft, reply, "caption", into="caption")
 
     async def _write_images(self, group: list[_Working], drafts: list[Draft], previous: list[Draft | None],
@@ -182,15 +182,15 @@ class SeirLoop:
                                  self.spec.seir.caption_words, _revision(previous[i]))
                 for i in rewrite
             ]
-            replies = await self._chat(prompts, [drafts[i] for i in rewrite], [previous[i] for i in rewrite],
-                                       "caption", ledger)
+            replies = await self._chat(prompts, [group[i] for i in rewrite], [drafts[i] for i in rewrite],
+                                       [previous[i] for i in rewrite], "caption", ledger)
             for i, reply in zip(rewrite, replies, strict=True):
                 if _take_text(drafts[i], reply, "caption"):
                     captions[i] = drafts[i].text
         seir = self.spec.seir
         rendering = [i for i, caption in enumerate(captions) if caption]
         requests = [
-            RenderRequest(prompt=captions[i] or "", seed=_seed(self.spec, drafts[i], "render"),
+            RenderRequest(prompt=captions[i] or "", seed=_seed(self.spec, group[i], drafts[i], "render"),
                           width=seir.image_width, height=seir.image_height, steps=seir.image_steps,
                           guidance_scale=seir.guidance_scale)
             for i in rendering
@@ -208,16 +208,16 @@ class SeirLoop:
         for draft in drafts:
             draft.caption = draft.text
 
-    async def _chat(self, prompts: list[list[dict]], drafts: list[Draft], previous: list[Draft | None],
-                    purpose: str, ledger: Ledger) -> list[str | CallFailure]:
+    async def _chat(self, prompts: list[list[dict]], group: list[_Working], drafts: list[Draft],
+                    previous: list[Draft | None], purpose: str, ledger: Ledger) -> list[str | CallFailure]:
         sampling = self.spec.roles["llm"].sampling
         requests = []
-        for prompt, draft, prior in zip(prompts, drafts, previous, strict=True):
+        for prompt, w, draft, prior in zip(prompts, group, drafts, previous, strict=True):
             temperature = sampling.temperature
             if prior is not None and not prior.ok:
                 temperature = max(temperature, RETRY_TEMPERATURE)
             requests.append(ChatRequest(prompt, Sampling(sampling.max_new_tokens, temperature, sampling.top_p,
-                                                         _seed(self.spec, draft, purpose))))
+                                                         _seed(self.spec, w, draft, purpose))))
         results = await self.llm.chat(requests, ledger)
         for draft, result in zip(drafts, results, strict=True):
             draft.call_keys.append(result.call_key)
@@ -266,6 +266,9 @@ def _take_text(draft: Draft, reply: str | CallFailure, what: str, into: str = "t
     return True
 
 
-def _seed(spec: JobSpec, draft: Draft, purpose: str) -> int:
-    """A sampling seed fixed by what the sample is for, so a resumed or refreshed run draws the same sample."""
-    return int(content_key([spec.execution.seed, draft.draft_key, purpose])[:15], 16)
+def _seed(spec: JobSpec, working: _Working, draft: Draft, purpose: str) -> int:
+    """A sampling seed fixed by what the sample is for: the seed's own key, the turn, stage, round and purpose.
+    Never the dialogue key, which holds every role's config: then swapping the image model would change the
+    question's sample, and no call of a remade dialogue could come from the cache."""
+    where = [working.task.seed.seed_key, draft.turn_index, draft.stage.value, draft.round, purpose]
+    return int(content_key([spec.execution.seed, *where])[:15], 16)

@@ -7,7 +7,6 @@ changed is redone, and the call cache answers every model call whose own key did
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,8 +71,9 @@ class Changes:
 
 
 def prompt_fingerprint() -> str:
-    """Prompts are code: a change to them must change every dialogue key, so their source is part of the key."""
-    return content_key([inspect.getsource(prompts), inspect.getsource(rubrics)])
+    """Prompts are keyed by what they render, not by their source: an edit that renders the same prompts changes
+    no dialogue key, a changed instruction changes every one (and the call keys of exactly the calls that use it)."""
+    return content_key([prompts.prompt_fingerprint(), rubrics.prompt_fingerprint(list(rubrics.DIMENSIONS.values()))])
 
 
 def model_revisions(spec: JobSpec) -> dict[str, str]:
@@ -88,7 +88,7 @@ def scoring_key(spec: JobSpec, revisions: Mapping[str, str]) -> str:
     return content_key({
         "weights": spec.scoring.weights,
         "roles": {r: [spec.roles[r].output_config(), revisions[r]] for r in roles if r in spec.roles},
-        "rubrics": inspect.getsource(rubrics),
+        "rubrics": rubrics.prompt_fingerprint(list(rubrics.DIMENSIONS.values())),
     })
 
 

@@ -41,6 +41,16 @@ class Quarantined:
     raw: str
 
 
+@dataclass(frozen=True)
+class SeedDuplicate:
+    """A seed dropped before any model call because it near-duplicates an earlier seed (kept)."""
+
+    seed: Seed
+    kept: Seed
+    method: str
+    similarity: float
+
+
 @dataclass
 class ModelCall:
     """One request inside one batched call to a model role."""

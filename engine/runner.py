@@ -14,7 +14,7 @@ import dataclasses
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,7 +22,8 @@ from typing import Any, TextIO
 import ray
 
 import seir
-from seir.engine.calls import Ledger, ModelClient
+from seir.engine.call_cache import SharedCallCache
+from seir.engine.calls import LayeredCache, Ledger, ModelClient
 from seir.engine.dedup import DedupIndex, DedupItem
 from seir.engine.errors import SeirError
 from seir.engine.failpoints import failpoint
@@ -34,8 +35,9 @@ from seir.engine.output import Version, write_version
 from seir.engine.planning import DialogueTask, Plan, changes, model_revisions, pack_shards, plan_dialogues
 from seir.engine.pools import CallFailure, RolePool
 from seir.engine.progress import Progress, format_summary, run_summary
-from seir.engine.records import Stage
+from seir.engine.records import SeedDuplicate, Stage
 from seir.engine.scoring import StageScorer, blocking_call, judge_sampling
+from seir.engine.seed_dedup import near_duplicate_seeds
 from seir.engine.seeds import SeedLoad, load_seeds
 from seir.engine.spec import JobSpec
 from seir.engine.store import ProvenanceStore
@@ -50,8 +52,9 @@ class ModelPools:
     """Actor pools started on first need and shut down together."""
 
     def __init__(self, spec: JobSpec, store: ProvenanceStore, run_id: str, images: ImageStore, address: str | None,
-                 say: Any) -> None:
+                 say: Any, shared_cache: SharedCallCache | None = None) -> None:
         self.spec, self.store, self.run_id, self.images = spec, store, run_id, images
+        self.cache = LayeredCache(store, shared_cache, images)
         self.address, self.say = address, say
         self.pools: dict[str, RolePool] = {}
         self.clients: dict[str, ModelClient] = {}
@@ -70,7 +73,7 @@ class ModelPools:
             self.startup_s += time.monotonic() - started
             self.store.record_models(self.run_id, {role: (content_key(cfg), cfg) for role, cfg in configs.items()})
             for role, config in configs.items():
-                self.clients[role] = ModelClient(role, fresh[role], config, self.store, self.images)
+                self.clients[role] = ModelClient(role, fresh[role], config, self.cache, self.images)
         return self.clients
 
     def shutdown(self) -> None:
@@ -79,9 +82,12 @@ class ModelPools:
 
 
 class Runner:
-    def __init__(self, spec: JobSpec, out_dir: Path, address: str | None = None, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, spec: JobSpec, out_dir: Path, address: str | None = None, stream: TextIO = sys.stderr,
+                 cache_dir: Path | None = None) -> None:
         self.spec = spec
         self.out_dir = Path(out_dir)
+        cache_dir = cache_dir or spec.execution.cache
+        self.shared_cache = SharedCallCache(cache_dir) if cache_dir else None
         self.address = address
         self.stream = stream
         self.images = ImageStore(self.out_dir)
@@ -96,7 +102,9 @@ class Runner:
         started = time.monotonic()
         with self._session() as store:
             seeds = load_seeds(self.spec.seeds)
-            self.say(f"{len(seeds.seeds)} seeds, {len(seeds.quarantined)} quarantined lines")
+            duplicates = self._drop_near_duplicate_seeds(seeds)
+            self.say(f"{len(seeds.seeds)} seeds, {len(seeds.quarantined)} quarantined lines, "
+                     f"{len(duplicates)} near-duplicate seeds dropped")
             revisions = model_revisions(self.spec)
             plan = plan_dialogues(self.spec, seeds.seeds, revisions, store.committed_dialogue_keys())
             if show_plan or dry_run:
@@ -105,7 +113,7 @@ class Runner:
                                              self.spec).describe())
             if dry_run:
                 return None
-            run_id, shards = self._start_or_resume(store, "run", plan, seeds)
+            run_id, shards = self._start_or_resume(store, "run", plan, seeds, duplicates)
             failpoint("run-begun")
             by_key = {t.dialogue_key: t for t in plan.tasks}
             work = [(shard_id, [by_key[k] for k in keys]) for shard_id, keys in shards]
@@ -118,8 +126,17 @@ class Runner:
                 self.timings["startup_s"] = pools.startup_s
             return self._finish(store, run_id, "run", plan.keys(), started)
 
-    def _start_or_resume(self, store: ProvenanceStore, kind: str, plan: Plan,
-                         seeds: SeedLoad | None = None) -> tuple[str, list[tuple[str, list[str]]]]:
+    def _drop_near_duplicate_seeds(self, seeds: SeedLoad) -> list[SeedDuplicate]:
+        threshold = self.spec.seeds.near_duplicates
+        if threshold is None:
+            return []
+        duplicates = near_duplicate_seeds(seeds.seeds, threshold)
+        dropped = {d.seed.seed_key for d in duplicates}
+        seeds.seeds = [seed for seed in seeds.seeds if seed.seed_key not in dropped]
+        return duplicates
+
+    def _start_or_resume(self, store: ProvenanceStore, kind: str, plan: Plan, seeds: SeedLoad | None = None,
+                         seed_duplicates: Sequence[SeedDuplicate] = ()) -> tuple[str, list[tuple[str, list[str]]]]:
         job_key = self.spec.key()
         run_id = store.unfinished_run(kind, job_key)
         if run_id is not None:
@@ -130,7 +147,7 @@ class Runner:
         shards = pack_shards(run_id, plan.pending, self.spec.execution.shard_size) if kind == "run" else []
         store.begin_run(run_id, kind, self.spec.name, job_key, plan.generation_key, plan.scoring_key,
                         self.spec.model_dump(mode="json"), seir.__version__,
-                        seeds.seeds if seeds else [], seeds.quarantined if seeds else [], shards)
+                        seeds.seeds if seeds else [], seeds.quarantined if seeds else [], shards, seed_duplicates)
         if seeds:
             for data in seeds.images.values():
                 self.images.put(data)
@@ -153,6 +170,7 @@ class Runner:
                 outcome = await loop.run_shard(tasks)
             store.commit_shard(run_id, shard_id, outcome.dialogues, outcome.ledger, plan.generation_key,
                                self.images.relative_path)
+            self._publish(run_id, outcome.ledger)
             progress.shard_committed(outcome.dialogues, outcome.ledger, self.spec.scoring.thresholds)
             failpoint("shard-committed")
 
@@ -206,6 +224,7 @@ class Runner:
                 turn_scores.setdefault((row.dialogue_key, row.turn_index), {}).update(verdict.combined)
                 draft_scores.append((row.draft_key, row.dialogue_key, verdict.scores))
         store.commit_rescore(run_id, draft_scores, turn_scores, ledger, self.images.relative_path)
+        self._publish(run_id, ledger)
 
     # -- dedup alone ------------------------------------------------------------------------------------------------
     def dedup(self) -> dict[str, Any]:
@@ -240,6 +259,7 @@ class Runner:
 
                 report = asyncio.run(scored())
                 store.commit_calls(run_id, ledger, self.images.relative_path)
+                self._publish(run_id, ledger)
             target = self.out_dir / "judge-eval" / f"{run_id}.json"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(report.to_json(), encoding="utf-8")
@@ -265,7 +285,7 @@ class Runner:
 
     @contextmanager
     def _pools(self, store: ProvenanceStore, run_id: str) -> Iterator[ModelPools]:
-        pools = ModelPools(self.spec, store, run_id, self.images, self.address, self.say)
+        pools = ModelPools(self.spec, store, run_id, self.images, self.address, self.say, self.shared_cache)
         try:
             yield pools
         finally:
@@ -289,6 +309,12 @@ class Runner:
                             "or drop 'semantic' from dedup.methods, and run the same command again.")
         store.commit_embeddings(run_id, embed_key, [(k, v) for (k, _), v in zip(missing, vectors, strict=True)],
                                 ledger, self.images.relative_path)
+        self._publish(run_id, ledger)
+
+    def _publish(self, run_id: str, ledger: Ledger) -> None:
+        """After the output's own commit: a crash between the two loses the cache entries, never the output's."""
+        if self.shared_cache is not None:
+            self.shared_cache.publish(run_id, self.out_dir, ledger.calls, self.images)
 
     def _dedup(self, store: ProvenanceStore, run_id: str, dialogue_keys: list[str]) -> None:
         if not self.spec.dedup.methods:

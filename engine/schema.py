@@ -94,8 +94,15 @@ ALTER TABLE runs ADD COLUMN scoring_key VARCHAR;
 CREATE TABLE dialogue_embeddings (dialogue_key VARCHAR, embed_key VARCHAR, vector FLOAT[], run_id VARCHAR);
 """
 
+# v2 -> v3: seeds dropped as near-duplicates of other seeds, before any model call. Model calls keep their keys:
+# a call key names exactly what determined the call, so every committed answer stays valid in the cache.
+_TO_V3 = """
+CREATE TABLE seed_duplicates (run_id VARCHAR, seed_key VARCHAR, seed_id VARCHAR, source VARCHAR, text VARCHAR,
+                              kept_seed_key VARCHAR, kept_seed_id VARCHAR, method VARCHAR, similarity DOUBLE);
+"""
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: dict[int, str] = {1: _TO_V2}
+MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3}
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 VIEWS = """

@@ -77,6 +77,9 @@ class SeedSpec(_Strict):
     templates_per_topic: int = Field(1, ge=1)
     limit: int | None = Field(None, ge=1)  # first N topics only
     files: list[Path] = Field(default_factory=list)  # JSONL: one seed per line
+    # A seed whose words (punctuation aside) reach this Jaccard similarity with an earlier seed's is dropped before
+    # any model call; null keeps every seed. On InterSyn's 10,503 topic x template seeds 0.9 drops 1 (0.8: 105).
+    near_duplicates: float | None = Field(0.9, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _has_some_seeds(self) -> SeedSpec:
@@ -114,6 +117,7 @@ class ExecutionSpec(_Strict):
     shard_size: int = Field(8, ge=1)  # dialogues advanced together; one shard is committed in one transaction
     shards_in_flight: int = Field(2, ge=1)  # bounds memory; more keeps more pools busy
     seed: int = 0  # global random seed, part of every sampling seed
+    cache: Path | None = None  # a call cache shared with other outputs (relative to the spec); --cache overrides
 
 
 class JobSpec(_Strict):
@@ -211,4 +215,5 @@ def _resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
             "files": [resolve(f) for f in spec.seeds.files],
         }
     )
-    return spec.model_copy(update={"seeds": seeds})
+    execution = spec.execution.model_copy(update={"cache": resolve(spec.execution.cache)})
+    return spec.model_copy(update={"seeds": seeds, "execution": execution})

@@ -20,7 +20,7 @@ import pyarrow as pa
 from seir.engine.calls import Ledger
 from seir.engine.decide import decide
 from seir.engine.errors import SeirError
-from seir.engine.records import Dialogue, Quarantined, Score, Seed
+from seir.engine.records import Dialogue, Quarantined, Score, Seed, SeedDuplicate
 from seir.engine.schema import MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION, VIEWS
 
 
@@ -140,7 +140,8 @@ class ProvenanceStore:
 
     def begin_run(self, run_id: str, kind: str, job_name: str, job_key: str, generation_key: str,
                   scoring_key: str, job_spec: dict[str, Any], engine_version: str, seeds: Sequence[Seed],
-                  quarantined: Sequence[Quarantined], plan: Sequence[tuple[str, list[str]]]) -> None:
+                  quarantined: Sequence[Quarantined], plan: Sequence[tuple[str, list[str]]],
+                  seed_duplicates: Sequence[SeedDuplicate] = ()) -> None:
         """Record a new run, its new seeds, its quarantined input and its planned shards, all at once. Older
         unfinished runs are marked superseded: their committed shards stay, their plan is dropped."""
         with self.transaction():
@@ -165,6 +166,14 @@ class ProvenanceStore:
                 "run_id": [run_id] * len(quarantined), "source": [q.source for q in quarantined],
                 "line": [q.line for q in quarantined], "field": [q.field for q in quarantined],
                 "reason": [q.reason for q in quarantined], "raw": [q.raw for q in quarantined],
+            })
+            self._insert("seed_duplicates", {
+                "run_id": [run_id] * len(seed_duplicates), "seed_key": [d.seed.seed_key for d in seed_duplicates],
+                "seed_id": [d.seed.seed_id for d in seed_duplicates],
+                "source": [d.seed.source for d in seed_duplicates], "text": [d.seed.text for d in seed_duplicates],
+                "kept_seed_key": [d.kept.seed_key for d in seed_duplicates],
+                "kept_seed_id": [d.kept.seed_id for d in seed_duplicates],
+                "method": [d.method for d in seed_duplicates], "similarity": [d.similarity for d in seed_duplicates],
             })
             self._insert("shards", {
                 "shard_id": [shard_id for shard_id, _ in plan], "run_id": [run_id] * len(plan),
@@ -415,7 +424,8 @@ class ProvenanceStore:
             "cached": [c.cached for c in calls], "error": [c.output.get("error") for c in calls],
             "created_at": [stamp] * len(calls),
         })
-        answered = {c.call_key: c for c in calls if not c.cached and "error" not in c.output}
+        # Cached answers too: one that a shared cache gave must stay answerable by this output alone.
+        answered = {c.call_key: c for c in calls if "error" not in c.output}
         self._insert("call_outputs", {
             "call_key": list(answered), "request": [json.dumps(c.request) for c in answered.values()],
             "output": [json.dumps(c.output) for c in answered.values()],

@@ -8,9 +8,12 @@ model that ignores an output format.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+import xxhash
 
 _SYSTEM_USER_SIDE = (
     "You write what a curious person asks an assistant that answers with both text and a picture. "
@@ -74,6 +77,19 @@ def caption_messages(question: str, answer: str, max_words: int, revision: Revis
         "explains and add what words cannot: layout, colour, scale, setting. Do not repeat the answer."
     )
     return [_text("system", _SYSTEM_ASSISTANT), _text("user", task + _revise(revision, "caption"))]
+
+
+def prompt_fingerprint() -> str:
+    """xxh3_128 of every generation prompt rendered for a fixed probe, in each of its forms (first turn or later,
+    first draft or revision). A comment or a refactor that renders the same prompts keeps it; a changed
+    instruction changes it."""
+    history, revision = History((("q0", "a0"),)), Revision("draft", "critique")
+    rendered = [
+        [question_messages("opening", h, 50, r) for h in (History(), history) for r in (None, revision)],
+        [answer_messages("question", h, r) for h in (History(), history) for r in (None, revision)],
+        [caption_messages("question", "answer", 65, r) for r in (None, revision)],
+    ]
+    return xxhash.xxh3_128_hexdigest(json.dumps(rendered, sort_keys=True).encode())
 
 
 def clean_reply(text: str, what: str) -> str:
