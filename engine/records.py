@@ -74,7 +74,6 @@ class ModelCall:
 class Score:
     dimension: str
     value: float  # combined 0-5 (or the rubric's own scale)
-    critique: str
     scorer: str  # "combined" or a scorer's name
     model_id: str | None
     raw: dict[str, Any] = field(default_factory=dict)
@@ -117,6 +116,17 @@ class Turn:
     caption: str
     image_key: str | None
     scores: dict[str, float]  # combined score per dimension, from the kept draft of the stage that judged it
+
+
+@dataclass
+class PriorDraft:
+    """A committed draft as a refresh forecast sees it."""
+
+    seed_key: str
+    turn_index: int
+    stage: Stage
+    round: int
+    calls: dict[str, int]  # role -> calls this draft made
 
 
 @dataclass

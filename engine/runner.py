@@ -27,6 +27,7 @@ from seir.engine.calls import LayeredCache, Ledger, ModelClient
 from seir.engine.dedup import DedupIndex, DedupItem
 from seir.engine.errors import SeirError
 from seir.engine.failpoints import failpoint
+from seir.engine.forecast import Forecast, forecast
 from seir.engine.images import ImageStore
 from seir.engine.keys import content_key
 from seir.engine.lock import OutputLock
@@ -36,7 +37,7 @@ from seir.engine.planning import DialogueTask, Plan, changes, model_revisions, p
 from seir.engine.pools import CallFailure, RolePool
 from seir.engine.progress import Progress, format_summary, run_summary
 from seir.engine.records import SeedDuplicate, Stage
-from seir.engine.scoring import StageScorer, blocking_call, judge_sampling
+from seir.engine.scoring import StageScorer, blocking_call, judge_sampling, scorer_roles
 from seir.engine.seed_dedup import near_duplicate_seeds
 from seir.engine.seeds import SeedLoad, load_seeds
 from seir.engine.spec import JobSpec
@@ -91,6 +92,7 @@ class Runner:
         self.address = address
         self.stream = stream
         self.images = ImageStore(self.out_dir)
+        self.forecast: Forecast | None = None  # what the last printed plan predicted
         self.timings: dict[str, float] = {}  # seconds: starting the model pools, running the shards
 
     def say(self, message: str) -> None:
@@ -108,9 +110,7 @@ class Runner:
             revisions = model_revisions(self.spec)
             plan = plan_dialogues(self.spec, seeds.seeds, revisions, store.committed_dialogue_keys())
             if show_plan or dry_run:
-                latest = [i for i, _ in store.latest_candidates()]
-                self.say("plan:\n" + changes(plan, store.committed_dialogues(), latest, store.previous_job_spec(),
-                                             self.spec).describe())
+                self.say("plan:\n" + self._plan_text(store, plan))
             if dry_run:
                 return None
             run_id, shards = self._start_or_resume(store, "run", plan, seeds, duplicates)
@@ -125,6 +125,14 @@ class Runner:
                 self._embed_missing(store, run_id, plan.keys(), pools)
                 self.timings["startup_s"] = pools.startup_s
             return self._finish(store, run_id, "run", plan.keys(), started)
+
+    def _plan_text(self, store: ProvenanceStore, plan: Plan) -> str:
+        latest = [i for i, _ in store.latest_candidates()]
+        previous = store.previous_job_spec()
+        found = changes(plan, store.committed_dialogues(), latest, previous, self.spec)
+        self.forecast = forecast(plan, found, store.prior_drafts([t.seed.seed_key for t in plan.tasks]), previous,
+                                 self.spec)
+        return found.describe() + "\n" + self.forecast.describe()
 
     def _drop_near_duplicate_seeds(self, seeds: SeedLoad) -> list[SeedDuplicate]:
         threshold = self.spec.seeds.near_duplicates
@@ -196,7 +204,7 @@ class Runner:
             self.say(f"rescoring {len(stale)} of {len(candidates)} dialogues; re-deciding all of them")
             with self._pools(store, run_id) as pools:
                 if stale:
-                    roles = sorted({r for r in ("judge", "clip", "embed") if r in self.spec.roles})
+                    roles = scorer_roles(self.spec)
                     scorer = StageScorer(self.spec, pools.ensure(roles))
                     for start in range(0, len(stale), RESCORE_BATCH):
                         asyncio.run(self._rescore_batch(store, run_id, scorer, stale[start : start + RESCORE_BATCH]))
@@ -294,7 +302,7 @@ class Runner:
     def _embed_missing(self, store: ProvenanceStore, run_id: str, dialogue_keys: list[str],
                        pools: ModelPools) -> None:
         """Semantic dedup compares dialogue embeddings: make those the embed role has not made yet."""
-        if not self.spec.dedup.uses("semantic"):
+        if not self.spec.dedup.judges("dialogue.embedding"):
             return
         embed_key = content_key(self.spec.roles["embed"].output_config())
         missing = store.missing_embeddings(dialogue_keys, embed_key)

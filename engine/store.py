@@ -8,6 +8,7 @@ carries the run that produced it and the content key of what produced it.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,8 +21,11 @@ import pyarrow as pa
 from seir.engine.calls import Ledger
 from seir.engine.decide import decide
 from seir.engine.errors import SeirError
-from seir.engine.records import Dialogue, Quarantined, Score, Seed, SeedDuplicate
+from seir.engine.records import Dialogue, PriorDraft, Quarantined, Score, Seed, SeedDuplicate, Stage
 from seir.engine.schema import MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION, VIEWS
+
+# The oldest DuckDB release that opens provenance.duckdb (DuckDB's `storage_compatibility_version`).
+STORAGE_VERSION = "v1.4.0"
 
 
 class StoreError(SeirError):
@@ -75,7 +79,10 @@ class ProvenanceStore:
         if read_only and not self.path.exists():
             raise StoreError(f"no provenance database at {self.path}: run `seir run JOB --out {out_dir}` first")
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            # A new file is written in DuckDB 1.4's storage format, so the clients people have (the PyPI CLI,
+            # DBeaver, Python duckdb 1.x) open it; a file keeps the format it was created in (docs/provenance.md).
+            self.con = duckdb.connect(str(self.path), read_only=read_only,
+                                      config={"storage_compatibility_version": STORAGE_VERSION})
         except duckdb.IOException as err:
             raise StoreError(f"cannot open {self.path}: {err}. Another seir process may be writing it; "
                              "wait for it to finish.") from None
@@ -212,6 +219,19 @@ class ProvenanceStore:
     def committed_dialogues(self) -> dict[str, Committed]:
         rows = self.con.execute("SELECT dialogue_key, dialogue_id, seed_key FROM dialogues").fetchall()
         return {key: Committed(dialogue_id, seed_key) for key, dialogue_id, seed_key in rows}
+
+    def prior_drafts(self, seed_keys: Sequence[str]) -> list[PriorDraft]:
+        """Every draft of the newest committed dialogue of each of these seeds, with its calls per role."""
+        rows = self.con.execute(
+            """WITH latest AS (SELECT seed_key, arg_max(dialogue_key, created_at) AS dialogue_key FROM dialogues
+                               WHERE seed_key IN (SELECT unnest(?::VARCHAR[])) GROUP BY seed_key),
+                    roles AS (SELECT DISTINCT call_key, role FROM model_calls)
+               SELECT l.seed_key, dr.turn_index, dr.stage, dr.round, list(r.role)
+               FROM latest l JOIN drafts dr USING (dialogue_key), unnest(dr.call_keys) AS u(call_key)
+               JOIN roles r ON r.call_key = u.call_key
+               GROUP BY ALL""", [list(seed_keys)]).fetchall()
+        return [PriorDraft(seed_key, turn, Stage(stage), round_, dict(Counter(roles)))
+                for seed_key, turn, stage, round_, roles in rows]
 
     def latest_candidates(self) -> list[tuple[str, str]]:
         """(dialogue id, dialogue key) of every dialogue the latest version considered, accepted or not."""
