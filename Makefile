@@ -6,15 +6,18 @@ PYTHON ?= python3
 # build you want, e.g. `make setup TORCH=torch`.
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# constraints.txt pins every package a fresh install resolves (all but torch, which TORCH names), so a new clone
+# gets the versions the suite was last green with. `make lock` rewrites it from the venv (README, "Pinned versions").
+CONSTRAINTS := constraints.txt
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench lock
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) "$(TORCH)"
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@
 
 demo: setup
@@ -26,3 +29,11 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# torch and its CUDA wheels stay out: TORCH picks the build per machine.
+lock:
+	{ echo "# What a fresh \`make setup\` installs (torch aside). Rewritten by \`make lock\`; see README."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(torch|triton)==|^(nvidia|cuda)-'; \
+	} > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	[ ! -f $(VENV)/.installed ] || touch $(VENV)/.installed  # the venv is what the new file describes

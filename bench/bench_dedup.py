@@ -35,13 +35,13 @@ from typing import Any
 import duckdb
 import numpy as np
 import xxhash
+from corpora import TextCorpus, TextMaker, jaccard, shingle_set  # bench/corpora.py, beside this script
 from datasketch import MinHash, MinHashLSH
 
 from seir.engine.dedup import DedupConfig, DedupItem, find_duplicates
 from seir.operators.dedup import MinHashDedup
 from seir.operators.dedup.groups import components
 from seir.operators.dedup.shingles import normalize
-from seir.operators.dedup.synthetic import TextCorpus, TextMaker, jaccard, shingle_set
 
 Pairs = set[tuple[int, int]]
 Outcome = tuple[list[list[int]], Pairs]  # groups and links of a pass; empty for a signatures-only step

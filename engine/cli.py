@@ -21,6 +21,14 @@ def _runner(args: argparse.Namespace) -> object:
                   cache_dir=getattr(args, "cache", None))
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from seir.engine.declared import summary
+    from seir.engine.spec import load_job
+
+    print(f"{args.job}: OK ({summary(load_job(args.job))})")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     _runner(args).run()
     return 0
@@ -113,6 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"seir {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    validate = commands.add_parser("validate", help="check a job spec against what its operators need, loading "
+                                   "no model and starting no Ray", description="check a job spec: keys, types, and "
+                                   "the roles and inputs its scorers and dedup methods declare")
+    validate.add_argument("job", type=Path, help="job spec (YAML)")
+    validate.set_defaults(handler=_validate)
     _job_command(commands, "run", "run a job: make every dialogue its seeds call for that is not made yet", _run)
     refresh = _job_command(commands, "refresh", "print what changed since the last run, then make only that",
                            _refresh)

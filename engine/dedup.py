@@ -63,17 +63,30 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from seir.engine.keys import canonical_json, content_key
-from seir.operators.dedup import ExactImage, MinHashDedup, PerceptualHash, SemanticDedup, Sketches, SketchMethod
-from seir.operators.dedup.common import Ragged, blob_key
-from seir.operators.dedup.exact import normalized_key
+from seir.operators.base import lookup
+from seir.operators.dedup import (
+    DedupMethod,
+    ExactImage,
+    ExactText,
+    MinHashDedup,
+    PerceptualHash,
+    SemanticDedup,
+    Sketches,
+    SketchMethod,
+)
+from seir.operators.dedup.common import INPUTS, Ragged, blob_key
 from seir.operators.dedup.groups import resolve as resolve_groups
 from seir.operators.dedup.groups import strongest_links
 from seir.operators.dedup.shingles import normalized_utf8
 
-# Also the priority when two methods link the same pair: a decision names the most certain one.
+# The built-in methods, in the priority they have when two methods link the same pair (a decision names the most
+# certain one); plugin methods come after them, in the order the job lists them.
 METHODS = ("exact-text", "exact-image", "minhash", "image-phash", "semantic")
 _VERIFY_CHUNK = 1 << 18  # candidate pairs verified per numpy step
-_IMAGE_KEYS = ExactImage()
+_TEXT_KEYS, _IMAGE_KEYS = ExactText(), ExactImage()
+# Where each input's content key is kept: the key dialogues share when the input is the same, and under which
+# sketches are stored.
+_KEY_COLUMN = {"dialogue.text": "text_key", "turn.image": "image_set_key", "dialogue.embedding": "embedding_key"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dedup_index_items (dialogue_id VARCHAR NOT NULL, score DOUBLE NOT NULL,
@@ -94,7 +107,10 @@ CREATE TABLE IF NOT EXISTS dedup_index_bands (space SMALLINT NOT NULL, band SMAL
 class DedupConfig:
     """Which methods run, and each method's settings (the operators are their own config).
 
-    Defaults, and why (numbers measured on the synthetic corpora of ``seir.operators.dedup.synthetic``):
+    ``methods`` name registered methods or plugins (``module:Class``, a ``SketchMethod`` built with its defaults).
+    In a job spec that does not list them, the default is every built-in method whose roles the job has.
+
+    Defaults, and why (numbers measured on the synthetic corpora of ``bench/corpora.py``):
     - MinHash at Jaccard 0.8 over 3-word shingles, 128 permutations. Dialogues are short (100-500 words) and each
       replaced word breaks ``shingle_size`` shingles: with 3-grams, 1% of words replaced gives Jaccard ~0.94, 2%
       ~0.89, 3% ~0.83, 5% ~0.75, so 0.8 sits near 3.5%; with the 5-grams common for web pages it would sit near 2%,
@@ -117,12 +133,39 @@ class DedupConfig:
     batch_size: int = 8192  # dialogues sketched and stored per step (~15 MB of text and sketches)
 
     def __post_init__(self) -> None:
-        unknown = set(self.methods) - set(METHODS)
-        if unknown or self.batch_size < 1:
-            raise ValueError(f"dedup methods must be among {METHODS} (got {sorted(unknown)}), batch_size >= 1")
+        if self.batch_size < 1:
+            raise ValueError(f"dedup batch_size must be >= 1, got {self.batch_size}")
+        for method in self.methods:
+            method_class(method)
 
-    def uses(self, method: str) -> bool:
-        return method in self.methods
+    def judges(self, name: str) -> bool:
+        """Whether some method reads this input (one of ``INPUTS``)."""
+        return any(name in method_class(method).reads for method in self.methods)
+
+    def operators(self) -> dict[str, DedupMethod]:
+        """Each method, built (the built-ins with their settings here), in priority order."""
+        configured: dict[str, DedupMethod] = {op.name: op for op in (self.minhash, self.phash, self.semantic)}
+        ordered = [m for m in METHODS if m in self.methods] + [m for m in self.methods if m not in METHODS]
+        return {name: configured.get(name) or method_class(name)() for name in dict.fromkeys(ordered)}
+
+
+def default_methods(roles: Iterable[str]) -> tuple[str, ...]:
+    """The built-in methods a job with these model roles can run: all of them, less semantic without ``embed``."""
+    return tuple(m for m in METHODS if set(method_class(m).roles) <= set(roles))
+
+
+def method_class(name: str) -> type[DedupMethod]:
+    """The dedup method a job names: a built-in, or a plugin as ``module:Class``."""
+    try:
+        found = lookup("dedup", name)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+    if not issubclass(found, DedupMethod) or len(found.reads) != 1 or found.reads[0] not in INPUTS:
+        raise ValueError(f"dedup method {name!r} must be a DedupMethod that reads one of {', '.join(INPUTS)}")
+    if name not in METHODS and not issubclass(found, SketchMethod):
+        raise ValueError(f"dedup method {name!r}: a plugin method must be a SketchMethod "
+                         "(seir.operators.dedup.SketchMethod)")
+    return found  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -249,11 +292,14 @@ class DedupIndex:
         self.con = con if con is not None else duckdb.connect()
         self.con.execute(_SCHEMA)
         self._seen: set[str] = set()
-        operators = (self.config.minhash, self.config.phash, self.config.semantic)
-        self._methods: dict[str, SketchMethod] = {op.name: op for op in operators if self.config.uses(op.name)}
-        self._spaces = {name: self._space(op) for name, op in self._methods.items()}
+        self._operators = self.config.operators()
+        self._methods = {name: op for name, op in self._operators.items() if isinstance(op, SketchMethod)}
+        self._spaces = {name: self._space(name, op) for name, op in self._methods.items()}
 
-    def _space(self, op: SketchMethod) -> int:
+    def _reading(self, name: str) -> dict[str, DedupMethod]:
+        return {method: op for method, op in self._operators.items() if name in op.reads}
+
+    def _space(self, method: str, op: SketchMethod) -> int:
         """The id under which sketches of this method and config are stored (a small int: it is on every band row)."""
         config = op.config()
         key = content_key(config)
@@ -262,7 +308,7 @@ class DedupIndex:
             return found[0][0]
         space = self.con.sql("SELECT count(*) FROM dedup_index_spaces").fetchall()[0][0]
         self.con.execute("INSERT INTO dedup_index_spaces VALUES ($s, $m, $k, $c)",
-                         {"s": space, "m": op.name, "k": key, "c": canonical_json(config).decode()})
+                         {"s": space, "m": method, "k": key, "c": canonical_json(config).decode()})
         return space
 
     # ---- add: keys and sketches --------------------------------------------------------------------------------
@@ -289,20 +335,22 @@ class DedupIndex:
             raise ValueError(f"dialogue ids given twice to one dedup pass: {repeated[:5]}")
         self._seen.update(ids)
         skips: Skips = []
-        normalized = [normalized_utf8(item.text) for item in batch]  # keys, and a valid input to shingling
-        text_keys = [normalized_key(text) for text in normalized]
-        if self.config.uses("exact-text"):
-            skips += [(item.dialogue_id, "exact-text", "empty text")
-                      for item, key in zip(batch, text_keys, strict=True) if key is None]
-        judges_images = self.config.uses("exact-image") or self.config.uses("image-phash")
+        normalized = [normalized_utf8(item.text) for item in batch]  # keys, and the text methods' input
+        text_keys = _TEXT_KEYS.keys(normalized)
+        for method in self._reading("dialogue.text"):
+            if method not in self._methods:  # a sketch method names its own skips
+                skips += [(item.dialogue_id, method, "empty text")
+                          for item, key in zip(batch, text_keys, strict=True) if key is None]
+        judges_images = bool(self._reading("turn.image"))
         images = [self._images(item, skips) if judges_images else {} for item in batch]
         self.con.begin()
         try:
             embedding_keys = self._sketch_embeddings(batch, skips)
-            if "minhash" in self._methods:
-                self._sketch_texts(batch, normalized, text_keys, skips)
-            if "image-phash" in self._methods:
-                self._sketch_images(batch, images, skips)
+            for method, op in self._methods.items():
+                if op.reads == ("dialogue.text",):
+                    self._sketch_texts(method, batch, normalized, text_keys, skips)
+                elif op.reads == ("turn.image",):
+                    self._sketch_images(method, batch, images, skips)
             self._store_items(batch, text_keys, images, embedding_keys, skips)
             self.con.commit()
         except BaseException:
@@ -316,49 +364,61 @@ class DedupIndex:
             return dict(zip(_IMAGE_KEYS.keys(images), images, strict=True))
         except Exception as error:  # a failing loader or a non-bytes value: this dialogue's images go unjudged
             reason = f"images not loaded: {type(error).__name__}: {error}"
-            skips += [(item.dialogue_id, method, reason) for method in ("exact-image", "image-phash")
-                      if self.config.uses(method)]
+            skips += [(item.dialogue_id, method, reason) for method in self._reading("turn.image")]
             return {}
 
     def _sketch_embeddings(self, batch: list[DedupItem], skips: Skips) -> list[str | None]:
         keys: list[str | None] = [None] * len(batch)
-        op = self._methods.get("semantic")
-        if op is None:
+        methods = [method for method, op in self._methods.items() if op.reads == ("dialogue.embedding",)]
+        if not methods:
             return keys
-        sketches = op.sketch([item.embedding for item in batch])
-        skips += [(batch[skip.index].dialogue_id, op.name, skip.reason) for skip in sketches.skips]
-        row_of: dict[str, int] = {}
-        for row, position in enumerate(sketches.index.tolist()):
-            keys[position] = blob_key(sketches.rows[row])
-            row_of.setdefault(keys[position], row)
-        self._store_sketches(op, row_of, lambda todo: Sketches(
-            sketches.rows[[row_of[key] for key in todo]], np.arange(len(todo))))
+        vector_of: dict[str, np.ndarray] = {}
+        unkeyed: dict[int, str] = {}
+        for position, item in enumerate(batch):  # keyed by the vector as given, so any method can reuse the key
+            if item.embedding is None:
+                unkeyed[position] = "no embedding"
+                continue
+            try:
+                vector = np.asarray(item.embedding, dtype=np.float64)
+            except (TypeError, ValueError):
+                unkeyed[position] = "embedding is not numeric"
+                continue
+            keys[position] = key = blob_key(vector)
+            vector_of.setdefault(key, vector)
+        for method in methods:
+            op = self._methods[method]
+            reasons = self._store_sketches(method, vector_of,
+                                           lambda todo, op=op: op.sketch([vector_of[k] for k in todo]))
+            for position, (item, key) in enumerate(zip(batch, keys, strict=True)):
+                reason = unkeyed.get(position) if key is None else reasons.get(key)
+                if reason is not None:
+                    skips.append((item.dialogue_id, method, reason))
         return keys
 
-    def _sketch_texts(self, batch: list[DedupItem], normalized: list[bytes], text_keys: list[str | None],
-                      skips: Skips) -> None:
-        op = self._methods["minhash"]
+    def _sketch_texts(self, method: str, batch: list[DedupItem], normalized: list[bytes],
+                      text_keys: list[str | None], skips: Skips) -> None:
+        op = self._methods[method]
         text_of = {key: text for key, text in zip(text_keys, normalized, strict=True) if key is not None}
-        reasons = self._store_sketches(
-            op, text_of, lambda todo: op.sketch_folded([text_of[k] for k in todo], members=True))
+        reasons = self._store_sketches(method, text_of, lambda todo: op.sketch([text_of[k] for k in todo]))
         for item, key in zip(batch, text_keys, strict=True):
             reason = "empty text" if key is None else reasons.get(key)
             if reason is not None:
-                skips.append((item.dialogue_id, op.name, reason))
+                skips.append((item.dialogue_id, method, reason))
 
-    def _sketch_images(self, batch: list[DedupItem], images: list[dict[str, bytes]], skips: Skips) -> None:
-        op = self._methods["image-phash"]
+    def _sketch_images(self, method: str, batch: list[DedupItem], images: list[dict[str, bytes]],
+                       skips: Skips) -> None:
+        op = self._methods[method]
         image_of = {key: data for item_images in images for key, data in item_images.items()}
-        reasons = self._store_sketches(op, image_of, lambda todo: op.sketch([image_of[key] for key in todo]))
+        reasons = self._store_sketches(method, image_of, lambda todo: op.sketch([image_of[key] for key in todo]))
         for item, item_images in zip(batch, images, strict=True):
-            skips += [(item.dialogue_id, op.name, f"image {position}: {reasons[key]}")
+            skips += [(item.dialogue_id, method, f"image {position}: {reasons[key]}")
                       for position, key in enumerate(item_images) if key in reasons]
 
-    def _store_sketches(self, op: SketchMethod, keys: Iterable[str],
+    def _store_sketches(self, method: str, keys: Iterable[str],
                         sketch: Callable[[list[str]], Sketches]) -> dict[str, str]:
         """Sketch the keys not yet stored under this config and store them with their band rows (and set members,
         where the method gives them); returns the reason for each key the method skipped."""
-        params = {"s": self._spaces[op.name]}
+        op, params = self._methods[method], {"s": self._spaces[method]}
         self.con.register("dedup_wanted", _arrow(key=pa.array(list(keys), pa.string())))
         todo = self.con.sql(
             "SELECT key FROM dedup_wanted ANTI JOIN (SELECT key FROM dedup_index_sketches "
@@ -426,10 +486,11 @@ class DedupIndex:
             "row_number() OVER (ORDER BY score DESC, ord ASC, dialogue_id ASC) - 1 AS rank FROM dedup_index_items"
         )
         stats = {"items": self.con.sql("SELECT count(*) FROM dedup_ranked").fetchall()[0][0]}
-        found = {method: self._links(method, stats) for method in METHODS if self.config.uses(method)}
+        found = {method: self._links(method, stats) for method in self._operators}
         a, b, similarity = (np.concatenate([np.zeros(0)] + [links[i] for links in found.values()]) for i in range(3))
         method = np.array([m for m, links in found.items() for _ in links[0]], dtype=object)
-        keep = strongest_links(a.astype(np.int64), b.astype(np.int64), np.array([METHODS.index(m) for m in method]))
+        priority = list(self._operators)
+        keep = strongest_links(a.astype(np.int64), b.astype(np.int64), np.array([priority.index(m) for m in method]))
         a, b, similarity, method = a[keep].astype(np.int64), b[keep].astype(np.int64), similarity[keep], method[keep]
         drops = resolve_groups(a, b)
         ids = self._ids(np.concatenate([a, b]))
@@ -460,15 +521,13 @@ class DedupIndex:
 
     def _links(self, method: str, stats: dict[str, int]) -> Links:
         """The dialogue pairs ``method`` finds to be duplicates."""
-        if method == "exact-text":
-            return self._same_key_links("text_key")
-        if method == "exact-image":
-            return self._same_key_links("image_set_key")
-        if method == "image-phash":
+        column = _KEY_COLUMN[self._operators[method].reads[0]]
+        if method not in self._methods:  # an exact method: equal content keys
+            return self._same_key_links(column)
+        if column == "image_set_key":
             self._verify(method, "SELECT image_key AS key FROM dedup_index_item_images "
                                  "SEMI JOIN dedup_ranked USING (dialogue_id)", stats)
             return self._coverage_links()
-        column = "text_key" if method == "minhash" else "embedding_key"
         self._verify(method, f"SELECT {column} AS key FROM dedup_ranked", stats)
         verified = self._fetch(
             f"WITH best AS (SELECT {column} AS key, min(rank) AS rank FROM dedup_ranked GROUP BY ALL) "
@@ -519,8 +578,9 @@ class DedupIndex:
         similarity = np.concatenate([np.zeros(0)] + [
             op.similarity(sketches[ia[lo:lo + _VERIFY_CHUNK]], sketches[ib[lo:lo + _VERIFY_CHUNK]])
             for lo in range(0, len(ia), _VERIFY_CHUNK)])
-        if isinstance(op, MinHashDedup):
-            stats[f"{method}.exact"] = self._settle(op, ia, ib, similarity)
+        unsure = op.unsure(similarity)
+        if unsure is not None:
+            stats[f"{method}.exact"] = self._settle(method, unsure, ia, ib, similarity)
         keep = pa.array(similarity >= op.min_similarity)
         verified = _arrow(a=pairs.column("a"), b=pairs.column("b"), similarity=similarity).filter(keep)
         self.con.register("dedup_verified_rows", verified)
@@ -529,10 +589,11 @@ class DedupIndex:
         stats[f"{method}.candidates"] = len(ia)
         stats[f"{method}.verified"] = verified.num_rows
 
-    def _settle(self, op: MinHashDedup, ia: np.ndarray, ib: np.ndarray, similarity: np.ndarray) -> int:
-        """Replace the estimates of the pairs ``(ia, ib)`` (rows of ``dedup_pair_keys``) that ``op`` is unsure of by
-        the exact Jaccard of the stored shingle hashes; returns how many it replaced."""
-        unsure = np.flatnonzero(op.unsure(similarity))
+    def _settle(self, method: str, unsure_mask: np.ndarray, ia: np.ndarray, ib: np.ndarray,
+                similarity: np.ndarray) -> int:
+        """Replace the estimates of the pairs ``(ia, ib)`` (rows of ``dedup_pair_keys``) that ``method`` is unsure of by
+        the exact Jaccard of the stored set members (a text's shingle hashes); returns how many it replaced."""
+        unsure = np.flatnonzero(unsure_mask)
         if len(unsure) == 0:
             return 0
         rows = np.unique(np.concatenate([ia[unsure], ib[unsure]]))
@@ -540,7 +601,7 @@ class DedupIndex:
         sets = _ragged_rows(self.con.sql(
             "SELECT s.members FROM dedup_unsure_keys u JOIN dedup_pair_keys k ON k.i = u.i "
             "JOIN dedup_index_sets s ON s.key = k.key WHERE s.space = $s ORDER BY k.i",
-            params={"s": self._spaces[op.name]}).to_arrow_table().column(0)).as_sets()
+            params={"s": self._spaces[method]}).to_arrow_table().column(0)).as_sets()
         self.con.unregister("dedup_unsure_keys")
         similarity[unsure] = sets.jaccard(np.searchsorted(rows, ia[unsure]), np.searchsorted(rows, ib[unsure]))
         return len(unsure)

@@ -18,11 +18,11 @@ from typing import Any
 from seir.engine.planning import Changes, Plan
 from seir.engine.records import PriorDraft, Stage
 from seir.engine.spec import JobSpec
+from seir.operators.base import lookup
 
 WRITERS = {"llm", "image"}  # roles that write drafts; the others score them
 _STAGE_DIMENSIONS = {"question": Stage.QUESTION, "text_content": Stage.ANSWER, "image_content": Stage.IMAGE,
                      "image_quality": Stage.IMAGE, "image_text_synergy": Stage.IMAGE}
-_SCORER_ROLES = {"judge": "judge", "clip": "clip", "text": "embed"}
 
 
 @dataclass
@@ -78,10 +78,10 @@ def changed_parts(previous: Mapping[str, Any] | None, spec: JobSpec) -> tuple[se
         writers.add(Stage.IMAGE)
     weights = spec.scoring.weights
     for dimension, stage in _STAGE_DIMENSIONS.items():
-        if any(_SCORER_ROLES.get(scorer) in changed_roles for scorer in weights.get(dimension, {})):
-            scorers.add(stage)
-        if "clip" in weights.get(dimension, {}) and "embed" in changed_roles:
-            scorers.add(stage)
+        for scorer in weights.get(dimension, {}):
+            cls = lookup("scorer", scorer)
+            if changed_roles & {*cls.roles, *cls.optional_roles}:  # the roles it declares it calls
+                scorers.add(stage)
     old_seir, new_seir = previous.get("seir", {}), now["seir"]
     seir_changed = {k for k in set(old_seir) | set(new_seir) if old_seir.get(k) != new_seir.get(k)}
     if seir_changed & {"image_width", "image_height", "image_steps", "guidance_scale"}:

@@ -13,6 +13,7 @@ from typing import Any
 
 from seir.engine.keys import content_key
 from seir.engine.records import Seed
+from seir.engine.scoring import scorer_roles
 from seir.engine.spec import JobSpec
 from seir.engine.store import Committed
 from seir.operators.backends.base import fingerprint_model
@@ -84,10 +85,9 @@ def model_revisions(spec: JobSpec) -> dict[str, str]:
 
 def scoring_key(spec: JobSpec, revisions: Mapping[str, str]) -> str:
     """Everything that determines a turn's scores (not its acceptance): a rescore with the same key is free."""
-    roles = ("judge", "clip", "embed")
     return content_key({
         "weights": spec.scoring.weights,
-        "roles": {r: [spec.roles[r].output_config(), revisions[r]] for r in roles if r in spec.roles},
+        "roles": {r: [spec.roles[r].output_config(), revisions[r]] for r in scorer_roles(spec)},
         "rubrics": rubrics.prompt_fingerprint(list(rubrics.DIMENSIONS.values())),
     })
 

@@ -1,13 +1,15 @@
 """Scoring drafts inside the SEIR loop: run the job's scorers on a stage's drafts, combine, and gate.
 
-Scorers are plain operators that take the backends' batch methods as callables. Here those callables are bridges
-into the event loop: a scorer runs in a worker thread, and each of its calls becomes one batched call through the
-role's model client (cached and recorded like every other call), so the loop keeps other shards moving meanwhile.
+Scorers are plain operators, found through the registry, that take the backends' batch methods they declare (in
+``roles``) as callables. Here those callables are bridges into the event loop: a scorer runs in a worker thread, and
+each of its calls becomes one batched call through the role's model client (cached and recorded like every other
+call), so the loop keeps other shards moving meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,23 +18,17 @@ from seir.engine.calls import Ledger, ModelClient
 from seir.engine.pools import CallFailure
 from seir.engine.records import Draft, Score, Stage
 from seir.engine.spec import JobSpec
-from seir.operators.backends.base import Sampling
+from seir.operators.backends.base import METHODS, Sampling
+from seir.operators.base import lookup
 from seir.operators.scoring.base import Scorer, ScorerResult
-from seir.operators.scoring.clip import ClipScorer
-from seir.operators.scoring.combine import combine, passes
-from seir.operators.scoring.image_quality import ImageQualityScorer
-from seir.operators.scoring.judge import JudgeScorer
+from seir.operators.scoring.combine import ScoringConfig, combine, passes
 from seir.operators.scoring.rubrics import TurnView
-from seir.operators.scoring.text import TextScorer
 
 STAGE_DIMENSIONS: dict[Stage, tuple[str, ...]] = {
     Stage.QUESTION: ("question",),
     Stage.ANSWER: ("text_content",),
     Stage.IMAGE: ("image_content", "image_quality", "image_text_synergy"),
 }
-# Which role each scorer calls, so a job that weights a scorer without its role gets a clear error at start.
-SCORER_ROLES: dict[str, tuple[str, ...]] = {"judge": ("judge",), "clip": ("clip",), "text": ("embed",),
-                                            "image-quality": ()}
 
 
 class ScorerFailed(RuntimeError):
@@ -73,21 +69,36 @@ def blocking_call(client: ModelClient, method: str, loop: asyncio.AbstractEventL
     return blocking
 
 
-def judge_sampling(spec: JobSpec) -> Sampling:
-    sampling = spec.roles["judge"].sampling
+def role_sampling(spec: JobSpec, role: str) -> Sampling:
+    sampling = spec.roles[role].sampling
     return Sampling(sampling.max_new_tokens, sampling.temperature, sampling.top_p)
+
+
+def judge_sampling(spec: JobSpec) -> Sampling:
+    return role_sampling(spec, "judge")
+
+
+def scorer_classes(scoring: ScoringConfig) -> dict[str, type[Scorer]]:
+    """The scorers ``scoring.weights`` names (built-in names or ``module:Class``), by the name the weights use."""
+    return {name: lookup("scorer", name) for name in scoring.scorers()}  # type: ignore[misc]
+
+
+def scorer_roles(spec: JobSpec) -> list[str]:
+    """The model roles the job's scorers call: those they need, and those they can use that the job has."""
+    roles = {role for cls in scorer_classes(spec.scoring).values()
+             for role in [*cls.roles, *(r for r in cls.optional_roles if r in spec.roles)]}
+    return sorted(roles)
 
 
 class StageScorer:
     def __init__(self, spec: JobSpec, clients: dict[str, ModelClient]) -> None:
         self.spec = spec
         self.clients = clients
-        for scorer in spec.scoring.scorers():
-            if scorer not in SCORER_ROLES:
-                raise ValueError(f"scoring.weights names unknown scorer {scorer!r}; known: {', '.join(SCORER_ROLES)}")
-            missing = [role for role in SCORER_ROLES[scorer] if role not in clients]
+        self.classes = scorer_classes(spec.scoring)
+        for name, cls in self.classes.items():  # load_job has checked the spec; this checks the clients given
+            missing = [role for role in cls.roles if role not in clients]
             if missing:
-                raise ValueError(f"scorer {scorer!r} needs the {', '.join(missing)} role: add it under roles")
+                raise ValueError(f"scorer {name!r} needs the {', '.join(missing)} role: add it under roles")
 
     async def verdicts(self, stage: Stage, views: Sequence[TurnView], ledger: Ledger) -> list[Verdict]:
         """Every scorer weighted for the stage's dimensions on every view, combined and gated, one verdict each.
@@ -98,8 +109,8 @@ class StageScorer:
         weights = self.spec.scoring.weights
         names = sorted({s for d in dimensions for s in weights.get(d, {})})
         loop = asyncio.get_running_loop()
-        runs = [asyncio.to_thread(self._scorer(name, loop, ledger).score_turns, list(views),
-                                  *([list(dimensions)] if name == "judge" else [])) for name in names]
+        runs = [asyncio.to_thread(self._scorer(name, dimensions, loop, ledger).score_turns, list(views))
+                for name in names]
         try:
             results = dict(zip(names, await asyncio.gather(*runs), strict=True))
         except ScorerFailed as err:
@@ -111,36 +122,36 @@ class StageScorer:
     def _verdict(self, by_scorer: dict[str, ScorerResult], dimensions: Sequence[str],
                  gates: dict[str, float]) -> Verdict:
         combined = combine(by_scorer, self.spec.scoring)
-        judged = by_scorer.get("judge")
-        verdict = Verdict(critique=(judged.critique or "") if judged else "",
+        verdict = Verdict(critique=next((r.critique for r in by_scorer.values() if r.critique), ""),  # the judge's
                           combined={d: combined.scores[d] for d in dimensions if d in combined.scores},
                           passed=passes(combined, gates)[0],
                           call_keys=[key for result in by_scorer.values() for key in result.call_keys if key])
         for dimension, value in verdict.combined.items():
             parts = combined.parts.get(dimension, {})
-            verdict.scores.append(Score(dimension, value, verdict.critique, "combined", None, {"parts": parts}))
+            verdict.scores.append(Score(dimension, value, "combined", None, {"parts": parts}))
             for name, part in parts.items():
                 result = by_scorer[name]
-                verdict.scores.append(Score(dimension, part, result.critique or "", name, self._model(name),
+                verdict.scores.append(Score(dimension, part, name, self._model(name),
                                             {"raw": result.raw, "reasons": result.reasons}))
         return verdict
 
     def _model(self, scorer: str) -> str | None:
-        roles = SCORER_ROLES.get(scorer, ())
+        roles = list(self.classes[scorer].roles)
         return self.clients[roles[0]].model_id if roles else None
 
-    def _scorer(self, name: str, loop: asyncio.AbstractEventLoop, ledger: Ledger) -> Scorer:
-        def bridge(role: str, method: str) -> Callable[[list[Any]], list[Any]]:
-            return blocking_call(self.clients[role], method, loop, ledger)
-
+    def _scorer(self, name: str, dimensions: Sequence[str], loop: asyncio.AbstractEventLoop,
+                ledger: Ledger) -> Scorer:
+        """The scorer built as ``Scorer`` documents: its declared backend methods as bridged batch callables, and
+        the job settings its constructor names."""
+        cls = self.classes[name]
+        used = {**cls.roles, **{r: c for r, c in cls.optional_roles.items() if r in self.clients}}
+        calls = {method: blocking_call(self.clients[role], method, loop, ledger)
+                 for role, capabilities in used.items() for method in capabilities if method in METHODS}
         seir = self.spec.seir
-        if name == "judge":
-            return JudgeScorer(bridge("judge", "chat"), bridge("judge", "score"), sampling=judge_sampling(self.spec))
-        if name == "clip":
-            embed = bridge("embed", "embed") if "embed" in self.clients else None
-            return ClipScorer(bridge("clip", "similarity"), embed)
-        if name == "text":
-            return TextScorer(bridge("embed", "embed"), question_words=seir.question_words,
-                              caption_words=seir.caption_words)
-        return ImageQualityScorer(target_side=max(seir.image_width, seir.image_height))
-
+        settings: dict[str, Any] = {"dimensions": list(dimensions), "question_words": seir.question_words,
+                                    "caption_words": seir.caption_words,
+                                    "target_side": max(seir.image_width, seir.image_height)}
+        if cls.roles:
+            settings["sampling"] = role_sampling(self.spec, next(iter(cls.roles)))
+        accepted = inspect.signature(cls).parameters
+        return cls(**calls, **{key: value for key, value in settings.items() if key in accepted})

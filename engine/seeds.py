@@ -7,7 +7,9 @@ on. JSONL seed lines look like::
     {"topic": "Snow Leopard", "template": "Do you know ***? Can you draw a picture of it for me?"}
     {"text": "What is in this picture?", "images": ["photos/cat.jpg"], "meta": {"source": "forum"}}
 
-``images`` are paths relative to the seed file; ``turns`` overrides the job's number of turns; ``meta`` is kept.
+``images`` are paths relative to the seed file (or to the job's ``seeds.images_root``); each must resolve, `..` and
+symlinks followed, inside the seed file's folder, the job's folder or a declared ``seeds.roots`` folder, or the line
+is quarantined without the file being opened. ``turns`` overrides the job's number of turns; ``meta`` is kept.
 """
 
 from __future__ import annotations
@@ -132,14 +134,14 @@ def _file_seeds(spec: SeedSpec, load: SeedLoad) -> list[tuple[Seed, str]]:
             if not raw.strip():
                 continue
             try:
-                seeds.append((_parse_line(raw, path, number, load), f"{path}:{number}"))
+                seeds.append((_parse_line(raw, path, number, spec, load), f"{path}:{number}"))
             except _BadLine as bad:
                 shown = raw[:500].decode("utf-8", errors="replace")
                 load.quarantined.append(Quarantined(str(path), number, bad.field_name, bad.reason, shown))
     return seeds
 
 
-def _parse_line(raw: bytes, path: Path, number: int, load: SeedLoad) -> Seed:
+def _parse_line(raw: bytes, path: Path, number: int, spec: SeedSpec, load: SeedLoad) -> Seed:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -173,18 +175,27 @@ def _parse_line(raw: bytes, path: Path, number: int, load: SeedLoad) -> Seed:
     turns = row.get("turns")
     if turns is not None and not 1 <= turns <= 10:
         raise _BadLine("turns", f"turns must be 1..10, got {turns}")
-    image_keys = tuple(_load_image(path.parent, ref, i, load) for i, ref in enumerate(row.get("images", [])))
+    image_keys = tuple(_load_image(spec, path, ref, i, load) for i, ref in enumerate(row.get("images", [])))
     key = content_key({"text": opening.strip(), "topic": topic, "template": template, "images": image_keys,
                        "turns": turns})
     seed_id = row.get("id") or f"seed-{key[:12]}"
     return Seed(key, seed_id, f"{path}:{number}", opening.strip(), topic, template, image_keys, turns)
 
 
-def _load_image(base: Path, ref: Any, index: int, load: SeedLoad) -> str:
+def _load_image(spec: SeedSpec, seed_file: Path, ref: Any, index: int, load: SeedLoad) -> str:
     field_name = f"images[{index}]"
     if not isinstance(ref, str) or not ref:
         raise _BadLine(field_name, "an image is a path relative to the seed file")
-    image_path = base / ref
+    try:  # containment is decided on the resolved path, before anything is opened; the resolved path is what is read
+        image_path = spec.inside_roots((spec.images_root or seed_file.parent) / ref, seed_file.parent)
+    except (OSError, RuntimeError, ValueError) as err:  # a NUL byte; a symlink loop (RuntimeError before 3.13)
+        raise _BadLine(field_name, f"image path {ref!r} cannot be resolved: {err}") from None
+    if image_path is None:
+        roots = ", ".join(map(str, spec.read_roots(seed_file.parent)))
+        raise _BadLine(field_name, f"image {ref} is outside the folders seeds may read ({roots}), so it was not "
+                                   "opened; add its folder to the job's seeds.roots")
+    if image_path.exists() and not image_path.is_file():
+        raise _BadLine(field_name, f"image {image_path} is not a regular file")
     try:
         data = image_path.read_bytes()
         with Image.open(io.BytesIO(data)) as image:

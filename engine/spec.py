@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from seir.engine.dedup import DedupConfig
+from seir.engine.declared import check_job
+from seir.engine.dedup import DedupConfig, default_methods
 from seir.engine.errors import SeirError
 from seir.engine.keys import content_key
 from seir.operators.scoring.combine import ScoringConfig
@@ -77,6 +78,11 @@ class SeedSpec(_Strict):
     templates_per_topic: int = Field(1, ge=1)
     limit: int | None = Field(None, ge=1)  # first N topics only
     files: list[Path] = Field(default_factory=list)  # JSONL: one seed per line
+    # Reads stay inside declared folders: the files above and seed images must resolve, `..` and symlinks followed,
+    # inside the job's folder, one of these, or (for an image) its seed file's folder; else nothing is opened.
+    images_root: Path | None = None  # where seed lines' relative image paths start (default: the seed file's folder)
+    roots: list[Path] = Field(default_factory=list)  # more folders seeds and their images may be read from
+    _job_folder: Path | None = PrivateAttr(None)  # set by load_job
     # A seed whose words (punctuation aside) reach this Jaccard similarity with an earlier seed's is dropped before
     # any model call; null keeps every seed. On InterSyn's 10,503 topic x template seeds 0.9 drops 1 (0.8: 105).
     near_duplicates: float | None = Field(0.9, gt=0.0, lt=1.0)
@@ -90,6 +96,15 @@ class SeedSpec(_Strict):
         if not has_topics and not self.files:
             raise ValueError("no seeds: give topics and templates, or seed files")
         return self
+
+    def read_roots(self, *more: Path) -> list[Path]:
+        """The folders reads may reach: the job's, images_root, roots and ``more``, each with symlinks resolved."""
+        return [root.resolve() for root in (self._job_folder, self.images_root, *self.roots, *more) if root]
+
+    def inside_roots(self, path: Path, *more: Path) -> Path | None:
+        """``path`` with every `..` and symlink resolved when that lies inside a read root, else None; opens nothing."""
+        resolved = path.resolve()
+        return resolved if any(resolved.is_relative_to(root) for root in self.read_roots(*more)) else None
 
 
 class SeirSpec(_Strict):
@@ -129,6 +144,16 @@ class JobSpec(_Strict):
     scoring: ScoringConfig = ScoringConfig()
     dedup: DedupConfig = DedupConfig()
     execution: ExecutionSpec = ExecutionSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_dedup_methods(cls, data: Any) -> Any:
+        """Dedup methods a job does not list default to the built-in ones its roles allow (semantic needs embed)."""
+        if isinstance(data, dict) and isinstance(data.get("roles"), dict):
+            dedup = data.get("dedup", {})
+            if isinstance(dedup, dict) and "methods" not in dedup:
+                return {**data, "dedup": {**dedup, "methods": default_methods(data["roles"])}}
+        return data
 
     @field_validator("roles")
     @classmethod
@@ -175,15 +200,23 @@ def load_job(path: str | Path) -> JobSpec:
         spec = JobSpec.model_validate(data)
     except ValidationError as err:
         raise JobSpecError("\n".join(_describe(path, node, error) for error in err.errors())) from None
-    return _resolve_paths(spec, path.parent)
+    problems = check_job(spec)
+    if problems:
+        raise JobSpecError("\n".join(_located(path, node, list(loc), message) for loc, message in problems))
+    spec = _resolve_paths(spec, path.parent)
+    _refuse_reads_outside_roots(spec, path, node)
+    return spec
 
 
 def _describe(path: Path, root: yaml.Node | None, error: dict[str, Any]) -> str:
     loc = [part for part in error["loc"] if not isinstance(part, str) or not part.startswith("function-")]
+    return _located(path, root, loc, "unknown key" if error["type"] == "extra_forbidden" else error["msg"])
+
+
+def _located(path: Path, root: yaml.Node | None, loc: list[Any], message: str) -> str:
     dotted = ".".join(str(part) for part in loc) or "(top level)"
     line = _line_of(root, loc)
     where = f"{path}:{line}" if line else str(path)
-    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
     return f"{where}: {dotted}: {message}"
 
 
@@ -213,7 +246,22 @@ def _resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
             "topics_file": resolve(spec.seeds.topics_file),
             "templates_file": resolve(spec.seeds.templates_file),
             "files": [resolve(f) for f in spec.seeds.files],
+            "images_root": resolve(spec.seeds.images_root),
+            "roots": [resolve(r) for r in spec.seeds.roots],
         }
     )
+    seeds._job_folder = base.resolve()
     execution = spec.execution.model_copy(update={"cache": resolve(spec.execution.cache)})
     return spec.model_copy(update={"seeds": seeds, "execution": execution})
+
+
+def _refuse_reads_outside_roots(spec: JobSpec, path: Path, node: yaml.Node | None) -> None:
+    seeds = spec.seeds
+    named = [(["seeds", "topics_file"], seeds.topics_file), (["seeds", "templates_file"], seeds.templates_file),
+             *((["seeds", "files", i], file) for i, file in enumerate(seeds.files))]
+    roots = ", ".join(map(str, seeds.read_roots()))
+    problems = [_located(path, node, loc, f"{file} resolves to {file.resolve()}, outside the folders this job may "
+                                          f"read ({roots}); add its folder to seeds.roots")
+                for loc, file in named if file is not None and seeds.inside_roots(file) is None]
+    if problems:
+        raise JobSpecError("\n".join(problems))

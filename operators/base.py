@@ -1,25 +1,15 @@
 """What every operator declares, and the registry that lets a YAML job name one.
 
-Operators are plain Python: they know neither Ray nor DuckDB. The engine reads ``resources`` to place an
-operator's actors, ``reads``/``writes`` to document and check the data flow, and ``config()`` to build the content
-keys of the work the operator does.
+Operators are plain Python: they know neither Ray nor DuckDB. The engine reads ``roles`` and ``optional_roles`` to
+check a job before any model loads (and to start only the model pools the job's operators use), ``reads`` to give an
+operator its inputs and check that the engine has them, and ``config()`` to build the content keys of the work the
+operator does.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one instance needs; the job spec may override any of it per role."""
-
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    memory_gb: float | None = None
-    custom: dict[str, float] = field(default_factory=dict)
 
 
 class Operator:
@@ -27,9 +17,11 @@ class Operator:
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""  # registry namespace: "backend", "scorer", "dedup"
-    reads: ClassVar[tuple[str, ...]] = ()
-    writes: ClassVar[tuple[str, ...]] = ()
-    resources: ClassVar[Resources] = Resources()
+    # The model roles it cannot work without, each with the backend capabilities it uses on that role ("chat",
+    # "score", "embed", "similarity", "render"; "vision" for chat requests that carry images).
+    roles: ClassVar[dict[str, tuple[str, ...]]] = {}
+    optional_roles: ClassVar[dict[str, tuple[str, ...]]] = {}  # used when the job has them
+    reads: ClassVar[tuple[str, ...]] = ()  # the inputs it is given (each kind's engine names the ones it has)
 
     def config(self) -> dict[str, Any]:
         """Everything about this instance that changes its outputs (part of every content key it produces)."""
@@ -37,6 +29,7 @@ class Operator:
 
 
 _REGISTRY: dict[tuple[str, str], type[Operator]] = {}
+_NOUNS = {"dedup": "dedup method"}  # what a kind's operators are called in messages
 OperatorT = TypeVar("OperatorT", bound=type[Operator])
 
 
@@ -61,7 +54,8 @@ def lookup(kind: str, name: str) -> type[Operator]:
         return _REGISTRY[(kind, name)]
     except KeyError:
         known = ", ".join(sorted(n for k, n in _REGISTRY if k == kind)) or "none"
-        raise KeyError(f"unknown {kind} {name!r}; known {kind}s: {known}, or give 'module:Class'") from None
+        noun = _NOUNS.get(kind, kind)
+        raise KeyError(f"unknown {noun} {name!r}; known {noun}s: {known}, or give 'module:Class'") from None
 
 
 def _import_operator(kind: str, reference: str) -> type[Operator]:
@@ -73,11 +67,6 @@ def _import_operator(kind: str, reference: str) -> type[Operator]:
     if not (isinstance(found, type) and issubclass(found, Operator) and found.kind == kind):
         raise KeyError(f"{reference!r} is not a {kind} operator (a subclass of Operator with kind {kind!r})")
     return found
-
-
-def registered(kind: str) -> list[str]:
-    _import_builtin_operators()
-    return sorted(n for k, n in _REGISTRY if k == kind)
 
 
 def _import_builtin_operators() -> None:

@@ -108,6 +108,11 @@ class ModelInfo:
     revision: str  # hub commit, or a fingerprint of the local folder's files
 
 
+# The batch methods a backend may serve; a capability outside them is a property of one ("vision": its chat takes
+# image parts).
+METHODS = ("chat", "score", "render", "embed", "similarity")
+
+
 class Backend(Operator):
     """A model behind a role. Subclasses implement the methods named in ``capabilities``."""
 

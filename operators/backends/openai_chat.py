@@ -58,7 +58,7 @@ def label_distribution(labels: tuple[str, ...], mass: list[float], tokens_in: in
 @register
 class OpenAIChat(OpenAIBackend):
     name = "openai-chat"
-    capabilities = frozenset({"chat", "score"})
+    capabilities = frozenset({"chat", "score", "vision"})  # image parts travel as data: URLs; the server decides
 
     def __init__(self, model: str, revision: str | None = None, *, score_mode: str = "logprobs",
                  top_logprobs: int = 20, score_samples: int = 5, **options: Any) -> None:

@@ -16,6 +16,7 @@ from seir.operators.base import register
 @register
 class TransformersVisionChat(TransformersChat):
     name = "transformers-vision-chat"
+    capabilities = frozenset({"chat", "score", "vision"})
 
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoModelForImageTextToText, AutoProcessor

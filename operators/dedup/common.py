@@ -1,15 +1,17 @@
 """What the near-duplicate methods share: stable pseudo-random numbers, a 64-bit mixer, skips, ragged rows, and the
-protocol the engine's global pass drives (sketch -> band keys -> candidate pairs -> similarity).
+base classes the engine's global pass drives (sketch -> band keys -> candidate pairs -> similarity).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import xxhash
+
+from seir.operators.base import Operator
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _LOW_32 = np.uint64(32)
@@ -149,22 +151,47 @@ def blob_key(data: np.ndarray) -> str:
     return xxhash.xxh3_128_hexdigest(np.ascontiguousarray(data).tobytes())
 
 
-class SketchMethod(Protocol):
+# The inputs the global pass gives dedup methods; a method's ``reads`` names the one it judges.
+INPUTS = {
+    "dialogue.text": "the dialogue's text, normalised (NFKC, case folded, whitespace collapsed) as UTF-8 bytes",
+    "turn.image": "the encoded bytes of one image; a dialogue matches another when every image of each has a match "
+                  "in the other",
+    "dialogue.embedding": "the dialogue's embedding, made by the job's embed role",
+}
+
+
+class DedupMethod(Operator):
+    """A dedup method as a job names it (``dedup.methods``). The exact methods compare the content keys the global
+    pass gives every input; near-duplicate methods are ``SketchMethod``s."""
+
+    kind: ClassVar[str] = "dedup"
+
+
+class SketchMethod(DedupMethod):
     """A near-duplicate method as the global pass drives it, once each input has a sketch row (``Sketches.rows``).
 
-    ``band_keys`` gives each row a bucket per band, so that similar rows share a bucket in at least one band with high
-    probability; ``similarity`` verifies candidate pairs row by row, and a pair is a duplicate when it reaches
-    ``min_similarity``.
+    ``sketch`` gets distinct inputs of the kind ``reads`` names (one of ``INPUTS``); ``band_keys`` gives each row a
+    bucket per band, so that similar rows share a bucket in at least one band with high probability; ``similarity``
+    verifies candidate pairs row by row, and a pair is a duplicate when it reaches ``min_similarity``. A plugin
+    method (``module:Class`` in ``dedup.methods``) subclasses this and is built with its defaults.
     """
 
-    name: ClassVar[str]
     sketch_dtype: ClassVar[type]  # of ``Sketches.rows``, so stored sketches can be read back
 
     @property
-    def min_similarity(self) -> float: ...
+    def min_similarity(self) -> float:
+        raise NotImplementedError
 
-    def band_keys(self, rows: np.ndarray) -> np.ndarray: ...
+    def sketch(self, inputs: Sequence[Any]) -> Sketches:
+        raise NotImplementedError
 
-    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray: ...
+    def band_keys(self, rows: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
-    def config(self) -> dict[str, Any]: ...
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def unsure(self, similarity: np.ndarray) -> np.ndarray | None:
+        """Which estimated similarities are too close to the threshold to decide on: the pass settles them by the
+        exact Jaccard of the members the sketches gave. None when every similarity is exact."""
+        return None

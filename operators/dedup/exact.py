@@ -13,7 +13,8 @@ from typing import ClassVar
 
 import xxhash
 
-from seir.operators.base import Operator, Resources, register
+from seir.operators.base import register
+from seir.operators.dedup.common import DedupMethod
 from seir.operators.dedup.shingles import normalized_utf8
 
 
@@ -25,25 +26,21 @@ def normalized_key(normalized: bytes) -> str | None:
 
 @register
 @dataclass(frozen=True)
-class ExactText(Operator):
+class ExactText(DedupMethod):
     name: ClassVar[str] = "exact-text"
-    kind: ClassVar[str] = "dedup"
-    reads: ClassVar[tuple[str, ...]] = ("dialogue.text", "turn.text")
-    writes: ClassVar[tuple[str, ...]] = ("dedup.text_key",)
-    resources: ClassVar[Resources] = Resources(num_cpus=1.0)
+    reads: ClassVar[tuple[str, ...]] = ("dialogue.text",)
 
-    def keys(self, texts: Sequence[str]) -> list[str | None]:
-        return [normalized_key(normalized_utf8(text)) for text in texts]
+    def keys(self, texts: Sequence[str | bytes]) -> list[str | None]:
+        """Keys of texts; bytes are taken as normalised already (``shingles.normalized_utf8``, as the engine has
+        them)."""
+        return [normalized_key(text if isinstance(text, bytes) else normalized_utf8(text)) for text in texts]
 
 
 @register
 @dataclass(frozen=True)
-class ExactImage(Operator):
+class ExactImage(DedupMethod):
     name: ClassVar[str] = "exact-image"
-    kind: ClassVar[str] = "dedup"
     reads: ClassVar[tuple[str, ...]] = ("turn.image",)
-    writes: ClassVar[tuple[str, ...]] = ("dedup.image_key",)
-    resources: ClassVar[Resources] = Resources(num_cpus=1.0)
 
     def keys(self, images: Sequence[bytes]) -> list[str]:
         return [xxhash.xxh3_128_hexdigest(image) for image in images]

@@ -31,8 +31,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from seir.operators.base import Operator, Resources, register
-from seir.operators.dedup.common import Ragged, Sketches, Skip, stable_uint64
+from seir.operators.base import register
+from seir.operators.dedup.common import Ragged, Sketches, SketchMethod, Skip, stable_uint64
 from seir.operators.dedup.lsh import band_keys, choose_bands
 from seir.operators.dedup.shingles import fold, shingle_hashes, slices
 
@@ -42,15 +42,12 @@ _TEXTS_PER_STEP = 1024  # texts folded at a time: the folded copies never all ex
 
 @register
 @dataclass(frozen=True)
-class MinHashDedup(Operator):
+class MinHashDedup(SketchMethod):
     """Near-duplicate texts: Jaccard similarity of word-shingle sets >= ``threshold`` (estimated, or exact where the
     estimate is too close to call)."""
 
     name: ClassVar[str] = "minhash"
-    kind: ClassVar[str] = "dedup"
     reads: ClassVar[tuple[str, ...]] = ("dialogue.text",)
-    writes: ClassVar[tuple[str, ...]] = ("dedup.sketch", "dedup.band", "dedup.set")
-    resources: ClassVar[Resources] = Resources(num_cpus=1.0)
     sketch_dtype: ClassVar[type] = np.uint32
 
     threshold: float = 0.8
@@ -88,9 +85,12 @@ class MinHashDedup(Operator):
         b = stable_uint64(self.seed, "minhash.b", self.num_perm).astype(np.uint32)
         return a[:, None], b[:, None]
 
-    def sketch(self, texts: Sequence[str]) -> Sketches:
-        """Signatures (uint32, ``num_perm`` wide); texts of fewer words than ``shingle_size`` are skipped."""
-        parts = ((lo, self.sketch_folded([fold(text) for text in texts[lo:lo + _TEXTS_PER_STEP]]))
+    def sketch(self, texts: Sequence[str | bytes]) -> Sketches:
+        """Signatures (uint32, ``num_perm`` wide) with each text's shingle hashes as members, for the exact check;
+        texts of fewer words than ``shingle_size`` are skipped. Bytes are taken as normalised already
+        (``shingles.normalized_utf8``, as the engine has them)."""
+        parts = ((lo, self.sketch_folded([text if isinstance(text, bytes) else fold(text)
+                                          for text in texts[lo:lo + _TEXTS_PER_STEP]], members=True))
                  for lo in range(0, len(texts), _TEXTS_PER_STEP))
         return Sketches.gather(parts, len(texts), self._empty)
 
@@ -139,6 +139,7 @@ class MinHashDedup(Operator):
         return (a == b).mean(axis=1)
 
     def unsure(self, similarity: np.ndarray) -> np.ndarray:
-        """Which estimates are too close to the threshold to decide on: the exact check settles them."""
+        """Which estimates are too close to the threshold to decide on: the exact check settles them (on the
+        members ``sketch`` gave)."""
         sd = np.sqrt(self.threshold * (1.0 - self.threshold) / self.num_perm)
         return np.abs(similarity - self.threshold) <= self.exact_margin * sd

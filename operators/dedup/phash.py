@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from seir.operators.base import Operator, Resources, register
-from seir.operators.dedup.common import Sketches, sketch_each
+from seir.operators.base import register
+from seir.operators.dedup.common import Sketches, SketchMethod, sketch_each
 
 _SIDE, _LOW = 32, 8
 _ADDRESS = re.compile(r" <[^>]* at 0x[0-9a-f]+>")  # PIL names the BytesIO object: noise in a stored reason
@@ -51,14 +51,11 @@ def _pixels(data: bytes) -> np.ndarray | str:
 
 @register
 @dataclass(frozen=True)
-class PerceptualHash(Operator):
+class PerceptualHash(SketchMethod):
     """Near-duplicate images: 64-bit DCT hashes at Hamming distance <= ``max_distance``."""
 
     name: ClassVar[str] = "image-phash"
-    kind: ClassVar[str] = "dedup"
     reads: ClassVar[tuple[str, ...]] = ("turn.image",)
-    writes: ClassVar[tuple[str, ...]] = ("dedup.sketch", "dedup.band")
-    resources: ClassVar[Resources] = Resources(num_cpus=1.0)
     sketch_dtype: ClassVar[type] = np.uint64
 
     max_distance: int = 6

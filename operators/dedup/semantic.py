@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from seir.operators.base import Operator, Resources, register
-from seir.operators.dedup.common import Sketches, sketch_each, stable_uint64
+from seir.operators.base import register
+from seir.operators.dedup.common import Sketches, SketchMethod, sketch_each, stable_uint64
 from seir.operators.dedup.lsh import band_keys, choose_bands
 
 
@@ -51,14 +51,12 @@ def _unit(vector: Sequence[float] | None, dim: int) -> np.ndarray | str:
 
 @register
 @dataclass(frozen=True)
-class SemanticDedup(Operator):
+class SemanticDedup(SketchMethod):
     """Near-duplicate meaning: embedding cosine >= ``threshold``."""
 
     name: ClassVar[str] = "semantic"
-    kind: ClassVar[str] = "dedup"
+    roles: ClassVar[dict[str, tuple[str, ...]]] = {"embed": ("embed",)}  # the engine embeds each dialogue
     reads: ClassVar[tuple[str, ...]] = ("dialogue.embedding",)
-    writes: ClassVar[tuple[str, ...]] = ("dedup.sketch", "dedup.band")
-    resources: ClassVar[Resources] = Resources(num_cpus=1.0)
     sketch_dtype: ClassVar[type] = np.float32
 
     threshold: float = 0.95

@@ -19,13 +19,22 @@ class ScorerResult:
     raw: dict[str, float] = field(default_factory=dict)  # its own measurements in their native units
     reasons: list[str] = field(default_factory=list)  # bad or missing input, truncation, an off-format judge
     critique: str | None = None  # judge only
-    suggested_caption: str | None = None  # judge only, when an image dimension was critiqued
     call_keys: list[str] = field(default_factory=list)  # the model calls behind it, when the caller keys them
+
+
+# What a ``TurnView`` holds: the inputs a scorer may read.
+TURN_INPUTS = ("question", "answer", "caption", "image", "history")
 
 
 class Scorer(Operator):
     """Scores a batch of views. Model-backed scorers take the backend's batch methods as callables, so the same
-    scorer runs on a local model or a server, inside or outside an actor."""
+    scorer runs on a local model or a server, inside or outside an actor.
+
+    The engine builds one by keyword: each backend method it declares in ``roles`` (and in ``optional_roles``, when
+    the job has the role) as a batch callable named after the method (``chat=``, ``score=``, ``embed=``,
+    ``similarity=``), plus whichever of these job settings its constructor names: ``sampling`` (its first role's),
+    ``dimensions`` (those of the stage being scored), ``question_words``, ``caption_words`` and ``target_side`` (the
+    longer side of a generated image). A plugin scorer given as ``module:Class`` is built the same way."""
 
     kind: ClassVar[str] = "scorer"
     informs: ClassVar[tuple[str, ...]] = ()  # dimensions it can give a 0-5 value for

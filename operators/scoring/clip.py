@@ -37,8 +37,9 @@ Similarity = Callable[[list[SimilarityRequest]], list[SimilarityResult]]
 @register
 class ClipScorer(Scorer):
     name: ClassVar[str] = "clip"
+    roles: ClassVar[dict[str, tuple[str, ...]]] = {"clip": ("similarity",)}
+    optional_roles: ClassVar[dict[str, tuple[str, ...]]] = {"embed": ("embed",)}  # caption-answer text cosine
     reads: ClassVar[tuple[str, ...]] = ("question", "answer", "caption", "image")
-    writes: ClassVar[tuple[str, ...]] = ("scores",)
     informs: ClassVar[tuple[str, ...]] = ("image_content", "image_text_synergy")
 
     def __init__(self, similarity: Similarity, embed: Embed | None = None,

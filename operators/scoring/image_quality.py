@@ -65,7 +65,6 @@ def image_metrics(rgb: np.ndarray, target_side: int = 512) -> tuple[dict[str, fl
 class ImageQualityScorer(Scorer):
     name: ClassVar[str] = "image-quality"
     reads: ClassVar[tuple[str, ...]] = ("image",)
-    writes: ClassVar[tuple[str, ...]] = ("scores",)
     informs: ClassVar[tuple[str, ...]] = ("image_quality",)
 
     def __init__(self, target_side: int = 512, max_pixels: int = MAX_PIXELS,

@@ -27,7 +27,6 @@ from seir.operators.scoring.rubrics import (
     present_inputs,
     prompt_fingerprint,
     score_request,
-    suggested_caption,
 )
 
 Chat = Callable[[list[ChatRequest]], list[ChatResult]]
@@ -44,8 +43,8 @@ def dimensions_named(names: Sequence[str]) -> list[Dimension]:
 @register
 class JudgeScorer(Scorer):
     name: ClassVar[str] = "judge"
+    roles: ClassVar[dict[str, tuple[str, ...]]] = {"judge": ("chat", "score", "vision")}
     reads: ClassVar[tuple[str, ...]] = ("question", "answer", "caption", "image", "history")
-    writes: ClassVar[tuple[str, ...]] = ("scores", "critique")
     informs: ClassVar[tuple[str, ...]] = tuple(DIMENSIONS)
 
     def __init__(self, chat: Chat, score: Score, dimensions: Sequence[str] = tuple(SYNJUDGE),
@@ -87,8 +86,6 @@ class JudgeScorer(Scorer):
         for (_, result, asked), critique in zip(jobs, critiques, strict=True):
             result.critique = critique.text
             result.call_keys.append(critique.call_key)
-            if any("image" in d.needs for d in asked):
-                result.suggested_caption = suggested_caption(critique.text)
             for d in asked:
                 answer = next(answers)
                 result.call_keys.append(answer.call_key)

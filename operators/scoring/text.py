@@ -31,8 +31,8 @@ Embed = Callable[[list[str]], list[list[float]]]
 @register
 class TextScorer(Scorer):
     name: ClassVar[str] = "text"
+    roles: ClassVar[dict[str, tuple[str, ...]]] = {"embed": ("embed",)}
     reads: ClassVar[tuple[str, ...]] = ("question", "answer", "caption")
-    writes: ClassVar[tuple[str, ...]] = ("scores",)
     informs: ClassVar[tuple[str, ...]] = ("text_content", "question", "image_text_synergy")
 
     def __init__(self, embed: Embed, question_words: int = 50, caption_words: int = 65,

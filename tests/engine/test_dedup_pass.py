@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import scipy.sparse
 
+from bench.corpora import TextMaker, image, jaccard, near_vector, shingle_set, unit_vectors, variant
 from seir.engine.dedup import DedupConfig, DedupIndex, DedupItem, DedupResult, find_duplicates
 from seir.operators.dedup import MinHashDedup
-from seir.operators.dedup.synthetic import TextMaker, image, jaccard, near_vector, shingle_set, unit_vectors, variant
 
 Pairs = set[frozenset[str]]
 

@@ -3,6 +3,8 @@ behind the test server): dialogues and model calls land in provenance, and a sec
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,8 @@ def test_dialogues_and_calls_reach_provenance(finished: FinishedRun, server: Ope
     assert revisions == [("server",)]
 
 
-def test_a_second_run_makes_no_new_requests(finished: FinishedRun, server: OpenAIServer) -> None:
+def test_a_second_run_makes_no_new_requests(finished: FinishedRun, server: OpenAIServer, tmp_path: Path) -> None:
+    finished = dataclasses.replace(finished, out=Path(shutil.copytree(finished.out, tmp_path / "out")))  # its own
     before = len(server.requests)
     calls = finished.sql("SELECT count(*) FROM model_calls WHERE NOT cached")
     run_job(finished.job, finished.out)

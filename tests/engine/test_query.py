@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
 import duckdb
 import pytest
+import yaml
 
 from seir.engine.cli import main
 from seir.engine.lineage import format_lineage, lineage
 from seir.engine.query import QueryRefused, run_sql
+from seir.engine.runner import Runner
 from seir.engine.schema import SCHEMA_V1, SCHEMA_VERSION
+from seir.engine.spec import load_job
 from seir.engine.store import ProvenanceStore, StoreError
-from tests.engine.conftest import FinishedRun
+from tests.engine.conftest import FinishedRun, write_job
 
 
 @pytest.mark.parametrize("statement", ["DELETE FROM dialogues", "INSERT INTO runs (run_id) VALUES ('x')",
@@ -34,11 +42,34 @@ def test_sql_cli_prints_tables_and_writes_files(finished: FinishedRun, tmp_path,
     assert "read-only" in capsys.readouterr().err
 
 
-def test_dataset_latest_is_the_latest_versions_accepted_parquet(finished: FinishedRun) -> None:
-    latest = max((finished.out / "versions").iterdir())
-    accepted = duckdb.sql(f"SELECT dialogue_id FROM '{latest / 'accepted.parquet'}'").fetchall()
-    assert accepted and finished.sql("SELECT count(*) FROM version_dialogues WHERE NOT accepted")[0][0] > 0
-    assert sorted(finished.sql("SELECT dialogue_id FROM dataset_latest")) == sorted(accepted)
+def rescore(finished: FinishedRun, out: Path, folder: Path, thresholds: dict[str, float]) -> dict[str, Any]:
+    """`seir rescore` on ``out`` with the finished job under other thresholds: a new version, no model call."""
+    job = yaml.safe_load(finished.job.read_text())
+    job["scoring"]["thresholds"] = thresholds
+    folder.mkdir()
+    shutil.copy(finished.job.parent / "seeds.jsonl", folder)
+    return Runner(load_job(write_job(folder, job)), out, stream=io.StringIO()).rescore()
+
+
+def test_dataset_latest_is_the_latest_versions_accepted_parquet(finished: FinishedRun, tmp_path: Path) -> None:
+    out = Path(shutil.copytree(finished.out, tmp_path / "out"))
+    run = FinishedRun(out, {}, "", finished.job)
+    dimensions = load_job(finished.job).scoring.thresholds
+    # The test makes both outcomes itself: no turn scores a perfect 5 on every dimension, and 0 rejects nothing
+    # but a dialogue with a failed stage or a duplicate.
+    strict = rescore(finished, out, tmp_path / "strict", dict.fromkeys(dimensions, 5.0))
+    lenient = rescore(finished, out, tmp_path / "lenient", dict.fromkeys(dimensions, 0.0))
+    for summary in (strict, lenient):
+        folder = out / "versions" / f"v{summary['version']:04d}"
+        accepted = duckdb.sql(f"SELECT dialogue_id FROM '{folder / 'accepted.parquet'}'").fetchall()
+        assert len(accepted) == summary["accepted"]
+    assert strict["accepted"] == 0 and strict["rejected"] == 6
+    kept = run.sql("""SELECT d.dialogue_id FROM version_dialogues v JOIN dialogues d USING (dialogue_key)
+                      WHERE v.version = ? AND d.failure = ''
+                        AND d.dialogue_id NOT IN (SELECT x.dropped_id FROM dedup x JOIN versions USING (run_id)
+                                                  WHERE version = v.version)""", [lenient["version"]])
+    assert accepted and sorted(accepted) == sorted(kept)  # the last version read above is the lenient one
+    assert sorted(run.sql("SELECT dialogue_id FROM dataset_latest")) == sorted(accepted)
 
 
 def test_lineage_lists_every_draft_in_order(finished: FinishedRun) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -105,7 +107,8 @@ def test_bad_seed_lines_are_quarantined_with_file_line_and_field(finished: Finis
     assert all(source.endswith("seeds.jsonl") for source, *_ in rows)
 
 
-def test_running_the_same_command_again_recomputes_nothing(finished: FinishedRun) -> None:
+def test_running_the_same_command_again_recomputes_nothing(finished: FinishedRun, tmp_path: Path) -> None:
+    finished = dataclasses.replace(finished, out=Path(shutil.copytree(finished.out, tmp_path / "out")))  # its own
     calls_before = finished.sql("SELECT count(*) FROM model_calls")[0][0]
     again = run_job(finished.job, finished.out)
     assert "0 dialogues to make" in again.log

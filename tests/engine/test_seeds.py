@@ -1,5 +1,8 @@
 import io
 import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -8,7 +11,7 @@ from PIL import Image
 from seir.engine.images import as_png
 from seir.engine.keys import bytes_key
 from seir.engine.seeds import load_seeds
-from seir.engine.spec import SeedSpec
+from seir.engine.spec import JobSpecError, SeedSpec, load_job
 
 INTERSYN = Path(__file__).resolve().parents[2] / "jobs" / "data" / "intersyn"  # InterSyn's lists, as jobs use them
 
@@ -82,3 +85,105 @@ def test_bad_lines_are_quarantined_with_file_line_and_field(tmp_path):
 def test_missing_seed_file_is_an_error_naming_the_spec_key(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"seeds\.files"):
         load_seeds(SeedSpec(files=[tmp_path / "absent.jsonl"]))
+
+
+def photo() -> bytes:
+    """A valid JPEG photo-like image (a colour gradient), the kind a seed brings."""
+    image = Image.linear_gradient("L").resize((64, 48)).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+_opened: list[list[str]] = []  # the watching test's list of every file this process opened
+
+
+def _record_open(event: str, args: tuple) -> None:
+    if event == "open" and _opened and isinstance(args[0], (str, bytes, os.PathLike)):
+        _opened[-1].append(os.path.realpath(os.fsdecode(args[0])))
+
+
+@pytest.fixture
+def opened() -> Iterator[list[str]]:
+    """Every path opened (by any means: Path, open(), os.open) while the test runs, via the interpreter's audit
+    hook; a hook cannot be removed, so one is added per process and watches only while a test holds the list."""
+    if not getattr(sys, "_seir_open_hook", False):
+        sys.addaudithook(_record_open)
+        sys._seir_open_hook = True
+    _opened.append([])
+    yield _opened[-1]
+    _opened.pop()
+
+
+def test_image_paths_that_leave_the_read_roots_are_quarantined_without_being_opened(tmp_path, opened):
+    job, outside = tmp_path / "job", tmp_path / "outside"
+    job.mkdir()
+    outside.mkdir()
+    (outside / "photo.jpg").write_bytes(photo())  # a valid image: only where it lies refuses it
+    (job / "inside.jpg").write_bytes(photo())
+    (job / "link.jpg").symlink_to(outside / "photo.jpg")
+    (job / "pictures").symlink_to(outside, target_is_directory=True)
+    refs = ["../outside/photo.jpg", str(outside / "photo.jpg"), "link.jpg", "pictures/photo.jpg", "inside.jpg"]
+    path = job / "seeds.jsonl"
+    path.write_text("".join(json.dumps({"id": f"s{i}", "text": f"What is in picture {i}?", "images": [ref]}) + "\n"
+                            for i, ref in enumerate(refs)))
+    opened.clear()  # what the test wrote
+    load = load_seeds(SeedSpec(files=[path]))
+    assert [s.seed_id for s in load.seeds] == ["s4"]
+    assert load.seeds[0].images[0] == bytes_key(as_png(photo()))
+    assert [(q.source, q.line, q.field) for q in load.quarantined] == [(str(path), n, "images[0]") for n in range(1, 5)]
+    for q, ref in zip(load.quarantined, refs, strict=False):
+        assert f"image {ref} is outside the folders seeds may read ({job})" in q.reason and "not opened" in q.reason
+    assert str(job / "inside.jpg") in opened and str(path) in opened
+    assert not [p for p in opened if p.startswith(str(outside))], opened
+
+
+def test_images_root_and_declared_roots_are_read_and_nothing_beyond(tmp_path, opened):
+    job, photos, shared, elsewhere = (tmp_path / name for name in ("job", "photos", "shared", "elsewhere"))
+    for folder in (job, photos, shared, elsewhere):
+        folder.mkdir()
+    (photos / "cat.jpg").write_bytes(photo())
+    (shared / "dog.png").write_bytes(png("green"))
+    (elsewhere / "fox.png").write_bytes(png("orange"))
+    (job / "seeds.jsonl").write_text("".join(json.dumps({"text": f"What is this {i}?", "images": [ref]}) + "\n"
+                                             for i, ref in enumerate(["cat.jpg", "../shared/dog.png",
+                                                                      "../elsewhere/fox.png"])))
+    (job / "job.yaml").write_text("""\
+name: roots
+seeds: {files: [seeds.jsonl], images_root: ../photos, roots: [../shared]}
+roles:
+  llm: {backend: transformers-chat, model: tiny:llm}
+  judge: {backend: transformers-vision-chat, model: tiny:judge}
+  image: {backend: diffusers-text-to-image, model: tiny:sd}
+""")
+    opened.clear()  # what the test wrote
+    spec = load_job(job / "job.yaml")
+    assert spec.seeds.images_root == photos and spec.seeds.roots == [shared]
+    load = load_seeds(spec.seeds)
+    # cat.jpg starts at images_root; ../shared/dog.png from there lands in a declared root; the fox is in neither.
+    assert [s.images for s in load.seeds] == [(bytes_key(as_png(photo())),), (bytes_key(png("green")),)]
+    [refused] = load.quarantined
+    assert (refused.line, refused.field) == (3, "images[0]") and "../elsewhere/fox.png is outside" in refused.reason
+    assert not [p for p in opened if p.startswith(str(elsewhere))], opened
+
+
+def test_a_seed_file_outside_the_job_folder_and_its_roots_is_refused_at_load(tmp_path):
+    job, other = tmp_path / "job", tmp_path / "other"
+    job.mkdir()
+    other.mkdir()
+    (other / "seeds.jsonl").write_text(json.dumps({"text": "How do yaks stay warm?"}) + "\n")
+    text = """\
+name: away
+seeds:
+  files: [../other/seeds.jsonl]
+roles:
+  llm: {backend: transformers-chat, model: tiny:llm}
+  judge: {backend: transformers-vision-chat, model: tiny:judge}
+  image: {backend: diffusers-text-to-image, model: tiny:sd}
+"""
+    (job / "job.yaml").write_text(text)
+    with pytest.raises(JobSpecError, match=r"job\.yaml:3: seeds\.files\.0: .*outside the folders this job may read"):
+        load_job(job / "job.yaml")
+    (job / "job.yaml").write_text(text.replace("  files: [../other/seeds.jsonl]\n",
+                                               "  files: [../other/seeds.jsonl]\n  roots: [../other]\n"))
+    assert [s.text for s in load_seeds(load_job(job / "job.yaml").seeds).seeds] == ["How do yaks stay warm?"]

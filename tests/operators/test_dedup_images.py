@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import scipy.fft
 
+from bench.corpora import image, variant
 from seir.operators.dedup import ExactImage, PerceptualHash
 from seir.operators.dedup.phash import _dct_matrix
-from seir.operators.dedup.synthetic import image, variant
 
 
 def test_the_numpy_dct_is_the_orthonormal_dct_ii() -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.corpora import near_vector, unit_vectors
 from seir.operators.dedup import SemanticDedup
-from seir.operators.dedup.synthetic import near_vector, unit_vectors
 
 
 def test_bad_vectors_are_skipped_with_reasons() -> None:

@@ -14,7 +14,15 @@ from PIL import Image
 from seir.operators.backends.base import ChatRequest, ChatResult, Sampling, ScoreRequest, ScoreResult
 from seir.operators.base import lookup
 from seir.operators.scoring.judge import JudgeScorer
-from seir.operators.scoring.rubrics import INTERMT_DIALOGUE, INTERMT_TURN, RUBRICS, SYNJUDGE, DialogueView, TurnView
+from seir.operators.scoring.rubrics import (
+    INTERMT_DIALOGUE,
+    INTERMT_TURN,
+    RUBRICS,
+    SYNJUDGE,
+    DialogueView,
+    TurnView,
+    suggested_caption,
+)
 
 
 def png(colour: str = "teal", size: int = 48, mode: str = "RGB", fmt: str = "PNG") -> bytes:
@@ -107,12 +115,13 @@ class Server:
         return [ScoreResult(self.probabilities, expectation, self.label_mass, 100) for _ in requests]
 
 
-def test_server_callables_work_unchanged_and_the_caption_suggestion_is_read() -> None:
+def test_server_callables_work_unchanged_and_the_critique_carries_the_caption_suggestion() -> None:
     server = Server("The boat has no sail.\nBetter caption: A white paper boat with a folded sail on a puddle.",
                     [0, 0, 0, 0.5, 0.5, 0])
     result = lookup("scorer", "judge")(server.chat, server.score).score_turns([TURN])[0]
     assert result.scores == dict.fromkeys(SYNJUDGE, 3.5)
-    assert result.suggested_caption == "A white paper boat with a folded sail on a puddle."
+    assert result.critique is not None  # the loop reads the suggestion from the critique
+    assert suggested_caption(result.critique) == "A white paper boat with a folded sail on a puddle."
     assert len(server.chats) == 1 and len(server.scores) == 4
     assert all(r.messages == server.chats[0].messages for r in server.scores)  # one prompt: a prefix-cache hit
 

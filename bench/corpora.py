@@ -1,4 +1,4 @@
-"""Synthetic corpora with planted duplicates, to measure the dedup methods (the tests and ``bench/bench_dedup.py``).
+"""Synthetic corpora with planted duplicates, to measure the dedup methods (``bench_dedup.py`` and the tests).
 
 Texts are dialogues of Zipf-distributed made-up words in sentences and turns, so unrelated texts share common
 words and some shingles, as real ones do. Planted copies are exact (up to case and spacing), word-edited at a given
