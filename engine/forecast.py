@@ -17,12 +17,12 @@ from typing import Any
 
 from seir.engine.planning import Changes, Plan
 from seir.engine.records import PriorDraft, Stage
+from seir.engine.scoring import STAGE_DIMENSIONS
 from seir.engine.spec import JobSpec
 from seir.operators.base import lookup
 
 WRITERS = {"llm", "image"}  # roles that write drafts; the others score them
-_STAGE_DIMENSIONS = {"question": Stage.QUESTION, "text_content": Stage.ANSWER, "image_content": Stage.IMAGE,
-                     "image_quality": Stage.IMAGE, "image_text_synergy": Stage.IMAGE}
+_STAGE_OF = {dimension: stage for stage, dims in STAGE_DIMENSIONS.items() for dimension in dims}
 
 
 @dataclass
@@ -77,7 +77,7 @@ def changed_parts(previous: Mapping[str, Any] | None, spec: JobSpec) -> tuple[se
     if "image" in changed_roles:
         writers.add(Stage.IMAGE)
     weights = spec.scoring.weights
-    for dimension, stage in _STAGE_DIMENSIONS.items():
+    for dimension, stage in _STAGE_OF.items():
         for scorer in weights.get(dimension, {}):
             cls = lookup("scorer", scorer)
             if changed_roles & {*cls.roles, *cls.optional_roles}:  # the roles it declares it calls

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from seir.engine.failpoints import failpoint
+from seir.engine.schema import turn_scores_sql
 from seir.engine.store import ProvenanceStore, now
 
 # The chat-template shape of the exported messages, so Parquet readers see nested columns, not JSON text.
@@ -62,9 +63,8 @@ def write_version(store: ProvenanceStore, out_dir: Path, run_id: str, kind: str,
         """,
         [run_id],
     )
-    scores = """(SELECT list({'turn': turn_index, 'text_content': text_content, 'image_content': image_content,
-                      'image_quality': image_quality, 'image_text_synergy': image_text_synergy}
-                      ORDER BY turn_index) FROM turn_final_scores t WHERE t.dialogue_key = v.dialogue_key)"""
+    scores = f"""(SELECT list({turn_scores_sql("t")} ORDER BY t.turn_index)
+                  FROM turn_final_scores t WHERE t.dialogue_key = v.dialogue_key)"""
     for name, accepted in (("accepted", True), ("rejected", False)):
         _copy_atomic(con, f"""
             SELECT dialogue_id, dialogue_key, from_json(messages, '{MESSAGES_TYPE}') AS messages,

@@ -8,6 +8,38 @@ Tables and views are documented in docs/provenance.md.
 
 from __future__ import annotations
 
+from seir.operators.scoring.rubrics import QUESTION, SYNJUDGE
+
+# -- business rules the queries share: each is stated here once, and the SQL that needs it is generated ----------
+
+# The dimensions a turn's content is scored on (SynJudge's four): what the exported versions list per turn and
+# what a dialogue's dedup keep-score averages.
+CONTENT_DIMENSIONS: tuple[str, ...] = tuple(SYNJUDGE)
+# Every dimension a turn has a final score on, one column each in the ``turn_final_scores`` view.
+TURN_DIMENSIONS: tuple[str, ...] = (*CONTENT_DIMENSIONS, QUESTION.name)
+
+
+def dialogue_text_sql(dialogue: str = "d") -> str:
+    """A dialogue's text, as dedup compares it and embeddings embed it: every turn's question, answer and caption,
+    in turn order ('' for a dialogue without turns). ``dialogue`` is the alias of a row with a ``dialogue_key``."""
+    return (f"coalesce((SELECT string_agg(t.question || ' ' || t.answer || ' ' || t.caption, ' ' "
+            f"ORDER BY t.turn_index) FROM turns t WHERE t.dialogue_key = {dialogue}.dialogue_key), '')")
+
+
+def keep_score_sql(dialogue: str = "d") -> str:
+    """Which of two duplicate dialogues dedup keeps: the mean of the content dimensions' final scores over all its
+    turns (missing scores left out; 0 when it has none), the higher kept."""
+    columns = ", ".join(f"f.{name}" for name in CONTENT_DIMENSIONS)
+    return (f"coalesce((SELECT avg(x) FROM turn_final_scores f, unnest([{columns}]) AS u(x) "
+            f"WHERE f.dialogue_key = {dialogue}.dialogue_key), 0)")
+
+
+def turn_scores_sql(turns: str = "t") -> str:
+    """One exported turn's final scores: a struct of its index and each content dimension."""
+    fields = ", ".join(f"'{name}': {turns}.{name}" for name in CONTENT_DIMENSIONS)
+    return f"{{'turn': {turns}.turn_index, {fields}}}"
+
+
 SCHEMA_V1 = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE runs (
@@ -53,6 +85,8 @@ CREATE TABLE versions (
     engine_version VARCHAR, n_dialogues INTEGER, path VARCHAR);
 CREATE TABLE version_dialogues (version INTEGER, dialogue_id VARCHAR, dialogue_key VARCHAR);
 """
+
+# Migrations are frozen: they name the columns of the version they start from, not today's dimensions.
 
 # v1 -> v2: scores and acceptance can change after generation (``seir rescore``), so they move out of the
 # generated rows into tables with one row per decision, each tagged with the run that made it.
@@ -114,11 +148,8 @@ CREATE OR REPLACE VIEW latest_decisions AS
 
 CREATE OR REPLACE VIEW turn_final_scores AS
     SELECT dialogue_key, turn_index,
-           arg_max(value, run_seq) FILTER (WHERE dimension = 'text_content') AS text_content,
-           arg_max(value, run_seq) FILTER (WHERE dimension = 'image_content') AS image_content,
-           arg_max(value, run_seq) FILTER (WHERE dimension = 'image_quality') AS image_quality,
-           arg_max(value, run_seq) FILTER (WHERE dimension = 'image_text_synergy') AS image_text_synergy,
-           arg_max(value, run_seq) FILTER (WHERE dimension = 'question') AS question
+           """ + ",\n           ".join(
+    f"arg_max(value, run_seq) FILTER (WHERE dimension = '{name}') AS {name}" for name in TURN_DIMENSIONS) + """
     FROM (SELECT ts.*, r.started_at AS run_seq FROM turn_scores ts JOIN runs r USING (run_id))
     GROUP BY dialogue_key, turn_index;
 
