@@ -18,10 +18,11 @@ from typing import Any
 from seir.engine.planning import Changes, Plan
 from seir.engine.records import PriorDraft, Stage
 from seir.engine.scoring import STAGE_DIMENSIONS
-from seir.engine.spec import JobSpec
+from seir.engine.spec import JobSpec, RoleSpec
 from seir.operators.base import lookup
 
 WRITERS = {"llm", "image"}  # roles that write drafts; the others score them
+_RENDER_SETTINGS = frozenset({"image_width", "image_height", "image_steps", "guidance_scale"})  # read by renders only
 _STAGE_OF = {dimension: stage for stage, dims in STAGE_DIMENSIONS.items() for dimension in dims}
 
 
@@ -68,10 +69,9 @@ def changed_parts(previous: Mapping[str, Any] | None, spec: JobSpec) -> tuple[se
     writers: set[Stage] = set()
     scorers: set[Stage] = set()
     old_roles, new_roles = previous.get("roles", {}), now["roles"]
-    output_keys = ("backend", "model", "revision", "options", "sampling")
     changed_roles = {r for r in set(old_roles) | set(new_roles)
-                     if {k: (old_roles.get(r) or {}).get(k) for k in output_keys}
-                     != {k: (new_roles.get(r) or {}).get(k) for k in output_keys}}
+                     if {k: (old_roles.get(r) or {}).get(k) for k in RoleSpec.OUTPUT_FIELDS}
+                     != {k: (new_roles.get(r) or {}).get(k) for k in RoleSpec.OUTPUT_FIELDS}}
     if "llm" in changed_roles:
         writers |= set(Stage)
     if "image" in changed_roles:
@@ -84,7 +84,7 @@ def changed_parts(previous: Mapping[str, Any] | None, spec: JobSpec) -> tuple[se
                 scorers.add(stage)
     old_seir, new_seir = previous.get("seir", {}), now["seir"]
     seir_changed = {k for k in set(old_seir) | set(new_seir) if old_seir.get(k) != new_seir.get(k)}
-    if seir_changed & {"image_width", "image_height", "image_steps", "guidance_scale"}:
+    if seir_changed & _RENDER_SETTINGS:
         writers.add(Stage.IMAGE)
     if "question_words" in seir_changed:
         writers.add(Stage.QUESTION)
@@ -92,8 +92,7 @@ def changed_parts(previous: Mapping[str, Any] | None, spec: JobSpec) -> tuple[se
     if "caption_words" in seir_changed:
         writers |= {Stage.ANSWER, Stage.IMAGE}
         scorers.add(Stage.ANSWER)
-    elsewhere = (seir_changed - {"image_width", "image_height", "image_steps", "guidance_scale", "question_words",
-                                 "caption_words"}
+    elsewhere = (seir_changed - _RENDER_SETTINGS - {"question_words", "caption_words"}
                  or previous.get("scoring", {}).get("weights") != now["scoring"]["weights"]
                  or previous.get("execution", {}).get("seed") != now["execution"]["seed"])
     return writers, scorers, bool(elsewhere)

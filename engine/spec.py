@@ -7,7 +7,7 @@ are relative to the YAML file's folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -62,9 +62,11 @@ class RoleSpec(_Strict):
                              f"got {value}")
         return value
 
+    OUTPUT_FIELDS: ClassVar[frozenset[str]] = frozenset({"backend", "model", "revision", "options", "sampling"})
+
     def output_config(self) -> dict[str, Any]:
         """What changes this role's outputs (pool sizing and placement do not)."""
-        return self.model_dump(include={"backend", "model", "revision", "options", "sampling"})
+        return self.model_dump(include=set(self.OUTPUT_FIELDS))
 
 
 class SeedSpec(_Strict):
