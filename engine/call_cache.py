@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from seir.engine.errors import SeirError
 from seir.engine.images import ImageStore
 from seir.engine.records import ModelCall
 
@@ -35,12 +36,16 @@ class SharedCallCache:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.images = ImageStore(self.folder)
-        self.con = sqlite3.connect(self.folder / self.FILENAME, timeout=60, isolation_level=None,
-                                   check_same_thread=False)
-        self.con.execute("PRAGMA journal_mode=WAL")
-        self.con.executescript(_SCHEMA)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.con = sqlite3.connect(self.folder / self.FILENAME, timeout=60, isolation_level=None,
+                                       check_same_thread=False)
+            self.con.execute("PRAGMA journal_mode=WAL")
+            self.con.executescript(_SCHEMA)
+        except (OSError, sqlite3.DatabaseError) as err:
+            raise SeirError(f"cannot use {self.folder} as a call cache: {err}. Give --cache (or execution.cache) a "
+                            f"folder seir can write; it holds {self.FILENAME} and images/.") from None
 
     def close(self) -> None:
         self.con.close()

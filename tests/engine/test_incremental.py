@@ -191,3 +191,18 @@ def test_near_duplicate_seeds_are_dropped_before_any_model_call(ray_local: None,
         == [(0,)]
     assert "near-duplicate of seed leopard" in format_lineage(lineage(out, "leopard-again"))
     assert "leopard-again" in format_lineage(lineage(out, "leopard"))
+
+
+@pytest.mark.parametrize("bad", ["file", "corrupt"])
+def test_an_unusable_cache_folder_is_refused_with_what_to_do(tmp_path: Path, bad: str) -> None:
+    from seir.engine.call_cache import SharedCallCache
+    from seir.engine.errors import SeirError
+
+    target = tmp_path / "cache"
+    if bad == "file":
+        target.write_text("not a folder")
+    else:
+        target.mkdir()
+        (target / SharedCallCache.FILENAME).write_bytes(b"not a database" * 100)
+    with pytest.raises(SeirError, match=r"cannot use .* as a call cache.*folder seir can write"):
+        SharedCallCache(target)
