@@ -39,7 +39,7 @@ from seir.engine.progress import Progress, format_summary, run_summary
 from seir.engine.records import SeedDuplicate, Stage
 from seir.engine.scoring import StageScorer, blocking_call, judge_sampling, scorer_roles
 from seir.engine.seed_dedup import near_duplicate_seeds
-from seir.engine.seeds import SeedLoad, load_seeds
+from seir.engine.seeds import SeedLoad, image_key_only, load_seeds
 from seir.engine.spec import JobSpec
 from seir.engine.store import ProvenanceStore
 from seir.operators.scoring.judge import JudgeScorer
@@ -103,7 +103,7 @@ class Runner:
         """Make every dialogue the job's seeds call for that is not committed yet; reuse the rest."""
         started = time.monotonic()
         with self._session() as store:
-            seeds = load_seeds(self.spec.seeds)
+            seeds = load_seeds(self.spec.seeds, image_key_only if dry_run else self.images.put)
             duplicates = self._drop_near_duplicate_seeds(seeds)
             self.say(f"{len(seeds.seeds)} seeds, {len(seeds.quarantined)} quarantined lines, "
                      f"{len(duplicates)} near-duplicate seeds dropped")
@@ -156,9 +156,6 @@ class Runner:
         store.begin_run(run_id, kind, self.spec.name, job_key, plan.generation_key, plan.scoring_key,
                         self.spec.model_dump(mode="json"), seir.__version__,
                         seeds.seeds if seeds else [], seeds.quarantined if seeds else [], shards, seed_duplicates)
-        if seeds:
-            for data in seeds.images.values():
-                self.images.put(data)
         if kind == "run":
             reused = len(plan.tasks) - len(plan.pending)
             self.say(f"run {run_id}: {len(plan.pending)} dialogues to make in {len(shards)} shards, {reused} reused")
@@ -168,7 +165,7 @@ class Runner:
 
     def _run_shards(self, store: ProvenanceStore, run_id: str, plan: Plan, clients: dict[str, ModelClient],
                     work: list[tuple[str, list[DialogueTask]]]) -> None:
-        loop = SeirLoop(self.spec, clients, StageScorer(self.spec, clients))
+        loop = SeirLoop(self.spec, clients, StageScorer(self.spec, clients), self.images)
         progress = Progress(sum(len(tasks) for _, tasks in work), len(work), self.stream)
         loop.on_round = progress.note_round
         in_flight = asyncio.Semaphore(self.spec.execution.shards_in_flight)

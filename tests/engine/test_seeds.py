@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from seir.engine.images import as_png
+from seir.engine.images import ImageStore, as_png
 from seir.engine.keys import bytes_key
 from seir.engine.seeds import load_seeds
 from seir.engine.spec import JobSpecError, SeedSpec, load_job
@@ -63,7 +63,8 @@ def test_bad_lines_are_quarantined_with_file_line_and_field(tmp_path):
     ]
     path = tmp_path / "seeds.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    load = load_seeds(SeedSpec(files=[path]))
+    store = ImageStore(tmp_path / "out")
+    load = load_seeds(SeedSpec(files=[path]), store.put)
     assert [s.seed_id for s in load.seeds] == ["good", load.seeds[1].seed_id, "jpeg"]
     assert load.seeds[1].text == "Draw Coral for me" and load.seeds[1].source == f"{path}:10"
     found = {(q.line, q.field): q.reason for q in load.quarantined}
@@ -78,7 +79,7 @@ def test_bad_lines_are_quarantined_with_file_line_and_field(tmp_path):
     assert all(q.source == str(path) for q in load.quarantined)
     # Images are stored as PNG and keyed by that encoding, whatever format the seed brought.
     jpeg_seed = load.seeds[2]
-    assert jpeg_seed.turns == 2 and load.images[jpeg_seed.images[0]].startswith(b"\x89PNG")
+    assert jpeg_seed.turns == 2 and store.get(jpeg_seed.images[0]).startswith(b"\x89PNG")
     assert jpeg_seed.images[0] == bytes_key(as_png(jpeg.getvalue()))
 
 
@@ -153,6 +154,7 @@ name: roots
 seeds: {files: [seeds.jsonl], images_root: ../photos, roots: [../shared]}
 roles:
   llm: {backend: transformers-chat, model: tiny:llm}
+  vlm: {backend: transformers-vision-chat, model: tiny:judge}
   judge: {backend: transformers-vision-chat, model: tiny:judge}
   image: {backend: diffusers-text-to-image, model: tiny:sd}
 """)
