@@ -221,7 +221,7 @@ class Runner:
             views = [TurnView(question=row.question, answer=row.answer if stage is not Stage.QUESTION else None,
                               caption=row.caption if stage is not Stage.QUESTION else None,
                               image=self.images.get(row.image_key) if row.image_key else None,
-                              history=row.history) for row in rows]
+                              history=row.history, **self._shown(row.turn_images, row.turn_index)) for row in rows]
             for row, verdict in zip(rows, await scorer.verdicts(stage, views, ledger), strict=True):
                 if verdict.failure:
                     raise SeirError(f"rescoring {row.dialogue_key} failed: {verdict.failure}. Run the same command "
@@ -230,6 +230,11 @@ class Runner:
                 draft_scores.append((row.draft_key, row.dialogue_key, verdict.scores))
         store.commit_rescore(run_id, draft_scores, turn_scores, ledger, self.images.relative_path)
         self._publish(run_id, ledger)
+
+    def _shown(self, turn_images: list[list[str]], turn_index: int) -> dict[str, Any]:
+        """The pictures the user brought with a turn and before it, as the loop showed them to the judge."""
+        shown = [[self.images.get(key) for key in keys] for keys in turn_images[: turn_index + 1]]
+        return {"shown": shown[turn_index] if turn_index < len(shown) else [], "history_shown": shown[:turn_index]}
 
     # -- dedup alone ------------------------------------------------------------------------------------------------
     def dedup(self) -> dict[str, Any]:

@@ -75,6 +75,9 @@ def clip_embeddings(model: str) -> Callable[[Sequence[object]], np.ndarray]:
     return embed
 
 
+EMBEDDINGS: dict[str, Callable[[Sequence[object]], np.ndarray] | None] = {"pixels": pixel_embeddings, "none": None}
+
+
 def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
@@ -192,7 +195,7 @@ def _from_images(args: argparse.Namespace) -> int:
         raise SeirError(str(err)) from None
     if not paths:
         raise SeirError(f"{args.dir} holds no pictures ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    embed = {"pixels": pixel_embeddings, "none": None}.get(args.group_by) or clip_embeddings(args.model)
+    embed = clip_embeddings(args.model) if args.group_by == "clip" else EMBEDDINGS.get(args.group_by)
     similarity = args.similarity if args.similarity is not None else DEFAULT_SIMILARITY.get(args.group_by, 1.0)
     grouping = group_images(paths, embed, similarity, args.max_images)
     for path, reason in grouping.skipped:

@@ -156,3 +156,27 @@ def test_call_images_is_read_back_by_a_plain_duckdb_query(photos_run) -> None:
         roles = dict(con.execute("""SELECT c.role, count(DISTINCT i.call_key) FROM call_images i
                                     JOIN model_calls c USING (call_key) GROUP BY ALL""").fetchall())
     assert roles.get("vlm", 0) > 0 and roles.get("judge", 0) > 0 and "llm" not in roles
+
+
+def test_a_rescore_shows_the_judge_the_same_photographs(photos_run, tmp_path: Path) -> None:
+    """A rescore under another weighting asks the judge exactly what the loop asked, pictures included: every judge
+    call is answered from the cache."""
+    import io
+    import shutil
+
+    from seir.engine.runner import Runner
+    from seir.engine.spec import load_job
+
+    run, keys = photos_run
+    out = tmp_path / "out"
+    shutil.copytree(run.out, out)
+    job = image_job("photos", vlm=VLM)
+    job["scoring"]["weights"]["image_quality"] = {"judge": 0.5, "image-quality": 0.5}
+    path = write_job(tmp_path / "job", job, seed_lines=[])
+    spec = load_job(path).model_copy(update={"seeds": load_job(run.job).seeds})
+    summary = Runner(spec, out, stream=io.StringIO()).rescore()
+    rescored = FinishedRun(out, summary, "", path)
+    [(run_id,)] = rescored.sql("SELECT run_id FROM runs WHERE kind = 'rescore'")
+    calls = rescored.sql("SELECT call_key, cached FROM model_calls WHERE run_id = ? AND role = 'judge'", [run_id])
+    assert calls and all(cached for _, cached in calls)
+    assert any(shown(rescored, key)[:2] == [keys["astronaut"], keys["coffee"]] for key, _ in calls)
