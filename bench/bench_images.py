@@ -7,7 +7,7 @@
    every loaded picture in memory (what loading did before: a dict of all seed images' bytes). Target: flat, a
    large/small ratio near 1.0.
 
-    python bench/bench_images.py --small 100 --large 10000
+    python bench/bench_images.py --small 100 --large 10000 --repeats 3
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,19 +91,21 @@ def dialogues_per_minute(job: Path, limit: int | None) -> tuple[float, int, floa
     return made / summary["shards_s"] * 60, made, summary["shards_s"]
 
 
-def throughput() -> None:
-    """Both demos on one local Ray; demo.yaml limited to as many seeds as demo-images.yaml has."""
+def throughput(repeats: int) -> None:
+    """Both demos on one local Ray, each into fresh outputs ``repeats`` times (medians); demo.yaml limited to as many
+    seeds as demo-images.yaml has."""
     import ray
 
     images_job = REPO / "jobs" / "demo-images.yaml"
     seeds = sum(1 for line in (images_job.parent / "data" / "images" / "seeds.jsonl").open() if line.strip())
     ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    print(f"dialogues per minute over the shard phase, {seeds} seeds per job")
+    print(f"dialogues per minute over the shard phase, {seeds} seeds per job, median of {repeats}")
     rates = {}
     for job, limit in ((REPO / "jobs" / "demo.yaml", seeds), (images_job, None)):
-        rate, made, seconds = dialogues_per_minute(job, limit)
+        runs = [dialogues_per_minute(job, limit) for _ in range(repeats)]
+        rate, made, seconds = (statistics.median(run[i] for run in runs) for i in range(3))
         rates[job.name] = rate
-        print(f"{job.name:>18}: {rate:6.1f} dialogues/min ({made} dialogues in {seconds:.1f} s)", flush=True)
+        print(f"{job.name:>18}: {rate:6.1f} dialogues/min ({made:.0f} dialogues in {seconds:.1f} s)", flush=True)
     print(f"images / text: {rates['demo-images.yaml'] / rates['demo.yaml']:.2f}")
     ray.shutdown()
 
@@ -110,12 +113,13 @@ def throughput() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-throughput", action="store_true", help="the memory part only")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each demo for the throughput medians")
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--large", type=int, default=10_000)
     args = parser.parse_args()
     memory(args.small, args.large)
     if not args.no_throughput:
-        throughput()
+        throughput(args.repeats)
 
 
 if __name__ == "__main__":
