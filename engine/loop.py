@@ -29,11 +29,11 @@ from seir.engine.images import ImageStore
 from seir.engine.keys import content_key
 from seir.engine.planning import DialogueTask
 from seir.engine.pools import CallFailure
-from seir.engine.records import Dialogue, Draft, Stage, Turn
+from seir.engine.records import Dialogue, DialogueJudgement, Draft, Stage, Turn
 from seir.engine.scoring import StageScorer
 from seir.engine.spec import JobSpec
 from seir.operators.backends.base import ChatRequest, ChatResult, RenderRequest, Sampling
-from seir.operators.scoring.rubrics import TurnView, critique_finds_nothing, suggested_caption
+from seir.operators.scoring.rubrics import DialogueView, TurnView, critique_finds_nothing, suggested_caption
 from seir.operators.seir.prompts import (
     History,
     Revision,
@@ -83,20 +83,20 @@ class ShardOutcome:
 
 class SeirLoop:
     def __init__(self, spec: JobSpec, clients: dict[str, ModelClient], scorer: StageScorer,
-                 seed_images: ImageStore) -> None:
+                 image_store: ImageStore) -> None:
         self.spec = spec
         self.llm = clients["llm"]
         self.vlm = clients.get("vlm", self.llm)  # writes the dialogues whose seeds bring pictures
         self.image = clients["image"]
         self.scorer = scorer
-        self.seed_images = seed_images
+        self.image_store = image_store  # the seeds' pictures and every rendered one
         self.on_round: Callable[[int, Stage, int, int], None] = lambda turn, stage, round_, active: None
 
     async def run_shard(self, tasks: list[DialogueTask]) -> ShardOutcome:
         ledger = Ledger()
         # A shard's seed pictures are read from the image store when it starts and dropped with it: memory is bounded
         # by the shards in flight, never by the seed file.
-        working = [_Working(task, shown=[tuple(self.seed_images.get(key) for key in keys)
+        working = [_Working(task, shown=[tuple(self.image_store.get(key) for key in keys)
                                          for keys in task.seed.turn_images]) for task in tasks]
         for turn_index in range(max(task.turns for task in tasks)):
             active = [w for w in working if not w.failure and turn_index < w.task.turns]
@@ -110,7 +110,23 @@ class SeirLoop:
                 w.images.clear()  # the judge has seen them; the files are in the image store
                 if not w.failure:
                     w.turns.append(self._finish_turn(w, turn_index))
-        return ShardOutcome([self._finish_dialogue(w) for w in working], ledger)
+        judgements = await self._judge_dialogues(working, ledger)
+        return ShardOutcome([self._finish_dialogue(w, judgements.get(id(w))) for w in working], ledger)
+
+    async def _judge_dialogues(self, working: list[_Working], ledger: Ledger) -> dict[int, DialogueJudgement]:
+        """The dialogue-level dimensions the job weights, judged over every turn's text and pictures (the user's and
+        the generated ones) once the dialogue is complete."""
+        dimensions = self.scorer.dialogue_dimensions()
+        complete = [w for w in working if not w.failure and w.turns]
+        if not dimensions or not complete:
+            return {}
+        views = [DialogueView([TurnView(t.question, t.answer, t.caption,
+                                        self.image_store.get(t.image_key) if t.image_key else None,
+                                        shown=list(w.shown[t.index]) if t.index < len(w.shown) else [])
+                               for t in w.turns]) for w in complete]
+        verdicts = await self.scorer.verdicts_on(dimensions, views, ledger)
+        return {id(w): DialogueJudgement(v.scores, v.critique, v.call_keys, v.failure)
+                for w, v in zip(complete, verdicts, strict=True)}
 
     async def _refine(self, stage: Stage, group: list[_Working], turn_index: int, ledger: Ledger) -> None:
         previous: dict[int, Draft] = {}
@@ -264,9 +280,9 @@ class SeirLoop:
         return Turn(index=turn_index, question=question.text or "", answer=answer.text or "",
                     caption=image.text or "", image_key=image.image_key, scores=scores)
 
-    def _finish_dialogue(self, w: _Working) -> Dialogue:
+    def _finish_dialogue(self, w: _Working, judgement: DialogueJudgement | None) -> Dialogue:
         return Dialogue(dialogue_id=w.task.dialogue_id, dialogue_key=w.task.dialogue_key, seed=w.task.seed,
-                        turns=w.turns, drafts=w.drafts, failure=w.failure)
+                        turns=w.turns, drafts=w.drafts, failure=w.failure, judgement=judgement)
 
 
 def _view(stage: Stage, working: _Working, draft: Draft) -> TurnView:

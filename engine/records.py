@@ -139,6 +139,20 @@ class PriorDraft:
 
 
 @dataclass
+class DialogueJudgement:
+    """The dialogue-level dimensions (InterMT's five) judged once the last turn is made, over all its turns and
+    pictures."""
+
+    scores: list[Score] = field(default_factory=list)  # combined and per-scorer, per dimension
+    critique: str = ""
+    call_keys: list[str] = field(default_factory=list)
+    failure: str = ""  # why it could not be judged
+
+    def combined(self) -> dict[str, float]:
+        return {s.dimension: s.value for s in self.scores if s.scorer == "combined"}
+
+
+@dataclass
 class Dialogue:
     dialogue_id: str  # stable across runs: derived from the seed
     dialogue_key: str  # changes when anything that determines the dialogue changes
@@ -146,6 +160,10 @@ class Dialogue:
     turns: list[Turn]
     drafts: list[Draft]
     failure: str  # why generation stopped early ("" when every turn was made); acceptance is decided later
+    judgement: DialogueJudgement | None = None  # when the job weights dialogue-level dimensions
+
+    def dialogue_scores(self) -> dict[str, float]:
+        return self.judgement.combined() if self.judgement else {}
 
     def messages(self, image_path: Any) -> list[dict[str, Any]]:
         """The dialogue in the chat-template convention; ``image_path(key)`` names where an image is stored. The images

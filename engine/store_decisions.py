@@ -73,16 +73,18 @@ class Decisions(CallRecords):
         rows = self.con.execute("""
             SELECT d.dialogue_key, d.failure,
                    list(t ORDER BY t.turn_index) FILTER (WHERE t.turn_index IS NOT NULL),
-                   ld.accepted, ld.reason
+                   ld.accepted, ld.reason,
+                   (SELECT map(list(f.dimension), list(f.value)) FROM dialogue_final_scores f
+                    WHERE f.dialogue_key = d.dialogue_key)
             FROM deciding JOIN dialogues d USING (dialogue_key)
             LEFT JOIN turn_final_scores t USING (dialogue_key)
             LEFT JOIN latest_decisions ld USING (dialogue_key)
             GROUP BY ALL""").fetchall()
         changed = []
-        for key, failure, turns, was_accepted, was_reason in rows:
+        for key, failure, turns, was_accepted, was_reason, whole in rows:
             scores = [{k: v for k, v in t.items() if k not in ("dialogue_key", "turn_index") and v is not None}
                       for t in turns or []]
-            decision = decide(failure or "", scores, thresholds)
+            decision = decide(failure or "", scores, thresholds, whole or {})
             if (decision.accepted, decision.reason) != (was_accepted, was_reason):
                 changed.append((key, decision))
         with self.transaction():

@@ -15,6 +15,7 @@ from PIL import Image
 
 from seir.engine.images import ImageStore
 from seir.engine.keys import bytes_key
+from seir.operators.scoring.rubrics import INTERMT_DIALOGUE
 from tests.engine.conftest import FinishedRun, job_dict, run_job, write_job
 
 pytestmark = pytest.mark.slow
@@ -29,8 +30,10 @@ def save_photo(pixels, path: Path, side: int = 64) -> str:
 
 
 def image_job(name: str, **roles: dict) -> dict:
-    """The tiny job, lean: the judge alone scores, every turn accepted (thresholds 0), one draft per stage."""
-    dimensions = ("question", "text_content", "image_content", "image_quality", "image_text_synergy")
+    """The tiny job, lean: the judge alone scores (the turns, and the dialogue on InterMT's five dimensions), every
+    dialogue accepted (thresholds 0), one draft per stage."""
+    dimensions = ("question", "text_content", "image_content", "image_quality", "image_text_synergy",
+                  *INTERMT_DIALOGUE)
     # A gate of 0 passes every usable first draft; a second round is there only to retry an unusable one.
     job = job_dict(name, seir={"turns": 2, "rounds": 1, "gate_default": 0.0},
                    scoring={"weights": {d: {"judge": 1.0} for d in dimensions},
@@ -180,3 +183,44 @@ def test_a_rescore_shows_the_judge_the_same_photographs(photos_run, tmp_path: Pa
     calls = rescored.sql("SELECT call_key, cached FROM model_calls WHERE run_id = ? AND role = 'judge'", [run_id])
     assert calls and all(cached for _, cached in calls)
     assert any(shown(rescored, key)[:2] == [keys["astronaut"], keys["coffee"]] for key, _ in calls)
+
+
+def test_each_dialogue_is_judged_on_the_five_dialogue_dimensions_over_all_its_pictures(photos_run) -> None:
+    run, keys = photos_run
+    rows = run.sql("""SELECT d.dialogue_id, s.dimension, s.value, s.call_keys FROM dialogue_scores s
+                      JOIN dialogues d USING (dialogue_key) WHERE s.scorer = 'combined'""")
+    by_dialogue: dict[str, dict[str, float]] = {}
+    for dialogue_id, dimension, value, _ in rows:
+        by_dialogue.setdefault(dialogue_id, {})[dimension] = value
+    complete = {i for (i,) in run.sql("SELECT dialogue_id FROM dialogues WHERE failure = ''")}
+    assert "pair" in complete and set(by_dialogue) == complete
+    assert all(set(scores) == set(INTERMT_DIALOGUE) and all(0 <= v <= 5 for v in scores.values())
+               for scores in by_dialogue.values())
+    # The dialogue judge saw the user's photographs where they were shown, then each turn's generated picture.
+    generated = [key for (key,) in run.sql("""SELECT t.image_key FROM turns t JOIN dialogues d USING (dialogue_key)
+                                              WHERE d.dialogue_id = 'pair' ORDER BY t.turn_index""") if key]
+    call_keys = {key for dialogue_id, _, _, keys_ in rows if dialogue_id == "pair" for key in keys_}
+    assert call_keys and all(shown(run, key) == [keys["astronaut"], keys["coffee"], *generated] for key in call_keys)
+
+
+def test_dialogue_thresholds_decide_acceptance_from_stored_scores(photos_run, tmp_path: Path) -> None:
+    """A threshold of 5 on a dialogue dimension rejects, naming it, with no model call: decided from stored scores."""
+    import io
+    import shutil
+
+    from seir.engine.runner import Runner
+    from seir.engine.spec import load_job
+
+    run, _ = photos_run
+    out = tmp_path / "out"
+    shutil.copytree(run.out, out)
+    spec = load_job(run.job)
+    thresholds = {**spec.scoring.thresholds, "context_awareness": 5.0}
+    spec = spec.model_copy(update={"scoring": spec.scoring.model_copy(update={"thresholds": thresholds})})
+    Runner(spec, out, stream=io.StringIO()).rescore()
+    again = FinishedRun(out, {}, "", run.job)
+    [(run_id,)] = again.sql("SELECT run_id FROM runs WHERE kind = 'rescore'")
+    assert again.sql("SELECT count(*) FROM model_calls WHERE run_id = ?", [run_id]) == [(0,)]
+    [(accepted, reason)] = again.sql("""SELECT l.accepted, l.reason FROM latest_decisions l JOIN dialogues d
+                                        USING (dialogue_key) WHERE d.dialogue_id = 'pair'""")
+    assert not accepted and reason.startswith("dialogue: context_awareness ") and reason.endswith(" < 5.00")
