@@ -36,15 +36,15 @@ from seir.engine.output import Version, write_version
 from seir.engine.planning import DialogueTask, Plan, changes, model_revisions, pack_shards, plan_dialogues
 from seir.engine.pools import CallFailure, RolePool
 from seir.engine.progress import Progress, format_summary, run_summary
-from seir.engine.records import SeedDuplicate, Stage
+from seir.engine.records import DialogueJudgement, SeedDuplicate, Stage
 from seir.engine.scoring import StageScorer, blocking_call, judge_sampling, scorer_roles
 from seir.engine.seed_dedup import near_duplicate_seeds
 from seir.engine.seeds import SeedLoad, image_key_only, load_seeds
 from seir.engine.spec import JobSpec
-from seir.engine.store import ProvenanceStore
+from seir.engine.store import KeptDraft, ProvenanceStore
 from seir.operators.scoring.judge import JudgeScorer
 from seir.operators.scoring.judge_eval import JudgeEvalReport, evaluate, read_eval_data
-from seir.operators.scoring.rubrics import TurnView
+from seir.operators.scoring.rubrics import DialogueView, TurnView
 
 RESCORE_BATCH = 64  # turns judged per batched scorer call during a rescore
 
@@ -228,8 +228,29 @@ class Runner:
                                     "again to resume; rescored batches are kept.")
                 turn_scores.setdefault((row.dialogue_key, row.turn_index), {}).update(verdict.combined)
                 draft_scores.append((row.draft_key, row.dialogue_key, verdict.scores))
-        store.commit_rescore(run_id, draft_scores, turn_scores, ledger, self.images.relative_path)
+        judged = await self._rescore_dialogues(scorer, [row for row in kept if row.stage == Stage.IMAGE.value], ledger)
+        store.commit_rescore(run_id, draft_scores, turn_scores, ledger, self.images.relative_path, judged)
         self._publish(run_id, ledger)
+
+    async def _rescore_dialogues(self, scorer: StageScorer, image_rows: list[KeptDraft],
+                                 ledger: Ledger) -> list[tuple[str, DialogueJudgement]]:
+        """The dialogue-level dimensions again, over the kept turns (each image-stage row is a whole turn)."""
+        dimensions = scorer.dialogue_dimensions()
+        by_dialogue: dict[str, list[KeptDraft]] = {}
+        for row in sorted(image_rows, key=lambda r: (r.dialogue_key, r.turn_index)):
+            by_dialogue.setdefault(row.dialogue_key, []).append(row)
+        if not dimensions or not by_dialogue:
+            return []
+        views = [DialogueView([TurnView(r.question, r.answer, r.caption,
+                                        self.images.get(r.image_key) if r.image_key else None,
+                                        shown=self._shown(r.turn_images, r.turn_index)["shown"]) for r in rows])
+                 for rows in by_dialogue.values()]
+        verdicts = await scorer.verdicts_on(dimensions, views, ledger)
+        failed = next((v.failure for v in verdicts if v.failure), None)
+        if failed:
+            raise SeirError(f"rescoring dialogues failed: {failed}. Run the same command again to resume.")
+        return [(key, DialogueJudgement(v.scores, v.critique, v.call_keys))
+                for key, v in zip(by_dialogue, verdicts, strict=True)]
 
     def _shown(self, turn_images: list[list[str]], turn_index: int) -> dict[str, Any]:
         """The pictures the user brought with a turn and before it, as the loop showed them to the judge."""

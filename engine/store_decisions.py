@@ -10,7 +10,7 @@ from typing import Any
 
 from seir.engine.calls import Ledger
 from seir.engine.decide import decide
-from seir.engine.records import Score
+from seir.engine.records import DialogueJudgement, Score
 from seir.engine.store_base import now
 from seir.engine.store_calls import CallRecords
 
@@ -57,11 +57,13 @@ class Decisions(CallRecords):
 
     def commit_rescore(self, run_id: str, draft_scores: Sequence[tuple[str, str, Sequence[Score]]],
                        turn_scores: Mapping[tuple[str, int], Mapping[str, float]], ledger: Ledger,
-                       image_path: Any) -> None:
-        """New scores of kept drafts and the turns' new final scores, with the calls that made them."""
+                       image_path: Any, judged: Sequence[tuple[str, DialogueJudgement]] = ()) -> None:
+        """New scores of kept drafts, the turns' new final scores and the dialogues' own, with the calls that made
+        them."""
         scores = [(draft, dialogue, s) for draft, dialogue, found in draft_scores for s in found]
         with self.transaction():
             self._insert_scores(run_id, scores)
+            self.insert_dialogue_scores(run_id, judged)
             self.insert_turn_scores(run_id, [(key, index, values) for (key, index), values in turn_scores.items()])
             self._insert_ledger(run_id, None, ledger, image_path, now())
 
@@ -93,6 +95,17 @@ class Decisions(CallRecords):
                 "accepted": [d.accepted for _, d in changed], "reason": [d.reason for _, d in changed],
                 "turns_accepted": [list(d.turns_accepted) for _, d in changed], "decided_at": [now()] * len(changed),
             })
+
+    def insert_dialogue_scores(self, run_id: str, judged: Sequence[tuple[str, DialogueJudgement]]) -> None:
+        """(dialogue key, its judgement on the dialogue-level dimensions) as scored by ``run_id``."""
+        rows = [(key, j, s) for key, j in judged for s in j.scores]
+        self._insert("dialogue_scores", {
+            "dialogue_key": [k for k, _, _ in rows], "dimension": [s.dimension for _, _, s in rows],
+            "scorer": [s.scorer for _, _, s in rows], "value": [s.value for _, _, s in rows],
+            "model_id": [s.model_id for _, _, s in rows], "raw": [json.dumps(s.raw) for _, _, s in rows],
+            "critique": [j.critique for _, j, _ in rows], "call_keys": [j.call_keys for _, j, _ in rows],
+            "run_id": [run_id] * len(rows),
+        })
 
     def insert_turn_scores(self, run_id: str, turns: Sequence[tuple[str, int, dict[str, float]]]) -> None:
         """(dialogue key, turn index, combined score per dimension) as scored by ``run_id``."""

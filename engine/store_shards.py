@@ -62,11 +62,4 @@ class ShardCommits(Decisions):
             "run_id": [run_id] * len(drafts),
         })
         self._insert_scores(run_id, [(x.draft_key, x.dialogue_key, s) for x in drafts for s in x.scores])
-        judged = [(d.dialogue_key, d.judgement, s) for d in dialogues if d.judgement for s in d.judgement.scores]
-        self._insert("dialogue_scores", {
-            "dialogue_key": [k for k, _, _ in judged], "dimension": [s.dimension for _, _, s in judged],
-            "scorer": [s.scorer for _, _, s in judged], "value": [s.value for _, _, s in judged],
-            "model_id": [s.model_id for _, _, s in judged], "raw": [json.dumps(s.raw) for _, _, s in judged],
-            "critique": [j.critique for _, j, _ in judged], "call_keys": [j.call_keys for _, j, _ in judged],
-            "run_id": [run_id] * len(judged),
-        })
+        self.insert_dialogue_scores(run_id, [(d.dialogue_key, d.judgement) for d in dialogues if d.judgement])

@@ -183,6 +183,9 @@ def test_a_rescore_shows_the_judge_the_same_photographs(photos_run, tmp_path: Pa
     calls = rescored.sql("SELECT call_key, cached FROM model_calls WHERE run_id = ? AND role = 'judge'", [run_id])
     assert calls and all(cached for _, cached in calls)
     assert any(shown(rescored, key)[:2] == [keys["astronaut"], keys["coffee"]] for key, _ in calls)
+    # The dialogue-level dimensions are judged again too, over the same turns and pictures (so from the cache).
+    [(judged,)] = rescored.sql("SELECT count(DISTINCT dialogue_key) FROM dialogue_scores WHERE run_id = ?", [run_id])
+    assert judged == len(rescored.sql("SELECT dialogue_key FROM dialogues WHERE failure = ''"))
 
 
 def test_each_dialogue_is_judged_on_the_five_dialogue_dimensions_over_all_its_pictures(photos_run) -> None:
