@@ -64,6 +64,10 @@ class _Working:
         index = len(self.turns)
         return self.shown[index] if index < len(self.shown) else ()
 
+    def shown_so_far(self) -> tuple[bytes, ...]:
+        """Every picture the user has brought up to and including the current turn, in order."""
+        return tuple(data for images in self.shown[: len(self.turns) + 1] for data in images)
+
     def history(self) -> History:
         return History(tuple((t.question, t.answer) for t in self.turns), tuple(self.shown[: len(self.turns)]))
 
@@ -193,7 +197,7 @@ class SeirLoop:
         writing = [(w, d, q, p) for w, d, q, p in zip(group, drafts, questions, previous, strict=True) if d.ok]
         caption_prompts = [
             caption_messages(q, d.text or "", self.spec.seir.caption_words,
-                             _revision(p, p.caption if p else None), w.shown_now())
+                             _revision(p, p.caption if p else None), w.shown_so_far())
             for w, d, q, p in writing
         ]
         captions = await self._chat(caption_prompts, [w for w, _, _, _ in writing], [d for _, d, _, _ in writing],
@@ -216,7 +220,7 @@ class SeirLoop:
         if rewrite:
             prompts = [
                 caption_messages(group[i].kept[Stage.QUESTION].text or "", group[i].kept[Stage.ANSWER].text or "",
-                                 self.spec.seir.caption_words, _revision(previous[i]), group[i].shown_now())
+                                 self.spec.seir.caption_words, _revision(previous[i]), group[i].shown_so_far())
                 for i in rewrite
             ]
             replies = await self._chat(prompts, [group[i] for i in rewrite], [drafts[i] for i in rewrite],

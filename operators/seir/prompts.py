@@ -68,8 +68,10 @@ class UnusableOutput(ValueError):
 
 def question_messages(opening: str, history: History, max_words: int, revision: Revision | None = None,
                       images: Sequence[bytes] = ()) -> list[dict]:
-    """The user side's next question; ``images`` are the pictures the user brings in this turn."""
+    """The user side's next question; ``images`` are the pictures the user brings in this turn. Pictures shown in
+    earlier turns come first, so the question can build on them."""
     system = _text("system", _SYSTEM_USER_SIDE.format(words=max_words))
+    earlier = [data for index in range(len(history.turns)) for data in history.shown(index)]
     if not history.turns:
         task = f"The person's request is:\n{opening}\nRewrite it as the first question of the conversation."
     else:
@@ -78,9 +80,11 @@ def question_messages(opening: str, history: History, max_words: int, revision: 
             "Write the person's next question: it follows on from the answers and asks for a new picture."
         )
     if images:
-        task += (" The person shows the pictures above with this question: ask about what they show, and say what "
-                 "picture to make from them (a variation, an edit, a new view, or something they inspire).")
-    return [system, _user(task + _revise(revision, "question"), images)]
+        task += (" The person shows the last pictures above with this question: ask about what they show, and say "
+                 "what picture to make from them (a variation, an edit, a new view, or something they inspire).")
+    elif earlier:
+        task += " The pictures above are those the person showed in earlier turns."
+    return [system, _user(task + _revise(revision, "question"), [*earlier, *images])]
 
 
 def answer_messages(question: str, history: History, revision: Revision | None = None,
@@ -99,7 +103,7 @@ def caption_messages(question: str, answer: str, max_words: int, revision: Revis
         "explains and add what words cannot: layout, colour, scale, setting. Do not repeat the answer."
     )
     if images:
-        task += " The picture must relate to the pictures shown above as the question asks."
+        task += " The picture must relate to the pictures the person showed (above) as the question asks."
     return [_text("system", _SYSTEM_ASSISTANT), _user(task + _revise(revision, "caption"), images)]
 
 
@@ -114,7 +118,7 @@ def prompt_fingerprint() -> str:
         [answer_messages("question", h, r) for h in (History(), history) for r in (None, revision)],
         [caption_messages("question", "answer", 65, r) for r in (None, revision)],
         # with pictures the user brings, now or in an earlier turn
-        [question_messages("opening", h, 50, None, [b"image"]) for h in (History(), shown)],
+        [question_messages("opening", h, 50, None, i) for h in (History(), shown) for i in ([], [b"image"])],
         [answer_messages("question", h, None, [b"image"]) for h in (History(), shown)],
         caption_messages("question", "answer", 65, None, [b"image"]),
     ]

@@ -113,6 +113,9 @@ def test_every_judge_request_of_the_turn_sees_the_photographs(photos_run) -> Non
     # In the next turn the history the judge reads holds the photographs of the first.
     later = draft_calls(run, "pair", 1, "answer", "judge")
     assert later and all(shown(run, key)[:2] == [keys["astronaut"], keys["coffee"]] for key in later)
+    # So does the writer of the next question and answer.
+    written = draft_calls(run, "pair", 1, "question", "vlm") + draft_calls(run, "pair", 1, "answer", "vlm")
+    assert written and all(shown(run, key) == [keys["astronaut"], keys["coffee"]] for key in written)
 
 
 def test_exported_first_user_message_holds_both_photographs_in_order(photos_run) -> None:

@@ -37,6 +37,9 @@ def test_writer_prompts_show_the_pictures_before_the_text_and_text_prompts_stay_
     assert images_in(answer) == [RED, GREEN]  # the earlier turn's picture in its own user message, then this turn's
     assert [m["role"] for m in answer] == ["system", "user", "assistant", "user"]
     assert images_in(caption_messages("q", "a", 65, images=[BLUE])) == [BLUE]
+    # The next question sees the pictures of earlier turns, then this turn's.
+    assert images_in(question_messages("What is this?", history, 50)) == [RED]
+    assert images_in(question_messages("What is this?", history, 50, images=[GREEN])) == [RED, GREEN]
     assert "showing 1 picture" in history.transcript()
 
 
