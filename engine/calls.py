@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from seir.engine.call_cache import SharedCallCache
 from seir.engine.images import ImageStore
-from seir.engine.keys import canonical_json, content_key
+from seir.engine.keys import BYTES_REFERENCE, canonical_json, content_key
 from seir.engine.pools import CallFailure, RolePool
 from seir.engine.records import ModelCall
 from seir.operators.backends.base import (
@@ -80,6 +80,17 @@ def _fields(result: Any) -> dict[str, Any]:
 def plain(value: Any) -> Any:
     """JSON-ready form of a request or result; image bytes become references to their content key."""
     return json.loads(canonical_json(value))
+
+
+def image_keys_in(value: Any) -> list[str]:
+    """The content keys of the images a ``plain`` request holds, in the order they appear."""
+    if isinstance(value, dict):
+        if BYTES_REFERENCE in value:
+            return [value[BYTES_REFERENCE]]
+        return [key for item in value.values() for key in image_keys_in(item)]
+    if isinstance(value, list):
+        return [key for item in value for key in image_keys_in(item)]
+    return []
 
 
 class ModelClient:
@@ -154,9 +165,10 @@ class ModelClient:
 
     def _record(self, key: str, method: str, request: Any, output: dict[str, Any], latency_ms: float,
                 batch_id: str, batch_size: int, cached: bool) -> ModelCall:
+        request = plain(request)
         return ModelCall(
             call_key=key, role=self.role, method=method, model_id=self.model_id, revision=self.revision,
-            request=plain(request), output=output,
+            request=request, output=output, image_keys=image_keys_in(request),
             tokens_in=int(output.get("tokens_in", 0)), tokens_out=int(output.get("tokens_out", 0)),
             latency_ms=latency_ms, batch_id=batch_id, batch_size=batch_size, cached=cached,
         )

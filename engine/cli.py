@@ -165,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
     build.set_defaults(handler=_build_tiny)
     from seir.engine.cluster import add_commands
     add_commands(commands)
+    from seir.engine.seeds_from_images import add_commands as add_seed_commands
+    add_seed_commands(commands)
     return parser
 
 

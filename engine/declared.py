@@ -5,12 +5,18 @@ built-in name or ``module:Class``); each declares the model roles it needs, with
 on each (``Operator.roles``), the roles it can use (``optional_roles``) and the inputs it reads. A role it needs that
 the job lacks, a backend without a capability it uses, a scorer weighted on a dimension it does not score, or an input
 the engine does not give is a problem naming the key and the fix. ``load_job`` reports them with file and line.
+
+Seeds that bring pictures need a writer that sees them: a ``vlm`` role, or an ``llm`` role whose backend offers
+``vision``. Whether they do is read from the seed files at load (a line naming images), so a job that would send
+pictures to a text-only writer is refused before Ray starts.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from seir.engine.dedup import method_class
 from seir.operators.backends.base import Backend
@@ -18,17 +24,83 @@ from seir.operators.base import Operator, lookup
 from seir.operators.scoring.base import TURN_INPUTS, Scorer
 
 if TYPE_CHECKING:
-    from seir.engine.spec import JobSpec
+    from seir.engine.spec import JobSpec, SeedSpec
 
 Location = tuple[str | int, ...]  # a key path in the job spec
 Problem = tuple[Location, str]  # where, and what is wrong and how to fix it
 # Inputs the engine makes with a model role before a dedup method reads them.
 INPUT_ROLES = {"dialogue.embedding": {"embed": ("embed",)}}
+VISION_WRITER = "vlm"  # the optional role that writes the dialogues whose seeds bring pictures
 
 
 def check_job(spec: JobSpec) -> list[Problem]:
     backends, problems = _backends(spec)
-    return problems + _scorer_problems(spec, backends) + _dedup_problems(spec, backends)
+    return problems + _scorer_problems(spec, backends) + _dedup_problems(spec, backends) + _vlm_problems(spec, backends)
+
+
+def _vlm_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[Problem]:
+    backend = backends.get(VISION_WRITER)
+    if backend is None or "vision" in backend.capabilities:
+        return []
+    return [(("roles", VISION_WRITER, "backend"),
+             f"the {VISION_WRITER} role writes about the pictures seeds bring, but backend "
+             f"{spec.roles[VISION_WRITER].backend!r} cannot see images: give it a vision backend (e.g. "
+             "transformers-vision-chat)")]
+
+
+def blind_writer_problems(spec: JobSpec) -> list[Problem]:
+    """A problem when a seed file brings pictures and no writer can see them (the spec's paths resolved)."""
+    if VISION_WRITER in spec.roles:
+        return []
+    backends, _ = _backends(spec)
+    writer = backends.get("llm")
+    if writer is None or "vision" in writer.capabilities:
+        return []
+    for index, file in enumerate(spec.seeds.files):
+        line = first_line_with_images(spec.seeds, file)
+        if line is not None:
+            return [(("seeds", "files", index),
+                     f"{file}:{line} brings images, but the writer cannot see them: roles.llm's backend "
+                     f"{spec.roles['llm'].backend!r} takes no image parts. Add a `{VISION_WRITER}` role served by a "
+                     "vision backend (e.g. backend: transformers-vision-chat), or serve llm with one")]
+    return []
+
+
+def first_line_with_images(seeds: SeedSpec, path: Path) -> int | None:
+    """The first line of a JSONL seed file that brings a picture: one of its ``images`` or ``turn_images`` is a file
+    inside the folders seeds may read (found by the path alone, nothing opened). Lines that do not parse, and images
+    that are missing or outside, are left to the seed loader, which quarantines them."""
+    if not path.is_file():
+        return None
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if b"images" not in raw:
+                continue
+            try:
+                row = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and any(_is_seed_image(seeds, path, ref) for ref in _image_refs(row)):
+                return number
+    return None
+
+
+def _image_refs(row: dict[str, Any]) -> list[Any]:
+    turns = row.get("turn_images")
+    refs = list(row.get("images") or []) if isinstance(row.get("images"), list) else []
+    if isinstance(turns, list):
+        refs += [ref for entry in turns if isinstance(entry, list) for ref in entry]
+    return refs
+
+
+def _is_seed_image(seeds: SeedSpec, seed_file: Path, ref: Any) -> bool:
+    if not isinstance(ref, str) or not ref:
+        return False
+    try:
+        found = seeds.inside_roots((seeds.images_root or seed_file.parent) / ref, seed_file.parent)
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return found is not None and found.is_file()
 
 
 def summary(spec: JobSpec) -> str:

@@ -21,7 +21,7 @@ from seir.engine.scoring import STAGE_DIMENSIONS
 from seir.engine.spec import JobSpec, RoleSpec
 from seir.operators.base import lookup
 
-WRITERS = {"llm", "image"}  # roles that write drafts; the others score them
+WRITERS = {"llm", "vlm", "image"}  # roles that write drafts; the others score them
 _RENDER_SETTINGS = frozenset({"image_width", "image_height", "image_steps", "guidance_scale"})  # read by renders only
 _STAGE_OF = {dimension: stage for stage, dims in STAGE_DIMENSIONS.items() for dimension in dims}
 
@@ -72,7 +72,7 @@ def changed_parts(previous: Mapping[str, Any] | None, spec: JobSpec) -> tuple[se
     changed_roles = {r for r in set(old_roles) | set(new_roles)
                      if {k: (old_roles.get(r) or {}).get(k) for k in RoleSpec.OUTPUT_FIELDS}
                      != {k: (new_roles.get(r) or {}).get(k) for k in RoleSpec.OUTPUT_FIELDS}}
-    if "llm" in changed_roles:
+    if changed_roles & {"llm", "vlm"}:  # vlm writes the dialogues whose seeds bring pictures
         writers |= set(Stage)
     if "image" in changed_roles:
         writers.add(Stage.IMAGE)

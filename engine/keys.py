@@ -17,6 +17,7 @@ from typing import Any
 import xxhash
 
 _WHITESPACE = re.compile(r"\s+")
+BYTES_REFERENCE = "__bytes_xxh3_128__"  # how canonical JSON names bytes (an image): by their content key
 
 
 def _to_plain(value: Any) -> Any:
@@ -31,7 +32,7 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, PurePath):
         return str(value)
     if isinstance(value, bytes):
-        return {"__bytes_xxh3_128__": bytes_key(value)}
+        return {BYTES_REFERENCE: bytes_key(value)}
     raise TypeError(f"cannot build a content key from {type(value).__name__}: {value!r}")
 
 

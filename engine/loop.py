@@ -8,6 +8,11 @@ refinement shrinks the active set. Each turn runs three stages (InterSyn's SEIR)
 3. image: the ``image`` role renders the caption; the judge sees the current image and caption, critiques and
    scores them; the caption is rewritten and the image rendered again. Every image, the last one too, is scored.
 
+Pictures a seed brings are shown where the user brings them: the writer sees them in every question, answer and
+caption request (of their turn, and in the history of later ones) and the judge in every critique and score. A
+dialogue whose seed brings pictures is written by the ``vlm`` role when the job has one, else by ``llm`` (which the
+job check then requires to be served by a vision backend).
+
 A stage stops early for a dialogue when every dimension it is judged on reaches the job's gate, or when the critic
 finds nothing to fix. The best draft of each stage is kept, not merely the last. Acceptance (thresholds) is decided
 afterwards from the kept drafts' scores, so changing thresholds never changes what was generated.
@@ -15,18 +20,20 @@ afterwards from the kept drafts' scores, so changing thresholds never changes wh
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from seir.engine.calls import Ledger, ModelClient
+from seir.engine.images import ImageStore
 from seir.engine.keys import content_key
 from seir.engine.planning import DialogueTask
 from seir.engine.pools import CallFailure
-from seir.engine.records import Dialogue, Draft, Stage, Turn
+from seir.engine.records import Dialogue, DialogueJudgement, Draft, Stage, Turn
 from seir.engine.scoring import StageScorer
 from seir.engine.spec import JobSpec
-from seir.operators.backends.base import ChatRequest, RenderRequest, Sampling
-from seir.operators.scoring.rubrics import TurnView, critique_finds_nothing, suggested_caption
+from seir.operators.backends.base import ChatRequest, ChatResult, RenderRequest, Sampling
+from seir.operators.scoring.rubrics import DialogueView, TurnView, critique_finds_nothing, suggested_caption
 from seir.operators.seir.prompts import (
     History,
     Revision,
@@ -49,15 +56,27 @@ class _Working:
     drafts: list[Draft] = field(default_factory=list)
     kept: dict[Stage, Draft] = field(default_factory=dict)  # the current turn's best draft per stage
     images: dict[str, bytes] = field(default_factory=dict)  # image key -> bytes, for the judge
+    shown: list[tuple[bytes, ...]] = field(default_factory=list)  # the seed's pictures, per user turn
     failure: str = ""
 
+    def shown_now(self) -> tuple[bytes, ...]:
+        """The pictures the user brings with the current turn's question."""
+        index = len(self.turns)
+        return self.shown[index] if index < len(self.shown) else ()
+
+    def shown_so_far(self) -> tuple[bytes, ...]:
+        """Every picture the user has brought up to and including the current turn, in order."""
+        return tuple(data for images in self.shown[: len(self.turns) + 1] for data in images)
+
     def history(self) -> History:
-        return History(tuple((t.question, t.answer) for t in self.turns))
+        return History(tuple((t.question, t.answer) for t in self.turns), tuple(self.shown[: len(self.turns)]))
 
     def view(self, question: str, answer: str | None = None, caption: str | None = None,
              image: bytes | None = None) -> TurnView:
+        earlier = [list(images) for images in self.shown[: len(self.turns)]]
         return TurnView(question=question, answer=answer, caption=caption, image=image,
-                        history=[(t.question, t.answer) for t in self.turns])
+                        history=[(t.question, t.answer) for t in self.turns], shown=list(self.shown_now()),
+                        history_shown=earlier)
 
 
 @dataclass
@@ -67,16 +86,22 @@ class ShardOutcome:
 
 
 class SeirLoop:
-    def __init__(self, spec: JobSpec, clients: dict[str, ModelClient], scorer: StageScorer) -> None:
+    def __init__(self, spec: JobSpec, clients: dict[str, ModelClient], scorer: StageScorer,
+                 image_store: ImageStore) -> None:
         self.spec = spec
         self.llm = clients["llm"]
+        self.vlm = clients.get("vlm", self.llm)  # writes the dialogues whose seeds bring pictures
         self.image = clients["image"]
         self.scorer = scorer
+        self.image_store = image_store  # the seeds' pictures and every rendered one
         self.on_round: Callable[[int, Stage, int, int], None] = lambda turn, stage, round_, active: None
 
     async def run_shard(self, tasks: list[DialogueTask]) -> ShardOutcome:
         ledger = Ledger()
-        working = [_Working(task) for task in tasks]
+        # A shard's seed pictures are read from the image store when it starts and dropped with it: memory is bounded
+        # by the shards in flight, never by the seed file.
+        working = [_Working(task, shown=[tuple(self.image_store.get(key) for key in keys)
+                                         for keys in task.seed.turn_images]) for task in tasks]
         for turn_index in range(max(task.turns for task in tasks)):
             active = [w for w in working if not w.failure and turn_index < w.task.turns]
             if not active:
@@ -89,7 +114,23 @@ class SeirLoop:
                 w.images.clear()  # the judge has seen them; the files are in the image store
                 if not w.failure:
                     w.turns.append(self._finish_turn(w, turn_index))
-        return ShardOutcome([self._finish_dialogue(w) for w in working], ledger)
+        judgements = await self._judge_dialogues(working, ledger)
+        return ShardOutcome([self._finish_dialogue(w, judgements.get(id(w))) for w in working], ledger)
+
+    async def _judge_dialogues(self, working: list[_Working], ledger: Ledger) -> dict[int, DialogueJudgement]:
+        """The dialogue-level dimensions the job weights, judged over every turn's text and pictures (the user's and
+        the generated ones) once the dialogue is complete."""
+        dimensions = self.scorer.dialogue_dimensions()
+        complete = [w for w in working if not w.failure and w.turns]
+        if not dimensions or not complete:
+            return {}
+        views = [DialogueView([TurnView(t.question, t.answer, t.caption,
+                                        self.image_store.get(t.image_key) if t.image_key else None,
+                                        shown=list(w.shown[t.index]) if t.index < len(w.shown) else [])
+                               for t in w.turns]) for w in complete]
+        verdicts = await self.scorer.verdicts_on(dimensions, views, ledger)
+        return {id(w): DialogueJudgement(v.scores, v.critique, v.call_keys, v.failure)
+                for w, v in zip(complete, verdicts, strict=True)}
 
     async def _refine(self, stage: Stage, group: list[_Working], turn_index: int, ledger: Ledger) -> None:
         previous: dict[int, Draft] = {}
@@ -139,7 +180,7 @@ class SeirLoop:
     async def _write_questions(self, group: list[_Working], drafts: list[Draft], previous: list[Draft | None],
                                ledger: Ledger) -> None:
         limit = self.spec.seir.question_words
-        prompts = [question_messages(w.task.seed.text, w.history(), limit, _revision(p)) for w, p in
+        prompts = [question_messages(w.task.seed.text, w.history(), limit, _revision(p), w.shown_now()) for w, p in
                    zip(group, previous, strict=True)]
         replies = await self._chat(prompts, group, drafts, previous, "question", ledger)
         for draft, reply in zip(drafts, replies, strict=True):
@@ -148,7 +189,7 @@ class SeirLoop:
     async def _write_answers(self, group: list[_Working], drafts: list[Draft], previous: list[Draft | None],
                              ledger: Ledger) -> None:
         questions = [w.kept[Stage.QUESTION].text or "" for w in group]
-        prompts = [answer_messages(q, w.history(), _revision(p)) for w, q, p in
+        prompts = [answer_messages(q, w.history(), _revision(p), w.shown_now()) for w, q, p in
                    zip(group, questions, previous, strict=True)]
         replies = await self._chat(prompts, group, drafts, previous, "answer", ledger)
         for draft, reply in zip(drafts, replies, strict=True):
@@ -156,8 +197,8 @@ class SeirLoop:
         writing = [(w, d, q, p) for w, d, q, p in zip(group, drafts, questions, previous, strict=True) if d.ok]
         caption_prompts = [
             caption_messages(q, d.text or "", self.spec.seir.caption_words,
-                             _revision(p, p.caption if p else None))
-            for _, d, q, p in writing
+                             _revision(p, p.caption if p else None), w.shown_so_far())
+            for w, d, q, p in writing
         ]
         captions = await self._chat(caption_prompts, [w for w, _, _, _ in writing], [d for _, d, _, _ in writing],
                                     [p for _, _, _, p in writing], "caption", ledger)
@@ -179,7 +220,7 @@ class SeirLoop:
         if rewrite:
             prompts = [
                 caption_messages(group[i].kept[Stage.QUESTION].text or "", group[i].kept[Stage.ANSWER].text or "",
-                                 self.spec.seir.caption_words, _revision(previous[i]))
+                                 self.spec.seir.caption_words, _revision(previous[i]), group[i].shown_so_far())
                 for i in rewrite
             ]
             replies = await self._chat(prompts, [group[i] for i in rewrite], [drafts[i] for i in rewrite],
@@ -210,15 +251,28 @@ class SeirLoop:
 
     async def _chat(self, prompts: list[list[dict]], group: list[_Working], drafts: list[Draft],
                     previous: list[Draft | None], purpose: str, ledger: Ledger) -> list[str | CallFailure]:
-        sampling = self.spec.roles["llm"].sampling
-        requests = []
-        for prompt, w, draft, prior in zip(prompts, group, drafts, previous, strict=True):
-            temperature = sampling.temperature
-            if prior is not None and not prior.ok:
-                temperature = max(temperature, RETRY_TEMPERATURE)
-            requests.append(ChatRequest(prompt, Sampling(sampling.max_new_tokens, temperature, sampling.top_p,
-                                                         _seed(self.spec, w, draft, purpose))))
-        results = await self.llm.chat(requests, ledger)
+        """One batched call per writer: the vision writer for dialogues whose seed brings pictures, else ``llm``."""
+        by_writer: dict[str, list[int]] = {}
+        for i, w in enumerate(group):
+            by_writer.setdefault((self.vlm if w.task.seed.turn_images else self.llm).role, []).append(i)
+        writers = {client.role: client for client in (self.llm, self.vlm)}
+
+        async def write(role: str, members: list[int]) -> list[ChatResult | CallFailure]:
+            sampling = self.spec.roles[role].sampling
+            requests = []
+            for i in members:
+                prior = previous[i]
+                temperature = sampling.temperature
+                if prior is not None and not prior.ok:
+                    temperature = max(temperature, RETRY_TEMPERATURE)
+                requests.append(ChatRequest(prompts[i], Sampling(sampling.max_new_tokens, temperature, sampling.top_p,
+                                                                 _seed(self.spec, group[i], drafts[i], purpose))))
+            return await writers[role].chat(requests, ledger)
+
+        answers = await asyncio.gather(*(write(role, members) for role, members in by_writer.items()))
+        placed = {i: result for members, found in zip(by_writer.values(), answers, strict=True)
+                  for i, result in zip(members, found, strict=True)}
+        results = [placed[i] for i in range(len(group))]
         for draft, result in zip(drafts, results, strict=True):
             draft.call_keys.append(result.call_key)
         return [r if isinstance(r, CallFailure) else r.text for r in results]
@@ -230,9 +284,9 @@ class SeirLoop:
         return Turn(index=turn_index, question=question.text or "", answer=answer.text or "",
                     caption=image.text or "", image_key=image.image_key, scores=scores)
 
-    def _finish_dialogue(self, w: _Working) -> Dialogue:
+    def _finish_dialogue(self, w: _Working, judgement: DialogueJudgement | None) -> Dialogue:
         return Dialogue(dialogue_id=w.task.dialogue_id, dialogue_key=w.task.dialogue_key, seed=w.task.seed,
-                        turns=w.turns, drafts=w.drafts, failure=w.failure)
+                        turns=w.turns, drafts=w.drafts, failure=w.failure, judgement=judgement)
 
 
 def _view(stage: Stage, working: _Working, draft: Draft) -> TurnView:

@@ -94,8 +94,10 @@ def scoring_key(spec: JobSpec, revisions: Mapping[str, str]) -> str:
 
 def plan_dialogues(spec: JobSpec, seeds: list[Seed], revisions: Mapping[str, str], committed: set[str]) -> Plan:
     generation_key = content_key([spec.generation_key(prompt_fingerprint()), dict(sorted(revisions.items()))])
+    # A seed without its own turns runs the job's, or as many as its turn_images need to show every picture.
     tasks = [
-        DialogueTask(seed, seed.seed_id, content_key([seed.seed_key, generation_key]), seed.turns or spec.seir.turns)
+        DialogueTask(seed, seed.seed_id, content_key([seed.seed_key, generation_key]),
+                     seed.turns or max(spec.seir.turns, len(seed.turn_images)))
         for seed in seeds
     ]
     pending = [t for t in tasks if t.dialogue_key not in committed]

@@ -51,7 +51,7 @@ class Progress:
         self.shards += 1
         self.dialogues += len(dialogues)
         for d in dialogues:
-            decision = decide(d.failure, [t.scores for t in d.turns], thresholds)
+            decision = decide(d.failure, [t.scores for t in d.turns], thresholds, d.dialogue_scores())
             self.accepted += decision.accepted
             self.turns += len(d.turns)
             self.turns_accepted += sum(decision.turns_accepted)

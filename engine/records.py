@@ -26,8 +26,16 @@ class Seed:
     text: str  # the opening request (template with the topic filled in, or the seed's text)
     topic: str | None = None
     template: str | None = None
-    images: tuple[str, ...] = ()  # image keys of images the seed brought
+    turn_images: tuple[tuple[str, ...], ...] = ()  # image keys the user brings in each turn, the first turn first
     turns: int | None = None  # per-seed override of the job's number of turns
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """Every image the seed brings, in the order the turns show them."""
+        return tuple(key for keys in self.turn_images for key in keys)
+
+    def images_of_turn(self, index: int) -> tuple[str, ...]:
+        return self.turn_images[index] if index < len(self.turn_images) else ()
 
 
 @dataclass
@@ -68,6 +76,7 @@ class ModelCall:
     batch_id: str
     batch_size: int
     cached: bool  # answered from an earlier call with the same key
+    image_keys: list[str] = field(default_factory=list)  # the images the request showed, in order (by content key)
 
 
 @dataclass
@@ -130,6 +139,20 @@ class PriorDraft:
 
 
 @dataclass
+class DialogueJudgement:
+    """The dialogue-level dimensions (InterMT's five) judged once the last turn is made, over all its turns and
+    pictures."""
+
+    scores: list[Score] = field(default_factory=list)  # combined and per-scorer, per dimension
+    critique: str = ""
+    call_keys: list[str] = field(default_factory=list)
+    failure: str = ""  # why it could not be judged
+
+    def combined(self) -> dict[str, float]:
+        return {s.dimension: s.value for s in self.scores if s.scorer == "combined"}
+
+
+@dataclass
 class Dialogue:
     dialogue_id: str  # stable across runs: derived from the seed
     dialogue_key: str  # changes when anything that determines the dialogue changes
@@ -137,12 +160,18 @@ class Dialogue:
     turns: list[Turn]
     drafts: list[Draft]
     failure: str  # why generation stopped early ("" when every turn was made); acceptance is decided later
+    judgement: DialogueJudgement | None = None  # when the job weights dialogue-level dimensions
+
+    def dialogue_scores(self) -> dict[str, float]:
+        return self.judgement.combined() if self.judgement else {}
 
     def messages(self, image_path: Any) -> list[dict[str, Any]]:
-        """The dialogue in the chat-template convention; ``image_path(key)`` names where an image is stored."""
+        """The dialogue in the chat-template convention; ``image_path(key)`` names where an image is stored. The images
+        the user brings in a turn come before that turn's question, as they were shown to the writer."""
         messages: list[dict[str, Any]] = []
         for turn in self.turns:
-            messages.append({"role": "user", "content": [{"type": "text", "text": turn.question}]})
+            shown = [{"type": "image", "image": image_path(key)} for key in self.seed.images_of_turn(turn.index)]
+            messages.append({"role": "user", "content": [*shown, {"type": "text", "text": turn.question}]})
             answer: list[dict[str, Any]] = [{"type": "text", "text": turn.answer}]
             if turn.image_key:
                 answer.append({"type": "image", "image": image_path(turn.image_key)})

@@ -36,15 +36,15 @@ from seir.engine.output import Version, write_version
 from seir.engine.planning import DialogueTask, Plan, changes, model_revisions, pack_shards, plan_dialogues
 from seir.engine.pools import CallFailure, RolePool
 from seir.engine.progress import Progress, format_summary, run_summary
-from seir.engine.records import SeedDuplicate, Stage
+from seir.engine.records import DialogueJudgement, SeedDuplicate, Stage
 from seir.engine.scoring import StageScorer, blocking_call, judge_sampling, scorer_roles
 from seir.engine.seed_dedup import near_duplicate_seeds
-from seir.engine.seeds import SeedLoad, load_seeds
+from seir.engine.seeds import SeedLoad, image_key_only, load_seeds
 from seir.engine.spec import JobSpec
-from seir.engine.store import ProvenanceStore
+from seir.engine.store import KeptDraft, ProvenanceStore
 from seir.operators.scoring.judge import JudgeScorer
 from seir.operators.scoring.judge_eval import JudgeEvalReport, evaluate, read_eval_data
-from seir.operators.scoring.rubrics import TurnView
+from seir.operators.scoring.rubrics import DialogueView, TurnView
 
 RESCORE_BATCH = 64  # turns judged per batched scorer call during a rescore
 
@@ -103,7 +103,7 @@ class Runner:
         """Make every dialogue the job's seeds call for that is not committed yet; reuse the rest."""
         started = time.monotonic()
         with self._session() as store:
-            seeds = load_seeds(self.spec.seeds)
+            seeds = load_seeds(self.spec.seeds, image_key_only if dry_run else self.images.put)
             duplicates = self._drop_near_duplicate_seeds(seeds)
             self.say(f"{len(seeds.seeds)} seeds, {len(seeds.quarantined)} quarantined lines, "
                      f"{len(duplicates)} near-duplicate seeds dropped")
@@ -156,9 +156,6 @@ class Runner:
         store.begin_run(run_id, kind, self.spec.name, job_key, plan.generation_key, plan.scoring_key,
                         self.spec.model_dump(mode="json"), seir.__version__,
                         seeds.seeds if seeds else [], seeds.quarantined if seeds else [], shards, seed_duplicates)
-        if seeds:
-            for data in seeds.images.values():
-                self.images.put(data)
         if kind == "run":
             reused = len(plan.tasks) - len(plan.pending)
             self.say(f"run {run_id}: {len(plan.pending)} dialogues to make in {len(shards)} shards, {reused} reused")
@@ -168,7 +165,7 @@ class Runner:
 
     def _run_shards(self, store: ProvenanceStore, run_id: str, plan: Plan, clients: dict[str, ModelClient],
                     work: list[tuple[str, list[DialogueTask]]]) -> None:
-        loop = SeirLoop(self.spec, clients, StageScorer(self.spec, clients))
+        loop = SeirLoop(self.spec, clients, StageScorer(self.spec, clients), self.images)
         progress = Progress(sum(len(tasks) for _, tasks in work), len(work), self.stream)
         loop.on_round = progress.note_round
         in_flight = asyncio.Semaphore(self.spec.execution.shards_in_flight)
@@ -224,15 +221,41 @@ class Runner:
             views = [TurnView(question=row.question, answer=row.answer if stage is not Stage.QUESTION else None,
                               caption=row.caption if stage is not Stage.QUESTION else None,
                               image=self.images.get(row.image_key) if row.image_key else None,
-                              history=row.history) for row in rows]
+                              history=row.history, **self._shown(row.turn_images, row.turn_index)) for row in rows]
             for row, verdict in zip(rows, await scorer.verdicts(stage, views, ledger), strict=True):
                 if verdict.failure:
                     raise SeirError(f"rescoring {row.dialogue_key} failed: {verdict.failure}. Run the same command "
                                     "again to resume; rescored batches are kept.")
                 turn_scores.setdefault((row.dialogue_key, row.turn_index), {}).update(verdict.combined)
                 draft_scores.append((row.draft_key, row.dialogue_key, verdict.scores))
-        store.commit_rescore(run_id, draft_scores, turn_scores, ledger, self.images.relative_path)
+        judged = await self._rescore_dialogues(scorer, [row for row in kept if row.stage == Stage.IMAGE.value], ledger)
+        store.commit_rescore(run_id, draft_scores, turn_scores, ledger, self.images.relative_path, judged)
         self._publish(run_id, ledger)
+
+    async def _rescore_dialogues(self, scorer: StageScorer, image_rows: list[KeptDraft],
+                                 ledger: Ledger) -> list[tuple[str, DialogueJudgement]]:
+        """The dialogue-level dimensions again, over the kept turns (each image-stage row is a whole turn)."""
+        dimensions = scorer.dialogue_dimensions()
+        by_dialogue: dict[str, list[KeptDraft]] = {}
+        for row in sorted(image_rows, key=lambda r: (r.dialogue_key, r.turn_index)):
+            by_dialogue.setdefault(row.dialogue_key, []).append(row)
+        if not dimensions or not by_dialogue:
+            return []
+        views = [DialogueView([TurnView(r.question, r.answer, r.caption,
+                                        self.images.get(r.image_key) if r.image_key else None,
+                                        shown=self._shown(r.turn_images, r.turn_index)["shown"]) for r in rows])
+                 for rows in by_dialogue.values()]
+        verdicts = await scorer.verdicts_on(dimensions, views, ledger)
+        failed = next((v.failure for v in verdicts if v.failure), None)
+        if failed:
+            raise SeirError(f"rescoring dialogues failed: {failed}. Run the same command again to resume.")
+        return [(key, DialogueJudgement(v.scores, v.critique, v.call_keys))
+                for key, v in zip(by_dialogue, verdicts, strict=True)]
+
+    def _shown(self, turn_images: list[list[str]], turn_index: int) -> dict[str, Any]:
+        """The pictures the user brought with a turn and before it, as the loop showed them to the judge."""
+        shown = [[self.images.get(key) for key in keys] for keys in turn_images[: turn_index + 1]]
+        return {"shown": shown[turn_index] if turn_index < len(shown) else [], "history_shown": shown[:turn_index]}
 
     # -- dedup alone ------------------------------------------------------------------------------------------------
     def dedup(self) -> dict[str, Any]:

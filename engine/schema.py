@@ -135,8 +135,26 @@ CREATE TABLE seed_duplicates (run_id VARCHAR, seed_key VARCHAR, seed_id VARCHAR,
                               kept_seed_key VARCHAR, kept_seed_id VARCHAR, method VARCHAR, similarity DOUBLE);
 """
 
+# v3 -> v4: seeds place their images per user turn, and each model call's input images are listed, in the order
+# the request showed them (a request stores images by key, so earlier calls' lists are read out of their requests).
+# Dialogue-level scores (InterMT's five dimensions, judged at the end of a dialogue) get their own table.
+_TO_V4 = """
+ALTER TABLE seeds ADD COLUMN IF NOT EXISTS turn_images VARCHAR[][];
+UPDATE seeds SET turn_images = CASE WHEN len(images) > 0 THEN [images] ELSE [] END WHERE turn_images IS NULL;
+CREATE TABLE IF NOT EXISTS call_images (call_key VARCHAR, position INTEGER, image_key VARCHAR,
+                                        PRIMARY KEY (call_key, position));
+CREATE TABLE IF NOT EXISTS dialogue_scores (dialogue_key VARCHAR, dimension VARCHAR, scorer VARCHAR, value DOUBLE,
+                                            model_id VARCHAR, raw JSON, critique VARCHAR, call_keys VARCHAR[],
+                                            run_id VARCHAR);
+INSERT OR IGNORE INTO call_images
+    SELECT call_key, generate_subscripts(found, 1) - 1, unnest(found)
+    FROM (SELECT call_key, regexp_extract_all(CAST(request AS VARCHAR),
+                                              '"__bytes_xxh3_128__":\\s*"([0-9a-f]{32})"', 1) AS found
+          FROM call_outputs);
+"""
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3}
+MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4}
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 VIEWS = """
@@ -152,6 +170,12 @@ CREATE OR REPLACE VIEW turn_final_scores AS
     f"arg_max(value, run_seq) FILTER (WHERE dimension = '{name}') AS {name}" for name in TURN_DIMENSIONS) + """
     FROM (SELECT ts.*, r.started_at AS run_seq FROM turn_scores ts JOIN runs r USING (run_id))
     GROUP BY dialogue_key, turn_index;
+
+CREATE OR REPLACE VIEW dialogue_final_scores AS
+    SELECT dialogue_key, dimension, arg_max(value, r.started_at) AS value
+    FROM dialogue_scores JOIN runs r USING (run_id)
+    WHERE scorer = 'combined'
+    GROUP BY dialogue_key, dimension;
 
 CREATE OR REPLACE VIEW dataset_latest AS
     SELECT vd.version, d.dialogue_id, d.dialogue_key, s.seed_id, s.text AS seed_text, d.n_turns,

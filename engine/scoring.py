@@ -22,7 +22,7 @@ from seir.operators.backends.base import METHODS, Sampling
 from seir.operators.base import lookup
 from seir.operators.scoring.base import Scorer, ScorerResult
 from seir.operators.scoring.combine import ScoringConfig, combine, passes
-from seir.operators.scoring.rubrics import TurnView
+from seir.operators.scoring.rubrics import DIMENSIONS, View
 
 STAGE_DIMENSIONS: dict[Stage, tuple[str, ...]] = {
     Stage.QUESTION: ("question",),
@@ -100,12 +100,19 @@ class StageScorer:
             if missing:
                 raise ValueError(f"scorer {name!r} needs the {', '.join(missing)} role: add it under roles")
 
-    async def verdicts(self, stage: Stage, views: Sequence[TurnView], ledger: Ledger) -> list[Verdict]:
+    def dialogue_dimensions(self) -> tuple[str, ...]:
+        """The dialogue-level dimensions the job weights (InterMT's five), judged once a dialogue's last turn is
+        made."""
+        return tuple(d for d in self.spec.scoring.weights if DIMENSIONS[d].per_dialogue)
+
+    async def verdicts(self, stage: Stage, views: Sequence[View], ledger: Ledger) -> list[Verdict]:
         """Every scorer weighted for the stage's dimensions on every view, combined and gated, one verdict each.
         A scorer call that fails fails the whole batch's verdicts with its reason."""
+        return await self.verdicts_on(STAGE_DIMENSIONS[stage], views, ledger)
+
+    async def verdicts_on(self, dimensions: Sequence[str], views: Sequence[View], ledger: Ledger) -> list[Verdict]:
         if not views:
             return []
-        dimensions = STAGE_DIMENSIONS[stage]
         weights = self.spec.scoring.weights
         names = sorted({s for d in dimensions for s in weights.get(d, {})})
         loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from seir.engine.declared import check_job
+from seir.engine.declared import blind_writer_problems, check_job
 from seir.engine.dedup import DedupConfig, default_methods
 from seir.engine.errors import SeirError
 from seir.engine.keys import content_key
@@ -207,6 +207,9 @@ def load_job(path: str | Path) -> JobSpec:
         raise JobSpecError("\n".join(_located(path, node, list(loc), message) for loc, message in problems))
     spec = _resolve_paths(spec, path.parent)
     _refuse_reads_outside_roots(spec, path, node)
+    problems = blind_writer_problems(spec)
+    if problems:
+        raise JobSpecError("\n".join(_located(path, node, list(loc), message) for loc, message in problems))
     return spec
 
 

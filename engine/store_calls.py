@@ -44,6 +44,11 @@ class CallRecords(StoreBase):
             "call_key": list(answered), "request": [json.dumps(c.request) for c in answered.values()],
             "output": [json.dumps(c.output) for c in answered.values()],
         }, on_conflict_ignore=True)
+        shown = [(c.call_key, position, key) for c in calls for position, key in enumerate(c.image_keys)]
+        self._insert("call_images", {
+            "call_key": [c for c, _, _ in shown], "position": [p for _, p, _ in shown],
+            "image_key": [k for _, _, k in shown],
+        }, on_conflict_ignore=True)
         images = list(ledger.images.values())
         self._insert("images", {
             "image_key": [i.key for i in images], "path": [image_path(i.key) for i in images],

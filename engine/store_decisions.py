@@ -10,7 +10,7 @@ from typing import Any
 
 from seir.engine.calls import Ledger
 from seir.engine.decide import decide
-from seir.engine.records import Score
+from seir.engine.records import DialogueJudgement, Score
 from seir.engine.store_base import now
 from seir.engine.store_calls import CallRecords
 
@@ -26,6 +26,7 @@ class KeptDraft:
     caption: str | None
     image_key: str | None
     history: list[tuple[str, str]]
+    turn_images: list[list[str]]  # the keys of the pictures the user brought in each turn (the seed's)
 
 
 class Decisions(CallRecords):
@@ -44,21 +45,25 @@ class Decisions(CallRecords):
                SELECT k.draft_key, k.dialogue_key, k.turn_index, k.stage, q.text, a.text,
                       CASE k.stage WHEN 'answer' THEN a.caption WHEN 'image' THEN k.text END, k.image_key,
                       coalesce((SELECT list([t.question, t.answer] ORDER BY t.turn_index) FROM turns t
-                                WHERE t.dialogue_key = k.dialogue_key AND t.turn_index < k.turn_index), [])
+                                WHERE t.dialogue_key = k.dialogue_key AND t.turn_index < k.turn_index), []),
+                      coalesce((SELECT any_value(s.turn_images) FROM dialogues d JOIN seeds s USING (seed_key)
+                                WHERE d.dialogue_key = k.dialogue_key), [])
                FROM kept k
                JOIN kept q ON q.dialogue_key = k.dialogue_key AND q.turn_index = k.turn_index AND q.stage = 'question'
                JOIN kept a ON a.dialogue_key = k.dialogue_key AND a.turn_index = k.turn_index AND a.stage = 'answer'
                JOIN turns t ON t.dialogue_key = k.dialogue_key AND t.turn_index = k.turn_index
                ORDER BY k.dialogue_key, k.turn_index, k.stage""", [list(dialogue_keys)]).fetchall()
-        return [KeptDraft(*row[:8], history=[(q, a) for q, a in row[8]]) for row in rows]
+        return [KeptDraft(*row[:8], history=[(q, a) for q, a in row[8]], turn_images=row[9]) for row in rows]
 
     def commit_rescore(self, run_id: str, draft_scores: Sequence[tuple[str, str, Sequence[Score]]],
                        turn_scores: Mapping[tuple[str, int], Mapping[str, float]], ledger: Ledger,
-                       image_path: Any) -> None:
-        """New scores of kept drafts and the turns' new final scores, with the calls that made them."""
+                       image_path: Any, judged: Sequence[tuple[str, DialogueJudgement]] = ()) -> None:
+        """New scores of kept drafts, the turns' new final scores and the dialogues' own, with the calls that made
+        them."""
         scores = [(draft, dialogue, s) for draft, dialogue, found in draft_scores for s in found]
         with self.transaction():
             self._insert_scores(run_id, scores)
+            self.insert_dialogue_scores(run_id, judged)
             self.insert_turn_scores(run_id, [(key, index, values) for (key, index), values in turn_scores.items()])
             self._insert_ledger(run_id, None, ledger, image_path, now())
 
@@ -70,16 +75,18 @@ class Decisions(CallRecords):
         rows = self.con.execute("""
             SELECT d.dialogue_key, d.failure,
                    list(t ORDER BY t.turn_index) FILTER (WHERE t.turn_index IS NOT NULL),
-                   ld.accepted, ld.reason
+                   ld.accepted, ld.reason,
+                   (SELECT map(list(f.dimension), list(f.value)) FROM dialogue_final_scores f
+                    WHERE f.dialogue_key = d.dialogue_key)
             FROM deciding JOIN dialogues d USING (dialogue_key)
             LEFT JOIN turn_final_scores t USING (dialogue_key)
             LEFT JOIN latest_decisions ld USING (dialogue_key)
             GROUP BY ALL""").fetchall()
         changed = []
-        for key, failure, turns, was_accepted, was_reason in rows:
+        for key, failure, turns, was_accepted, was_reason, whole in rows:
             scores = [{k: v for k, v in t.items() if k not in ("dialogue_key", "turn_index") and v is not None}
                       for t in turns or []]
-            decision = decide(failure or "", scores, thresholds)
+            decision = decide(failure or "", scores, thresholds, whole or {})
             if (decision.accepted, decision.reason) != (was_accepted, was_reason):
                 changed.append((key, decision))
         with self.transaction():
@@ -88,6 +95,17 @@ class Decisions(CallRecords):
                 "accepted": [d.accepted for _, d in changed], "reason": [d.reason for _, d in changed],
                 "turns_accepted": [list(d.turns_accepted) for _, d in changed], "decided_at": [now()] * len(changed),
             })
+
+    def insert_dialogue_scores(self, run_id: str, judged: Sequence[tuple[str, DialogueJudgement]]) -> None:
+        """(dialogue key, its judgement on the dialogue-level dimensions) as scored by ``run_id``."""
+        rows = [(key, j, s) for key, j in judged for s in j.scores]
+        self._insert("dialogue_scores", {
+            "dialogue_key": [k for k, _, _ in rows], "dimension": [s.dimension for _, _, s in rows],
+            "scorer": [s.scorer for _, _, s in rows], "value": [s.value for _, _, s in rows],
+            "model_id": [s.model_id for _, _, s in rows], "raw": [json.dumps(s.raw) for _, _, s in rows],
+            "critique": [j.critique for _, j, _ in rows], "call_keys": [j.call_keys for _, j, _ in rows],
+            "run_id": [run_id] * len(rows),
+        })
 
     def insert_turn_scores(self, run_id: str, turns: Sequence[tuple[str, int, dict[str, float]]]) -> None:
         """(dialogue key, turn index, combined score per dimension) as scored by ``run_id``."""

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from seir.engine.records import PriorDraft, Quarantined, Seed, SeedDuplicate, Stage
 from seir.engine.store_base import StoreBase, now
 
@@ -49,6 +51,8 @@ class RunRecords(StoreBase):
                 "source": [s.source for s in fresh], "text": [s.text for s in fresh],
                 "topic": [s.topic for s in fresh], "template": [s.template for s in fresh],
                 "images": [list(s.images) for s in fresh], "turns": [s.turns for s in fresh],
+                "turn_images": pa.array([[list(keys) for keys in s.turn_images] for s in fresh],
+                                        pa.list_(pa.list_(pa.string()))),
                 "run_id": [run_id] * len(fresh),
             })
             self._insert("quarantine", {

@@ -62,3 +62,4 @@ class ShardCommits(Decisions):
             "run_id": [run_id] * len(drafts),
         })
         self._insert_scores(run_id, [(x.draft_key, x.dialogue_key, s) for x in drafts for s in x.scores])
+        self.insert_dialogue_scores(run_id, [(d.dialogue_key, d.judgement) for d in dialogues if d.judgement])

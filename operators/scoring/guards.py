@@ -47,11 +47,22 @@ def _guarded_turn(turn: TurnView, max_chars: int, max_pixels: int, where: str) -
         reasons.extend(why)
         return text
 
+    def ready(images: list[bytes], field: str) -> list[bytes]:
+        """The pictures the user showed that a model can read; a refused one is left out, with its reason."""
+        kept = []
+        for number, data in enumerate(images, 1):
+            checked, why = model_ready_image(data, max_pixels)
+            reasons.extend(f"{where}{field} {number}: {r}" for r in why)
+            if checked is not None:
+                kept.append(checked)
+        return kept
+
     image, why = model_ready_image(turn.image, max_pixels) if turn.image is not None else (None, [])
     reasons += [where + r for r in why]
     history = [(cut(q, "history question") or "", cut(a, "history answer") or "") for q, a in turn.history]
     clean = TurnView(cut(turn.question, "question") or "", cut(turn.answer, "answer"), cut(turn.caption, "caption"),
-                     image, history)
+                     image, history, ready(turn.shown, "shown picture"),
+                     [ready(images, f"turn {i + 1} shown picture") for i, images in enumerate(turn.history_shown)])
     return clean, reasons
 
 

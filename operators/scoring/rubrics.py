@@ -64,7 +64,8 @@ SYNJUDGE: dict[str, Dimension] = {
         _dim("text_content", "Text content", 5, {"question", "answer"},
              "Does the answer respond to the question completely and correctly? Facts, numbers and steps must be "
              "right, every part of the question must be addressed, and the writing must be clear and free of "
-             "padding or repetition.",
+             "padding or repetition. When the user showed pictures, the answer must be faithful to them: it "
+             "describes what they really show and invents or contradicts nothing in them.",
              "There is no answer, or it ignores the question.",
              "Mostly wrong or off-topic; little of it could be used.",
              "On topic but with a major error or a large part of the question left unanswered.",
@@ -73,7 +74,9 @@ SYNJUDGE: dict[str, Dimension] = {
              "Fully correct, complete and clearly written; nothing to add or remove."),
         _dim("image_content", "Image content", 5, {"question", "image"},
              "Does the picture show what the question asked to see and what its caption promises? Look for the "
-             "right subjects, actions, setting, counts and details, and for anything that contradicts them.",
+             "right subjects, actions, setting, counts and details, and for anything that contradicts them. When "
+             "the user showed pictures, the new picture must relate to them as asked (a variation, an edit, a new "
+             "view of the same subject): it keeps what should be kept and changes what the question asked to change.",
              "There is no picture, or it shows something unrelated.",
              "Touches the topic but the main subject asked for is absent or wrong.",
              "The main subject is present but key requested details are missing or wrong.",
@@ -107,7 +110,8 @@ QUESTION: Dimension = _dim(
     "question", "Question", 5, {"question"},
     "Is this a good next question from the user? It should read like something a person would ask, be specific "
     "enough to answer well, naturally call for a picture in the reply, stay within 50 words, and build on the "
-    "conversation so far instead of repeating or ignoring it.",
+    "conversation so far instead of repeating or ignoring it. When the user shows pictures, the question is about "
+    "what they show.",
     "There is no question, or it is not a question about anything.",
     "Unnatural or incoherent, or unrelated to the conversation.",
     "Understandable but vague, far too long, or with no reason to show a picture.",
@@ -142,8 +146,8 @@ INTERMT_TURN: dict[str, Dimension] = {
              "Clear, accurate, fluent and well organised."),
         _dim("context_coherence", "Context coherence", 3, {"question", "answer"},
              "Does this turn follow logically from the conversation so far? It should answer the current question "
-             "in the light of earlier turns and keep facts consistent with them, without repeating or "
-             "contradicting them.",
+             "in the light of earlier turns and the pictures shown in them, and keep facts consistent with them, "
+             "without repeating or contradicting them.",
              "Ignores or contradicts the question or the earlier turns.",
              "Weakly connected; repeats earlier content or loses the thread.",
              "Follows on sensibly with a minor gap or repetition.",
@@ -208,8 +212,14 @@ class TurnView:
     question: str
     answer: str | None = None
     caption: str | None = None
-    image: bytes | None = None  # encoded PNG/JPEG
+    image: bytes | None = None  # encoded PNG/JPEG: the picture the assistant made
     history: list[tuple[str, str]] = field(default_factory=list)  # earlier (question, answer) pairs
+    shown: list[bytes] = field(default_factory=list)  # the pictures the user brings with this question
+    history_shown: list[list[bytes]] = field(default_factory=list)  # the pictures the user brought in earlier turns
+
+    def shown_in(self, index: int) -> list[bytes]:
+        """The pictures the user brought in earlier turn ``index``."""
+        return self.history_shown[index] if index < len(self.history_shown) else []
 
 
 @dataclass
@@ -275,7 +285,7 @@ def score_request(dimension: Dimension, turn: View, critique: str,
 def prompt_fingerprint(dimensions: Sequence[Dimension]) -> str:
     """xxh3_128 of the score prompts rendered for a fixed probe: it changes whenever a rubric or a template does,
     so it belongs in the content key of every score."""
-    probe = TurnView("q", "a", "c", b"image", [("q0", "a0")])
+    probe = TurnView("q", "a", "c", b"image", [("q0", "a0")], [b"shown"], [[b"shown0"]])
     rendered = []
     for d in dimensions:
         request = score_request(d, DialogueView([probe]) if d.per_dialogue else probe, "critique")
@@ -334,8 +344,11 @@ def _task(dimensions: Sequence[Dimension], turn: View, subject: str) -> str:
 def _render_turn(turn: TurnView) -> list[dict[str, Any]]:
     parts = []
     if turn.history:
-        earlier = "\n".join(f"User: {q}\nAssistant: {a}" for q, a in turn.history)
-        parts.append(_text(f"Earlier in the conversation:\n{earlier}\n\nThe turn to review:\n"))
+        parts.append(_text("Earlier in the conversation:\n"))
+        for index, (question, answer) in enumerate(turn.history):
+            parts += [*_render_shown(turn.shown_in(index)), _text(f"User: {question}\nAssistant: {answer}\n")]
+        parts.append(_text("\nThe turn to review:\n"))
+    parts += _render_shown(turn.shown)
     parts.append(_text(f"User: {turn.question or '(no question)'}\n"))
     if turn.answer is not None:
         parts.append(_text(f"Assistant: {turn.answer or '(empty answer)'}\n"))
@@ -345,9 +358,18 @@ def _render_turn(turn: TurnView) -> list[dict[str, Any]]:
 def _render_dialogue(dialogue: DialogueView) -> list[dict[str, Any]]:
     parts = []
     for number, turn in enumerate(dialogue.turns, 1):
-        parts.append(_text(f"Turn {number}\nUser: {turn.question}\nAssistant: {turn.answer or '(empty answer)'}\n"))
+        parts += [_text(f"Turn {number}\n"), *_render_shown(turn.shown)]
+        parts.append(_text(f"User: {turn.question}\nAssistant: {turn.answer or '(empty answer)'}\n"))
         parts += _render_picture(turn)
     return parts
+
+
+def _render_shown(images: Sequence[bytes]) -> list[dict[str, Any]]:
+    """The pictures the user brings with a question, before it, as the writer saw them."""
+    if not images:
+        return []
+    count = f"{len(images)} picture{'s' * (len(images) != 1)}"
+    return [_text(f"The user shows {count}:"), *({"type": "image", "image": data} for data in images), _text("\n")]
 
 
 def _render_picture(turn: TurnView) -> list[dict[str, Any]]:

@@ -4,12 +4,16 @@ them from the judge's critique. Pure functions from typed views to chat messages
 
 Answer and caption are asked for in two calls rather than one formatted reply, so no answer is ever lost to a
 model that ignores an output format.
+
+Pictures the user brings (a seed's images) go into the requests as image parts, where the user shows them: before
+the question of their turn. Prompts without pictures keep plain string content, which text-only chat templates read.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,15 +34,24 @@ class History:
     """Earlier turns of the dialogue, as the user and the assistant saw them."""
 
     turns: tuple[tuple[str, str], ...] = ()  # (question, answer) pairs
+    images: tuple[tuple[bytes, ...], ...] = ()  # the pictures the user brought in each of those turns
+
+    def shown(self, index: int) -> tuple[bytes, ...]:
+        return self.images[index] if index < len(self.images) else ()
 
     def as_messages(self) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
-        for question, answer in self.turns:
-            messages += [_text("user", question), _text("assistant", answer)]
+        for index, (question, answer) in enumerate(self.turns):
+            messages += [_user(question, self.shown(index)), _text("assistant", answer)]
         return messages
 
     def transcript(self) -> str:
-        return "\n".join(f"User: {q}\nAssistant: {a}" for q, a in self.turns) or "(no earlier turns)"
+        lines = []
+        for index, (question, answer) in enumerate(self.turns):
+            count = len(self.shown(index))
+            showing = f" (showing {count} picture{'s' * (count != 1)})" if count else ""
+            lines.append(f"User{showing}: {question}\nAssistant: {answer}")
+        return "\n".join(lines) or "(no earlier turns)"
 
 
 @dataclass(frozen=True)
@@ -53,8 +66,12 @@ class UnusableOutput(ValueError):
     """A model reply that cannot serve as a draft; the message says why."""
 
 
-def question_messages(opening: str, history: History, max_words: int, revision: Revision | None = None) -> list[dict]:
+def question_messages(opening: str, history: History, max_words: int, revision: Revision | None = None,
+                      images: Sequence[bytes] = ()) -> list[dict]:
+    """The user side's next question; ``images`` are the pictures the user brings in this turn. Pictures shown in
+    earlier turns come first, so the question can build on them."""
     system = _text("system", _SYSTEM_USER_SIDE.format(words=max_words))
+    earlier = [data for index in range(len(history.turns)) for data in history.shown(index)]
     if not history.turns:
         task = f"The person's request is:\n{opening}\nRewrite it as the first question of the conversation."
     else:
@@ -62,21 +79,32 @@ def question_messages(opening: str, history: History, max_words: int, revision: 
             f"The conversation began with: {opening}\nSo far:\n{history.transcript()}\n"
             "Write the person's next question: it follows on from the answers and asks for a new picture."
         )
-    return [system, _text("user", task + _revise(revision, "question"))]
+    if images:
+        task += (" The person shows the last pictures above with this question: ask about what they show, and say "
+                 "what picture to make from them (a variation, an edit, a new view, or something they inspire).")
+    elif earlier:
+        task += " The pictures above are those the person showed in earlier turns."
+    return [system, _user(task + _revise(revision, "question"), [*earlier, *images])]
 
 
-def answer_messages(question: str, history: History, revision: Revision | None = None) -> list[dict]:
+def answer_messages(question: str, history: History, revision: Revision | None = None,
+                    images: Sequence[bytes] = ()) -> list[dict]:
     task = question + _revise(revision, "answer")
-    return [_text("system", _SYSTEM_ASSISTANT), *history.as_messages(), _text("user", task)]
+    if images:
+        task += "\n\nAnswer from what the pictures I showed really contain; do not invent what they do not show."
+    return [_text("system", _SYSTEM_ASSISTANT), *history.as_messages(), _user(task, images)]
 
 
-def caption_messages(question: str, answer: str, max_words: int, revision: Revision | None = None) -> list[dict]:
+def caption_messages(question: str, answer: str, max_words: int, revision: Revision | None = None,
+                     images: Sequence[bytes] = ()) -> list[dict]:
     task = (
         f"Question: {question}\nAnswer: {answer}\n"
         f"Describe, in at most {max_words} words, the picture that should go with this answer. Show what the answer "
         "explains and add what words cannot: layout, colour, scale, setting. Do not repeat the answer."
     )
-    return [_text("system", _SYSTEM_ASSISTANT), _text("user", task + _revise(revision, "caption"))]
+    if images:
+        task += " The picture must relate to the pictures the person showed (above) as the question asks."
+    return [_text("system", _SYSTEM_ASSISTANT), _user(task + _revise(revision, "caption"), images)]
 
 
 def prompt_fingerprint() -> str:
@@ -84,12 +112,17 @@ def prompt_fingerprint() -> str:
     first draft or revision). A comment or a refactor that renders the same prompts keeps it; a changed
     instruction changes it."""
     history, revision = History((("q0", "a0"),)), Revision("draft", "critique")
+    shown = History((("q0", "a0"),), ((b"image",),))
     rendered = [
         [question_messages("opening", h, 50, r) for h in (History(), history) for r in (None, revision)],
         [answer_messages("question", h, r) for h in (History(), history) for r in (None, revision)],
         [caption_messages("question", "answer", 65, r) for r in (None, revision)],
+        # with pictures the user brings, now or in an earlier turn
+        [question_messages("opening", h, 50, None, i) for h in (History(), shown) for i in ([], [b"image"])],
+        [answer_messages("question", h, None, [b"image"]) for h in (History(), shown)],
+        caption_messages("question", "answer", 65, None, [b"image"]),
     ]
-    return xxhash.xxh3_128_hexdigest(json.dumps(rendered, sort_keys=True).encode())
+    return xxhash.xxh3_128_hexdigest(json.dumps(rendered, sort_keys=True, default=bytes.decode).encode())
 
 
 def clean_reply(text: str, what: str) -> str:
@@ -115,3 +148,11 @@ def _revise(revision: Revision | None, what: str) -> str:
 def _text(role: str, text: str) -> dict[str, Any]:
     # Plain string content: the chat templates of many text-only models do not read content lists.
     return {"role": role, "content": text}
+
+
+def _user(text: str, images: Sequence[bytes]) -> dict[str, Any]:
+    """A user message: plain text, or the pictures the user shows followed by the text."""
+    if not images:
+        return _text("user", text)
+    return {"role": "user", "content": [*({"type": "image", "image": data} for data in images),
+                                        {"type": "text", "text": text}]}

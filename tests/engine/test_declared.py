@@ -151,3 +151,41 @@ def test_validate_loads_no_model_and_starts_no_ray() -> None:
     done = subprocess.run([sys.executable, "-c", code, str(job)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{job}: OK (")
+
+
+def test_image_seeds_with_a_writer_that_cannot_see_images_are_refused_at_load(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    import skimage.data
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(skimage.data.coffee()).resize((48, 32)).save(buffer, format="PNG")
+    (tmp_path / "coffee.png").write_bytes(buffer.getvalue())
+    seeds = [{"text": "How do yaks stay warm?"}, {"text": "Missing.", "images": ["gone.png"]},
+             {"text": "What drink is this? Draw it.", "images": ["coffee.png"]}]
+    path = write_job(tmp_path, without_embed(), seed_lines=seeds)
+    # The missing image's line will only be quarantined; the photograph's line is the one that needs a vision writer.
+    expected = (f"{path}:{line_of(path, '- seeds.jsonl')}: seeds.files.0: {tmp_path / 'seeds.jsonl'}:3 brings images, "
+                "but the writer cannot see them: roles.llm's backend 'transformers-chat' takes no image parts. Add a "
+                "`vlm` role served by a vision backend (e.g. backend: transformers-vision-chat), or serve llm with one")
+    assert refusal(path) == expected
+    assert main(["validate", str(path)]) == 2
+    assert capsys.readouterr().err == f"seir: error: {expected}\n"
+
+    vision = {"backend": "transformers-vision-chat", "model": "tiny:judge"}
+    with_vlm = without_embed()
+    with_vlm["roles"]["vlm"] = vision
+    assert "vlm" in load_job(write_job(tmp_path / "vlm", with_vlm, seed_lines=seeds)).roles
+    seeing_llm = without_embed()
+    seeing_llm["roles"]["llm"] = vision
+    load_job(write_job(tmp_path / "llm", seeing_llm, seed_lines=seeds))
+    # Without a seed that brings a picture a text-only writer is fine.
+    load_job(write_job(tmp_path / "text", without_embed(), seed_lines=seeds[:2]))
+
+    blind_vlm = without_embed()
+    blind_vlm["roles"]["vlm"] = {"backend": "transformers-chat", "model": "tiny:llm"}
+    assert refusal(write_job(tmp_path / "blind", blind_vlm)).endswith(
+        "roles.vlm.backend: the vlm role writes about the pictures seeds bring, but backend 'transformers-chat' "
+        "cannot see images: give it a vision backend (e.g. transformers-vision-chat)")

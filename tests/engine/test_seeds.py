@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from seir.engine.images import as_png
+from seir.engine.images import ImageStore, as_png
 from seir.engine.keys import bytes_key
 from seir.engine.seeds import load_seeds
 from seir.engine.spec import JobSpecError, SeedSpec, load_job
@@ -63,7 +63,8 @@ def test_bad_lines_are_quarantined_with_file_line_and_field(tmp_path):
     ]
     path = tmp_path / "seeds.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    load = load_seeds(SeedSpec(files=[path]))
+    store = ImageStore(tmp_path / "out")
+    load = load_seeds(SeedSpec(files=[path]), store.put)
     assert [s.seed_id for s in load.seeds] == ["good", load.seeds[1].seed_id, "jpeg"]
     assert load.seeds[1].text == "Draw Coral for me" and load.seeds[1].source == f"{path}:10"
     found = {(q.line, q.field): q.reason for q in load.quarantined}
@@ -78,7 +79,7 @@ def test_bad_lines_are_quarantined_with_file_line_and_field(tmp_path):
     assert all(q.source == str(path) for q in load.quarantined)
     # Images are stored as PNG and keyed by that encoding, whatever format the seed brought.
     jpeg_seed = load.seeds[2]
-    assert jpeg_seed.turns == 2 and load.images[jpeg_seed.images[0]].startswith(b"\x89PNG")
+    assert jpeg_seed.turns == 2 and store.get(jpeg_seed.images[0]).startswith(b"\x89PNG")
     assert jpeg_seed.images[0] == bytes_key(as_png(jpeg.getvalue()))
 
 
@@ -153,6 +154,7 @@ name: roots
 seeds: {files: [seeds.jsonl], images_root: ../photos, roots: [../shared]}
 roles:
   llm: {backend: transformers-chat, model: tiny:llm}
+  vlm: {backend: transformers-vision-chat, model: tiny:judge}
   judge: {backend: transformers-vision-chat, model: tiny:judge}
   image: {backend: diffusers-text-to-image, model: tiny:sd}
 """)
@@ -187,3 +189,73 @@ roles:
     (job / "job.yaml").write_text(text.replace("  files: [../other/seeds.jsonl]\n",
                                                "  files: [../other/seeds.jsonl]\n  roots: [../other]\n"))
     assert [s.text for s in load_seeds(load_job(job / "job.yaml").seeds).seeds] == ["How do yaks stay warm?"]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` grey pixels and holds none: a decompression bomb's header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_per_turn_images_and_bad_image_lines_are_quarantined_with_field_and_reason(tmp_path):
+    for name, color in (("a.png", "red"), ("b.png", "green"), ("c.png", "blue")):
+        (tmp_path / name).write_bytes(png(color))
+    (tmp_path / "bomb.png").write_bytes(png_header_only(20_000, 20_000))  # over PIL's own bomb limit
+    (tmp_path / "huge.png").write_bytes(png_header_only(5_000, 5_000))  # under PIL's, over the judge's pixel limit
+    (tmp_path / "broken.png").write_bytes(png("red")[:40])
+    (tmp_path.parent / "outside.png").write_bytes(png("red"))
+    rows = [
+        {"id": "turns", "text": "Look at these.", "turn_images": [["a.png"], [], ["b.png", "c.png"], []]},
+        {"id": "many", "text": "Too many.", "images": ["a.png"] * 21},
+        {"id": "many-turns", "text": "Too many.", "turn_images": [["a.png"] * 11, ["b.png"] * 10]},
+        {"id": "bomb", "text": "Bomb.", "images": ["a.png", "bomb.png"]},
+        {"id": "huge", "text": "Huge.", "images": ["huge.png"]},
+        {"id": "broken", "text": "Broken.", "turn_images": [["a.png"], ["broken.png"]]},
+        {"id": "out", "text": "Outside.", "turn_images": [[], ["../outside.png"]]},
+        {"id": "both", "text": "Both.", "images": ["a.png"], "turn_images": [["b.png"]]},
+        {"id": "long", "text": "Long.", "turn_images": [["a.png"], ["b.png"]], "turns": 1},
+        {"id": "flat", "text": "Flat.", "turn_images": ["a.png"]},
+    ]
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    load = load_seeds(SeedSpec(files=[path]))
+    [seed] = load.seeds
+    key = {name: bytes_key(png(color)) for name, color in (("a", "red"), ("b", "green"), ("c", "blue"))}
+    assert seed.turn_images == ((key["a"],), (), (key["b"], key["c"]))  # trailing empty turns dropped
+    assert seed.images == (key["a"], key["b"], key["c"])
+    found = {q.line: (q.field, q.reason) for q in load.quarantined}
+    assert all(q.source == str(path) for q in load.quarantined)
+    assert found[2] == ("images", "21 images, over the 20 a seed may bring")
+    assert found[3] == ("turn_images", "21 images, over the 20 a seed may bring")
+    assert found[4][0] == "images[1]" and "decompression bomb" in found[4][1]
+    assert found[5][0] == "images[0]" and "5000x5000, over the" in found[5][1] and "not decoded" in found[5][1]
+    assert found[6][0] == "turn_images[1][0]" and "not a readable image" in found[6][1]
+    assert found[7][0] == "turn_images[1][0]" and "outside the folders seeds may read" in found[7][1]
+    assert found[8] == ("turn_images", "give images (the first turn's) or turn_images (per turn), not both")
+    assert found[9][0] == "turn_images" and "images for 2 turns, but the seed has turns: 1" in found[9][1]
+    assert found[10] == ("turn_images[0]", "each turn's images are a list, got str")
+
+
+def test_seed_images_stream_into_the_store_and_only_keys_are_kept(tmp_path):
+    (tmp_path / "a.png").write_bytes(png("red"))
+    (tmp_path / "b.jpg").write_bytes(photo())
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps({"text": f"What is in picture {i}?", "images": ["a.png", "b.jpg"]}) + "\n"
+                            for i in range(50)))
+    stored: list[bytes] = []
+
+    def put(data: bytes) -> str:
+        stored.append(data)
+        return bytes_key(data)
+
+    load = load_seeds(SeedSpec(files=[path]), put)
+    assert len(load.seeds) == 50 and not hasattr(load, "images")
+    # Each file is read and stored once however many seeds name it; seeds hold keys (of the stored PNG bytes) only.
+    assert [bytes_key(data) for data in stored] == [bytes_key(png("red")), bytes_key(as_png(photo()))]
+    assert all(seed.images == tuple(bytes_key(data) for data in stored) for seed in load.seeds)
