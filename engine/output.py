@@ -38,7 +38,8 @@ def version_name(number: int) -> str:
 def write_version(store: ProvenanceStore, out_dir: Path, run_id: str, kind: str, job_key: str,
                   job_spec: dict[str, Any], engine_version: str, dialogue_keys: list[str]) -> Version:
     """Freeze the dataset as ``dialogue_keys`` (one per current seed), each accepted unless its latest decision
-    or this run's dedup says otherwise."""
+    or this run's dedup says otherwise. Call it inside ``store.held()``: its temp tables live as long as the
+    connection."""
     con = store.con
     existing = con.execute("SELECT version FROM versions WHERE run_id = ?", [run_id]).fetchall()
     number = existing[0][0] if existing else con.execute(

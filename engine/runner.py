@@ -289,6 +289,7 @@ class Runner:
     @contextmanager
     def _session(self) -> Iterator[ProvenanceStore]:
         with OutputLock(self.out_dir), ProvenanceStore(self.out_dir) as store:
+            store.release_between_uses()  # readers (seir sql, DuckDB clients) get in between commits
             yield store
 
     @contextmanager
@@ -329,13 +330,14 @@ class Runner:
             return
         embed_key = content_key(self.spec.roles["embed"].output_config()) if "embed" in self.spec.roles else ""
         rows = store.dedup_candidates(dialogue_keys, embed_key)
-        index = DedupIndex(self.spec.dedup, store.con)
-        index.retain([row.dialogue_id for row in rows])
-        index.add(DedupItem(dialogue_id=row.dialogue_id, text=row.text, score=row.score, order=row.order,
-                            image_bytes=lambda keys=row.image_keys: [self.images.get(k) for k in keys],
-                            embedding=row.embedding) for row in rows)
-        result = index.resolve()
-        store.record_dedup(run_id, result.decisions)
+        with store.held() as con:  # the index's working tables live as long as this connection
+            index = DedupIndex(self.spec.dedup, con)
+            index.retain([row.dialogue_id for row in rows])
+            index.add(DedupItem(dialogue_id=row.dialogue_id, text=row.text, score=row.score, order=row.order,
+                                image_bytes=lambda keys=row.image_keys: [self.images.get(k) for k in keys],
+                                embedding=row.embedding) for row in rows)
+            result = index.resolve()
+            store.record_dedup(run_id, result.decisions)
         if result.decisions:
             by_method: dict[str, int] = {}
             for decision in result.decisions:
@@ -347,9 +349,10 @@ class Runner:
                 started: float) -> dict[str, Any]:
         self._dedup(store, run_id, dialogue_keys)
         failpoint("deduped")
-        version: Version = write_version(store, self.out_dir, run_id, kind, self.spec.key(),
-                                         self.spec.model_dump(mode="json"), seir.__version__, dialogue_keys)
-        summary = run_summary(store.con, run_id)
+        with store.held() as con:
+            version: Version = write_version(store, self.out_dir, run_id, kind, self.spec.key(),
+                                             self.spec.model_dump(mode="json"), seir.__version__, dialogue_keys)
+            summary = run_summary(con, run_id)
         summary.update(wall_s=time.monotonic() - started, **self.timings, version=version.number,
                        version_path=str(version.path))
         store.finish_run(run_id, summary)

@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from seir.engine.calls import Ledger
-from seir.engine.store_base import StoreBase, now
+from seir.engine.store_base import StoreBase, held, now
 
 
 class CallRecords(StoreBase):
+    @held
     def answered(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         if not keys:
             return {}
