@@ -18,7 +18,12 @@ def _runner(args: argparse.Namespace) -> object:
     from seir.engine.spec import load_job
 
     return Runner(load_job(args.job), args.out, address=getattr(args, "address", None),
-                  cache_dir=getattr(args, "cache", None))
+                  cache_dir=getattr(args, "cache", None), verbose=args.verbose)
+
+
+def _add_verbose(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--verbose", action="store_true", help="show model workers' output and library warnings "
+                         "on the terminal (by default they go to OUT/logs/seir.log)")
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -104,6 +109,7 @@ def _job_command(commands: argparse._SubParsersAction, name: str, help_text: str
     command.add_argument("--cache", type=Path, default=None,
                          help="a call cache shared with other outputs: calls any of them answered are not made again "
                               "(default: the job's execution.cache, else none)")
+    _add_verbose(command)
     command.set_defaults(handler=handler)
     return command
 
@@ -157,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="output folder: the report and the run's provenance")
     judge_eval.add_argument("--limit", type=int, default=None, help="the first N items only")
     judge_eval.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None)
+    _add_verbose(judge_eval)
     judge_eval.set_defaults(handler=_judge_eval)
 
     models = commands.add_parser("models", help="model utilities").add_subparsers(dest="models", required=True)

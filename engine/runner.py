@@ -31,11 +31,12 @@ from seir.engine.forecast import Forecast, forecast
 from seir.engine.images import ImageStore
 from seir.engine.keys import content_key
 from seir.engine.lock import OutputLock
+from seir.engine.logs import log_path, quiet
 from seir.engine.loop import SeirLoop
 from seir.engine.output import Version, write_version
 from seir.engine.planning import DialogueTask, Plan, changes, model_revisions, pack_shards, plan_dialogues
 from seir.engine.pools import CallFailure, RolePool
-from seir.engine.progress import Progress, format_summary, run_summary
+from seir.engine.progress import Meter, Progress, format_summary, run_summary, say
 from seir.engine.records import SeedDuplicate, Stage
 from seir.engine.scoring import StageScorer, blocking_call, judge_sampling, scorer_roles
 from seir.engine.seed_dedup import near_duplicate_seeds
@@ -43,18 +44,21 @@ from seir.engine.seeds import SeedLoad, load_seeds
 from seir.engine.spec import JobSpec
 from seir.engine.store import ProvenanceStore
 from seir.operators.scoring.judge import JudgeScorer
-from seir.operators.scoring.judge_eval import JudgeEvalReport, evaluate, read_eval_data
+from seir.operators.scoring.judge_eval import JudgeEvalReport, evaluate, judged_items, read_eval_data
 from seir.operators.scoring.rubrics import TurnView
 
 RESCORE_BATCH = 64  # turns judged per batched scorer call during a rescore
+EMBED_BATCH = 256  # dialogues embedded per call before the dedup pass: progress between calls
 
 
 class ModelPools:
     """Actor pools started on first need and shut down together."""
 
     def __init__(self, spec: JobSpec, store: ProvenanceStore, run_id: str, images: ImageStore, address: str | None,
-                 say: Any, shared_cache: SharedCallCache | None = None) -> None:
-        self.spec, self.store, self.run_id, self.images = spec, store, run_id, images
+                 say: Any, shared_cache: SharedCallCache | None = None, stream: TextIO = sys.stderr,
+                 log_path: str | None = None) -> None:
+        self.spec, self.store, self.run_id, self.images, self.stream = spec, store, run_id, images, stream
+        self.log_path = log_path  # where workers write what they print (None: to the terminal)
         self.cache = LayeredCache(store, shared_cache, images)
         self.address, self.say = address, say
         self.pools: dict[str, RolePool] = {}
@@ -64,13 +68,17 @@ class ModelPools:
     def ensure(self, roles: list[str]) -> dict[str, ModelClient]:
         wanted = [r for r in roles if r not in self.pools]
         if wanted:
-            if not ray.is_initialized():
-                ray.init(address=self.address, include_dashboard=False, logging_level="WARNING")
             self.say("starting model pools: " + ", ".join(f"{r} x{self.spec.roles[r].replicas}" for r in wanted))
             started = time.monotonic()
-            fresh = {role: RolePool(role, self.spec.roles[role]) for role in wanted}
-            self.pools.update(fresh)
-            configs = {role: pool.ready(max(pool.spec.timeout_s, 600)) for role, pool in fresh.items()}
+            with Meter("loading models", len(wanted), "roles", self.stream) as meter:
+                if not ray.is_initialized():
+                    # Workers' output stays out of the terminal unless --verbose: they write to the log file.
+                    ray.init(address=self.address, include_dashboard=False, logging_level="WARNING",
+                             log_to_driver=self.log_path is None)
+                fresh = {role: RolePool(role, self.spec.roles[role], self.log_path) for role in wanted}
+                self.pools.update(fresh)
+                configs = {role: meter.counted_call(pool.ready, max(pool.spec.timeout_s, 600))
+                           for role, pool in fresh.items()}
             self.startup_s += time.monotonic() - started
             self.store.record_models(self.run_id, {role: (content_key(cfg), cfg) for role, cfg in configs.items()})
             for role, config in configs.items():
@@ -84,7 +92,8 @@ class ModelPools:
 
 class Runner:
     def __init__(self, spec: JobSpec, out_dir: Path, address: str | None = None, stream: TextIO = sys.stderr,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, verbose: bool = False) -> None:
+        self.verbose = verbose  # everything on the terminal, not only seir's own lines
         self.spec = spec
         self.out_dir = Path(out_dir)
         cache_dir = cache_dir or spec.execution.cache
@@ -96,7 +105,7 @@ class Runner:
         self.timings: dict[str, float] = {}  # seconds: starting the model pools, running the shards
 
     def say(self, message: str) -> None:
-        print(f"[seir] {message}", file=self.stream, flush=True)
+        say(self.stream, message)
 
     # -- run / refresh ----------------------------------------------------------------------------------------------
     def run(self, show_plan: bool = False, dry_run: bool = False) -> dict[str, Any] | None:
@@ -183,14 +192,11 @@ class Runner:
             failpoint("shard-committed")
 
         async def all_shards() -> None:
-            heartbeat = asyncio.create_task(progress.heartbeat())
-            try:
-                await asyncio.gather(*(one(shard_id, tasks) for shard_id, tasks in work))
-            finally:
-                heartbeat.cancel()
+            await asyncio.gather(*(one(shard_id, tasks) for shard_id, tasks in work))
 
         started = time.monotonic()
-        asyncio.run(all_shards())
+        with progress:
+            asyncio.run(all_shards())
         self.timings["shards_s"] = time.monotonic() - started
 
     # -- rescore ----------------------------------------------------------------------------------------------------
@@ -206,8 +212,11 @@ class Runner:
                 if stale:
                     roles = scorer_roles(self.spec)
                     scorer = StageScorer(self.spec, pools.ensure(roles))
-                    for start in range(0, len(stale), RESCORE_BATCH):
-                        asyncio.run(self._rescore_batch(store, run_id, scorer, stale[start : start + RESCORE_BATCH]))
+                    with Meter("rescore", len(stale), "dialogues", self.stream) as meter:
+                        for start in range(0, len(stale), RESCORE_BATCH):
+                            batch = stale[start : start + RESCORE_BATCH]
+                            asyncio.run(self._rescore_batch(store, run_id, scorer, batch))
+                            meter.advance(len(batch))
                 store.redecide(run_id, candidates, self.spec.scoring.thresholds)
                 self._embed_missing(store, run_id, candidates, pools)
             return self._finish(store, run_id, "rescore", candidates, started)
@@ -263,9 +272,10 @@ class Runner:
                     scorer = JudgeScorer(blocking_call(judge, "chat", loop, ledger),
                                          blocking_call(judge, "score", loop, ledger),
                                          sampling=judge_sampling(self.spec))
-                    return await asyncio.to_thread(evaluate, eval_set, scorer, rubric)
+                    return await asyncio.to_thread(evaluate, eval_set, scorer, rubric, on_batch=meter.advance)
 
-                report = asyncio.run(scored())
+                with Meter("judge-eval", judged_items(eval_set, rubric), "items", self.stream) as meter:
+                    report = asyncio.run(scored())
                 store.commit_calls(run_id, ledger, self.images.relative_path)
                 self._publish(run_id, ledger)
             target = self.out_dir / "judge-eval" / f"{run_id}.json"
@@ -288,13 +298,14 @@ class Runner:
 
     @contextmanager
     def _session(self) -> Iterator[ProvenanceStore]:
-        with OutputLock(self.out_dir), ProvenanceStore(self.out_dir) as store:
+        with OutputLock(self.out_dir), quiet(self.out_dir, self.verbose), ProvenanceStore(self.out_dir) as store:
             store.release_between_uses()  # readers (seir sql, DuckDB clients) get in between commits
             yield store
 
     @contextmanager
     def _pools(self, store: ProvenanceStore, run_id: str) -> Iterator[ModelPools]:
-        pools = ModelPools(self.spec, store, run_id, self.images, self.address, self.say, self.shared_cache)
+        pools = ModelPools(self.spec, store, run_id, self.images, self.address, self.say, self.shared_cache,
+                           stream=self.stream, log_path=None if self.verbose else str(log_path(self.out_dir)))
         try:
             yield pools
         finally:
@@ -311,7 +322,12 @@ class Runner:
             return
         client = pools.ensure(["embed"])["embed"]
         ledger = Ledger()
-        vectors = asyncio.run(client.embed([text for _, text in missing], ledger))
+        vectors: list[list[float] | CallFailure] = []
+        with Meter("embedding for dedup", len(missing), "dialogues", self.stream) as meter:
+            for start in range(0, len(missing), EMBED_BATCH):
+                texts = [text for _, text in missing[start : start + EMBED_BATCH]]
+                vectors += asyncio.run(client.embed(texts, ledger))
+                meter.advance(len(texts))
         failed = next((v for v in vectors if isinstance(v, CallFailure)), None)
         if failed is not None:
             raise SeirError(f"embedding dialogues for semantic dedup failed: {failed.reason}. Fix the embed role, "
@@ -333,10 +349,12 @@ class Runner:
         with store.held() as con:  # the index's working tables live as long as this connection
             index = DedupIndex(self.spec.dedup, con)
             index.retain([row.dialogue_id for row in rows])
-            index.add(DedupItem(dialogue_id=row.dialogue_id, text=row.text, score=row.score, order=row.order,
-                                image_bytes=lambda keys=row.image_keys: [self.images.get(k) for k in keys],
-                                embedding=row.embedding) for row in rows)
-            result = index.resolve()
+            with Meter("dedup", len(rows), "dialogues", self.stream) as meter:
+                index.add(meter.counted(
+                    DedupItem(dialogue_id=row.dialogue_id, text=row.text, score=row.score, order=row.order,
+                              image_bytes=lambda keys=row.image_keys: [self.images.get(k) for k in keys],
+                              embedding=row.embedding) for row in rows))
+                result = index.resolve()
             store.record_dedup(run_id, result.decisions)
         if result.decisions:
             by_method: dict[str, int] = {}
