@@ -8,17 +8,38 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from seir import __version__
 from seir.engine.errors import SeirError
+
+if TYPE_CHECKING:
+    from seir.engine.budget import Budget
+    from seir.engine.spec import JobSpec
 
 
 def _runner(args: argparse.Namespace) -> object:
     from seir.engine.runner import Runner
     from seir.engine.spec import load_job
 
-    return Runner(load_job(args.job), args.out, address=getattr(args, "address", None),
-                  cache_dir=getattr(args, "cache", None), verbose=args.verbose)
+    spec = load_job(args.job)
+    return Runner(spec, args.out, address=getattr(args, "address", None),
+                  cache_dir=getattr(args, "cache", None), verbose=args.verbose, budget=_budget(args, spec))
+
+
+def _budget(args: argparse.Namespace, spec: JobSpec) -> Budget:
+    from seir.engine.budget import Budget
+
+    return Budget.of(spec, getattr(args, "max_calls", None), getattr(args, "max_tokens", None),
+                     getattr(args, "max_gpu_hours", None))
+
+
+def _add_budget(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--max-calls", type=int, default=None, help="stop at a shard boundary once this many "
+                         "model calls were computed (cached answers are free); run again with a larger cap to resume")
+    command.add_argument("--max-tokens", type=int, default=None, help="the same cap on tokens in and out")
+    command.add_argument("--max-gpu-hours", type=float, default=None, help="the same cap on GPU hours (busy time "
+                         "times the role's num_gpus)")
 
 
 def _add_verbose(command: argparse.ArgumentParser) -> None:
@@ -132,9 +153,11 @@ def _parser() -> argparse.ArgumentParser:
                                    "the roles and inputs its scorers and dedup methods declare")
     validate.add_argument("job", type=Path, help="job spec (YAML)")
     validate.set_defaults(handler=_validate)
-    _job_command(commands, "run", "run a job: make every dialogue its seeds call for that is not made yet", _run)
+    _add_budget(_job_command(commands, "run", "run a job: make every dialogue its seeds call for that is not made yet",
+                             _run))
     refresh = _job_command(commands, "refresh", "print what changed since the last run, then make only that",
                            _refresh)
+    _add_budget(refresh)
     refresh.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     _job_command(commands, "rescore", "score existing dialogues again with the job's judge and thresholds, "
                  "regenerating nothing", _rescore)

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import ray
 
 import seir
+from seir.engine.budget import Budget, Spend
 from seir.engine.call_cache import SharedCallCache
 from seir.engine.calls import LayeredCache, Ledger, ModelClient
 from seir.engine.dedup import DedupIndex, DedupItem
@@ -92,8 +93,10 @@ class ModelPools:
 
 class Runner:
     def __init__(self, spec: JobSpec, out_dir: Path, address: str | None = None, stream: TextIO = sys.stderr,
-                 cache_dir: Path | None = None, verbose: bool = False) -> None:
+                 cache_dir: Path | None = None, verbose: bool = False, budget: Budget | None = None) -> None:
         self.verbose = verbose  # everything on the terminal, not only seir's own lines
+        self.budget = budget or Budget.of(spec)
+        self.stopped: str | None = None  # why a budget stopped the last run early, and what the rest costs
         self.spec = spec
         self.out_dir = Path(out_dir)
         cache_dir = cache_dir or spec.execution.cache
@@ -129,11 +132,11 @@ class Runner:
             with self._pools(store, run_id) as pools:
                 if work:
                     clients = pools.ensure(list(self.spec.roles))
-                    self._run_shards(store, run_id, plan, clients, work)
+                    self.stopped = self._run_shards(store, run_id, plan, clients, work)
                 store.redecide(run_id, plan.keys(), self.spec.scoring.thresholds)
                 self._embed_missing(store, run_id, plan.keys(), pools)
                 self.timings["startup_s"] = pools.startup_s
-            return self._finish(store, run_id, "run", plan.keys(), started)
+            return self._finish(store, run_id, "run", plan.keys(), started, partial=self.stopped)
 
     def _plan_text(self, store: ProvenanceStore, plan: Plan) -> str:
         latest = [i for i, _ in store.latest_candidates()]
@@ -141,7 +144,24 @@ class Runner:
         found = changes(plan, store.committed_dialogues(), latest, previous, self.spec)
         self.forecast = forecast(plan, found, store.prior_drafts([t.seed.seed_key for t in plan.tasks]), previous,
                                  self.spec)
-        return found.describe() + "\n" + self.forecast.describe()
+        return found.describe() + "\n" + self.forecast.describe() + "\n" + self._cost_text(store)
+
+    def _cost_text(self, store: ProvenanceStore) -> str:
+        """The forecast's computed calls priced at the rates this output measured."""
+        if self.forecast is None or not self.forecast.known:
+            return "cost: no earlier calls in this output to measure rates from"
+        rates = store.measured_rates()
+        lines, total = ["cost at this output's measured rates (upper bounds):"], [0, 0.0, 0.0, 0.0]
+        for role, predicted in sorted(self.forecast.roles.items()):
+            tokens, busy = rates.get(role, (0.0, 0.0))
+            calls = predicted.computed_max
+            gpu_h = calls * busy * self.spec.roles[role].num_gpus / 3600
+            lines.append(f"  {role}: {calls} calls, {calls * tokens:.0f} tokens, {calls * busy:.1f} busy s, "
+                         f"{gpu_h:.3f} GPU hours" + ("" if role in rates else " (no rate measured yet)"))
+            total = [total[0] + calls, total[1] + calls * tokens, total[2] + calls * busy, total[3] + gpu_h]
+        lines.append(f"  total: {total[0]} calls, {total[1]:.0f} tokens, {total[2]:.1f} busy s, "
+                     f"{total[3]:.3f} GPU hours")
+        return "\n".join(lines)
 
     def _drop_near_duplicate_seeds(self, seeds: SeedLoad) -> list[SeedDuplicate]:
         threshold = self.spec.seeds.near_duplicates
@@ -176,17 +196,26 @@ class Runner:
         return run_id, shards
 
     def _run_shards(self, store: ProvenanceStore, run_id: str, plan: Plan, clients: dict[str, ModelClient],
-                    work: list[tuple[str, list[DialogueTask]]]) -> None:
+                    work: list[tuple[str, list[DialogueTask]]]) -> str | None:
+        """Run and commit the shards; returns why the budget stopped them early (None when all ran)."""
         loop = SeirLoop(self.spec, clients, StageScorer(self.spec, clients))
+        spend, left, reason = Spend(), [], None
+        num_gpus = {role: spec.num_gpus for role, spec in self.spec.roles.items()}
         progress = Progress(sum(len(tasks) for _, tasks in work), len(work), self.stream)
         loop.on_round = progress.note_round
         in_flight = asyncio.Semaphore(self.spec.execution.shards_in_flight)
 
         async def one(shard_id: str, tasks: list[DialogueTask]) -> None:
+            nonlocal reason
             async with in_flight:
+                reason = reason or spend.over(self.budget)
+                if reason is not None:  # a shard boundary: this one and every later one wait for the next run
+                    left.append(len(tasks))
+                    return
                 outcome = await loop.run_shard(tasks)
             store.commit_shard(run_id, shard_id, outcome.dialogues, outcome.ledger, plan.generation_key,
                                self.images.relative_path)
+            spend.add(outcome.ledger, len(outcome.dialogues), num_gpus)
             self._publish(run_id, outcome.ledger)
             progress.shard_committed(outcome.dialogues, outcome.ledger, self.spec.scoring.thresholds)
             failpoint("shard-committed")
@@ -198,6 +227,13 @@ class Runner:
         with progress:
             asyncio.run(all_shards())
         self.timings["shards_s"] = time.monotonic() - started
+        if reason is None:
+            return None
+        stopped = (f"budget reached ({reason}): stopped after {progress.shards} of {len(work)} shards "
+                   f"({progress.dialogues} of {progress.total_dialogues} dialogues); the other {sum(left)} would "
+                   f"cost {spend.rest(sum(left))} at this run's rate. Run again with a larger cap to make them.")
+        self.say(stopped)
+        return stopped
 
     # -- rescore ----------------------------------------------------------------------------------------------------
     def rescore(self) -> dict[str, Any]:
@@ -364,15 +400,18 @@ class Runner:
                      + ", ".join(f"{m} {n}" for m, n in sorted(by_method.items())))
 
     def _finish(self, store: ProvenanceStore, run_id: str, kind: str, dialogue_keys: list[str],
-                started: float) -> dict[str, Any]:
+                started: float, partial: str | None = None) -> dict[str, Any]:
         self._dedup(store, run_id, dialogue_keys)
         failpoint("deduped")
         with store.held() as con:
             version: Version = write_version(store, self.out_dir, run_id, kind, self.spec.key(),
-                                             self.spec.model_dump(mode="json"), seir.__version__, dialogue_keys)
+                                             self.spec.model_dump(mode="json"), seir.__version__, dialogue_keys,
+                                             partial=partial is not None)
             summary = run_summary(con, run_id)
         summary.update(wall_s=time.monotonic() - started, **self.timings, version=version.number,
                        version_path=str(version.path))
-        store.finish_run(run_id, summary)
-        self.say("done\n" + format_summary(summary))
+        if partial is not None:
+            summary["partial"] = partial
+        store.finish_run(run_id, summary, "partial" if partial else "finished")
+        self.say(("partial version written\n" if partial else "done\n") + format_summary(summary))
         return summary

@@ -135,8 +135,13 @@ CREATE TABLE seed_duplicates (run_id VARCHAR, seed_key VARCHAR, seed_id VARCHAR,
                               kept_seed_key VARCHAR, kept_seed_id VARCHAR, method VARCHAR, similarity DOUBLE);
 """
 
+# v3 -> v4: a version written by a run its budget stopped early is marked partial.
+_PARTIAL_VERSIONS = """
+ALTER TABLE versions ADD COLUMN IF NOT EXISTS partial BOOLEAN DEFAULT false;
+"""
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3}
+MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _PARTIAL_VERSIONS}
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 VIEWS = """

@@ -84,10 +84,11 @@ class RunRecords(StoreBase):
             })
 
     @held
-    def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
+    def finish_run(self, run_id: str, summary: dict[str, Any], status: str = "finished") -> None:
+        """``status``: finished, or partial (a budget stopped it; the next run makes the rest)."""
         self.con.execute(
-            "UPDATE runs SET status = 'finished', finished_at = ?, summary = ? WHERE run_id = ?",
-            [now(), json.dumps(summary), run_id],
+            "UPDATE runs SET status = ?, finished_at = ?, summary = ? WHERE run_id = ?",
+            [status, now(), json.dumps(summary), run_id],
         )
 
     @held
