@@ -107,6 +107,18 @@ def _diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from seir.engine.query import open_read_only
+    from seir.engine.report import write_report
+
+    con = open_read_only(args.out)
+    try:
+        print(write_report(con, args.out, args.version))
+    finally:
+        con.close()
+    return 0
+
+
 def _judge_eval(args: argparse.Namespace) -> int:
     _runner(args).judge_eval(args.data, args.rubric, args.limit)
     return 0
@@ -176,6 +188,10 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("before", help="version number or name (1 or v0001)")
     diff.add_argument("after")
     diff.add_argument("--json", action="store_true")
+
+    report = _out_command(commands, "report", "write a dataset version's report.html (plots and a gallery; "
+                          "opens offline)", _report)
+    report.add_argument("--version", type=int, default=None, help="version number (default: the latest)")
 
     judge_eval = commands.add_parser(
         "judge-eval", help="agreement of the job's judge with human scores (InterMT's file, or seir's JSONL format)")

@@ -39,6 +39,7 @@ from seir.engine.planning import DialogueTask, Plan, changes, model_revisions, p
 from seir.engine.pools import CallFailure, RolePool
 from seir.engine.progress import Meter, Progress, format_summary, run_summary, say
 from seir.engine.records import SeedDuplicate, Stage
+from seir.engine.report import write_report
 from seir.engine.scoring import StageScorer, blocking_call, judge_sampling, scorer_roles
 from seir.engine.seed_dedup import near_duplicate_seeds
 from seir.engine.seeds import SeedLoad, load_seeds
@@ -407,9 +408,11 @@ class Runner:
             version: Version = write_version(store, self.out_dir, run_id, kind, self.spec.key(),
                                              self.spec.model_dump(mode="json"), seir.__version__, dialogue_keys,
                                              partial=partial is not None)
+            report = write_report(con, self.out_dir, version.number)
             summary = run_summary(con, run_id)
         summary.update(wall_s=time.monotonic() - started, **self.timings, version=version.number,
                        version_path=str(version.path))
+        summary["report_path"] = str(report)
         if partial is not None:
             summary["partial"] = partial
         store.finish_run(run_id, summary, "partial" if partial else "finished")
