@@ -104,6 +104,15 @@ def _diff(args: argparse.Namespace) -> int:
     before, after = parse_version(args.before), parse_version(args.after)
     found = diff(args.out, before, after)
     print(json.dumps(found, indent=1) if args.json else format_diff(found, before, after))
+    if args.report is not None:
+        from seir.engine.query import open_read_only
+        from seir.engine.report import write_diff_report
+
+        con = open_read_only(args.out)
+        try:
+            print(write_diff_report(con, args.out, before, after, found, args.report))
+        finally:
+            con.close()
     return 0
 
 
@@ -188,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("before", help="version number or name (1 or v0001)")
     diff.add_argument("after")
     diff.add_argument("--json", action="store_true")
+    diff.add_argument("--report", type=Path, default=None, help="also write an HTML page: both versions on the same "
+                      "plots, what changed and why")
 
     report = _out_command(commands, "report", "write a dataset version's report.html (plots and a gallery; "
                           "opens offline)", _report)

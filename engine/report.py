@@ -1,6 +1,9 @@
 """``report.html``: one self-contained page per dataset version that opens offline (plotly.js and the gallery's
 images inlined), answering "did refinement help, on which dimension, at which round, at what cost?".
 
+``seir diff V1 V2 --report FILE`` puts two versions on the same plots and lists what changed and why; judge-eval
+writes its own page, judge against human scores per dimension.
+
 Plots (plotly): mean combined score per dimension by refinement round with the share of stages that stopped at each
 round (the SEIR gain curve); the acceptance funnel and rejection reasons; final-score distributions against the
 thresholds; calls, tokens, busy and GPU seconds per role; dedup drops by method. Then a gallery of dialogues (best,
@@ -16,6 +19,7 @@ import base64
 import html
 import io
 import json
+import random
 import re
 from collections import Counter
 from pathlib import Path
@@ -25,10 +29,12 @@ import duckdb
 import plotly.graph_objects as go
 from PIL import Image
 from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
 
 from seir.engine.errors import SeirError
 from seir.engine.output import version_name
 from seir.engine.schema import CONTENT_DIMENSIONS, keep_score_sql
+from seir.operators.scoring.judge_eval import JudgeEvalReport
 
 GALLERY_EACH = 3  # dialogues shown as best, as worst and at random
 THUMBNAIL_SIDE = 256
@@ -38,26 +44,111 @@ _SHORTFALL = re.compile(r"([a-z_]+) (?:[\d.]+ <|not scored)")
 def write_report(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int | None = None) -> Path:
     """Build the report of ``version`` (default: the latest) into its version folder; returns the file."""
     number = version or con.execute("SELECT max(version) FROM versions").fetchall()[0][0]
-    found = con.execute("SELECT run_id, created_at, path FROM versions WHERE version = ?", [number]).fetchall()
+    run_id, created, figures = _version_figures(con, out_dir, number)
+    target = out_dir / "versions" / version_name(number) / "report.html"
+    _write_page(target, f"seir report: {version_name(number)} ({run_id})", f"written {created}", figures,
+                "<h2>Gallery</h2>" + _gallery(con, out_dir))
+    return target
+
+
+def write_diff_report(con: duckdb.DuckDBPyConnection, out_dir: Path, before: int, after: int,
+                      changes: dict[str, list[dict[str, Any]]], target: Path) -> Path:
+    """Two versions on the same plots (each trace named by its version), what changed between them and why (each
+    changed dialogue's current decision), and the changed dialogues' drafts."""
+    merged: list[go.Figure] = []
+    for number in (before, after):
+        _, _, figures = _version_figures(con, out_dir, number)
+        if not merged:
+            merged = [go.Figure(layout=f.layout) for f in figures]
+        for into, figure in zip(merged, figures, strict=True):
+            for trace in figure.data:
+                into.add_trace(trace.update(name=f"{version_name(number)}: {trace.name or ''}",
+                                            legendgroup=version_name(number)))
+    decided = {i: (ok, reason) for i, ok, reason in con.execute(
+        """SELECT vd.dialogue_id, vd.accepted, coalesce(ld.reason, '') FROM version_dialogues vd
+           LEFT JOIN latest_decisions ld USING (dialogue_key) WHERE vd.version = ?""", [after]).fetchall()}
+    ids = {e["dialogue_id"] for kind in ("added", "changed", "status") for e in changes[kind]}
+    rows = "".join(
+        f"<tr><td>{kind}</td><td>{html.escape(e['dialogue_id'])}</td><td>{html.escape(_verdict(decided, e))}</td></tr>"
+        for kind in ("added", "removed", "changed", "status") for e in changes[kind])
+    con.execute("CREATE OR REPLACE TEMP TABLE report_keys AS SELECT dialogue_key, dialogue_id, accepted "
+                "FROM version_dialogues WHERE version = ? AND dialogue_id IN (SELECT unnest(?::VARCHAR[]))",
+                [after, sorted(ids)])
+    cards = "".join(_dialogue_card(con, out_dir, *row) for row in con.execute(
+        f"SELECT dialogue_key, dialogue_id, accepted, {keep_score_sql('k')} FROM report_keys k "
+        f"ORDER BY dialogue_id LIMIT {GALLERY_EACH * 2}").fetchall())
+    summary = ", ".join(f"{len(changes[k])} {k}" for k in ("added", "removed", "changed", "status"))
+    _write_page(target, f"seir diff: {version_name(before)} -> {version_name(after)}", summary, merged,
+                "<h2>What changed</h2><table><tr><th>change</th><th>dialogue</th><th>decision now</th></tr>"
+                f"{rows}</table><h2>Changed dialogues in {version_name(after)}</h2>{cards or '<p>none</p>'}")
+    return target
+
+
+def write_judge_eval_report(report: JudgeEvalReport, target: Path) -> Path:
+    """Judge against human scores, one scatter per evaluable dimension (points jittered a little, so equal
+    scores stay visible), with the agreement measures in each title."""
+    dimensions = [d for d in report.dimensions if d.evaluable]
+    if not dimensions:
+        _write_page(target, f"seir judge-eval: {report.source}", "no dimension could be evaluated", [], "")
+        return target
+    columns = min(3, len(dimensions))
+    titles = [f"{d.name}<br>pearson {_num(d.pearson)}, spearman {_num(d.spearman)}, n {d.n}" for d in dimensions]
+    figure = make_subplots(rows=-(-len(dimensions) // columns), cols=columns, subplot_titles=titles)
+    rng = random.Random(0)
+    for index, d in enumerate(dimensions):
+        points = [p for p in report.predictions if p.dimension == d.name]
+        row, col = index // columns + 1, index % columns + 1
+        figure.add_scatter(x=[p.human + rng.uniform(-0.12, 0.12) for p in points], y=[p.model for p in points],
+                           mode="markers", marker={"size": 5, "opacity": 0.5}, name=d.name, row=row, col=col,
+                           text=[p.item_id for p in points], showlegend=False)
+        low, high = d.scale
+        figure.add_scatter(x=[low, high], y=[low, high], mode="lines", line={"dash": "dot", "color": "gray"},
+                           row=row, col=col, showlegend=False, hoverinfo="skip")
+        figure.update_xaxes(title_text="human", row=row, col=col)
+        figure.update_yaxes(title_text="judge", row=row, col=col)
+    figure.update_layout(height=360 * -(-len(dimensions) // columns), title="Judge vs human scores")
+    skipped = "".join(f"<li>{html.escape(d.name)}: {html.escape(d.reason or '')}</li>"
+                      for d in report.dimensions if not d.evaluable)
+    _write_page(target, f"seir judge-eval: {report.source} ({report.rubric})", f"{report.n_items} items", [figure],
+                f"<h2>Not evaluable</h2><ul>{skipped}</ul>" if skipped else "")
+    return target
+
+
+def _verdict(decided: dict[str, tuple[bool, str]], change: dict[str, Any]) -> str:
+    if change["dialogue_id"] not in decided:
+        return "not in the newer version"
+    accepted, reason = decided[change["dialogue_id"]]
+    return "accepted" if accepted else reason or "dropped as a duplicate"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _version_figures(con: duckdb.DuckDBPyConnection, out_dir: Path,
+                     number: int) -> tuple[str, Any, list[go.Figure]]:
+    """The version's run, when it was written, and its plots; leaves its keys in the temp table ``report_keys``."""
+    found = con.execute("SELECT run_id, created_at FROM versions WHERE version = ?", [number]).fetchall()
     if not found:
         raise SeirError(f"no dataset version {number} in {out_dir} (see `seir versions --out {out_dir}`)")
-    run_id, created, _ = found[0]
-    target = out_dir / "versions" / version_name(number) / "report.html"
+    run_id, created = found[0]
     spec = json.loads(con.execute("SELECT job_spec FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0] or "{}")
     thresholds = spec.get("scoring", {}).get("thresholds", {})
     con.execute("CREATE OR REPLACE TEMP TABLE report_keys AS SELECT dialogue_key, dialogue_id, accepted "
                 "FROM version_dialogues WHERE version = ?", [number])
-    figures = [_gain_curve(con), _funnel(con), _reasons(con, run_id), _distributions(con, thresholds),
-               _usage(con), _dedup(con, run_id)]
+    return run_id, created, [_gain_curve(con), _funnel(con), _reasons(con, run_id), _distributions(con, thresholds),
+                             _usage(con), _dedup(con, run_id)]
+
+
+def _write_page(target: Path, title: str, subtitle: str, figures: list[go.Figure], tail: str) -> None:
     body = "\n".join(f'<section class="plot">{f.to_html(full_html=False, include_plotlyjs=False)}</section>'
                      for f in figures)
-    page = _PAGE.format(title=html.escape(f"seir report: {version_name(number)} ({run_id})"),
-                        plotly=get_plotlyjs(), created=html.escape(str(created)), body=body,
-                        gallery=_gallery(con, out_dir))
-    temp = target.with_name(".report.html.tmp")
+    page = _PAGE.format(title=html.escape(title), plotly=get_plotlyjs(), subtitle=html.escape(subtitle),
+                        body=body, tail=tail)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.tmp")
     temp.write_text(page, encoding="utf-8")
     temp.replace(target)
-    return target
 
 
 def _gain_curve(con: duckdb.DuckDBPyConnection) -> go.Figure:
@@ -209,10 +300,10 @@ section.plot {{ max-width: 1100px; }}
 .draft.kept {{ border-color: #2a7; }}
 .draft img {{ max-width: 256px; display: block; }}
 .critique {{ color: #666; font-style: italic; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 0.2em 0.6em; text-align: left; }}
 </style></head>
-<body><h1>{title}</h1><p>written {created}</p>
+<body><h1>{title}</h1><p>{subtitle}</p>
 {body}
-<h2>Gallery</h2>
-{gallery}
+{tail}
 </body></html>
 """

@@ -39,7 +39,7 @@ from seir.engine.planning import DialogueTask, Plan, changes, model_revisions, p
 from seir.engine.pools import CallFailure, RolePool
 from seir.engine.progress import Meter, Progress, format_summary, run_summary, say
 from seir.engine.records import SeedDuplicate, Stage
-from seir.engine.report import write_report
+from seir.engine.report import write_judge_eval_report, write_report
 from seir.engine.scoring import StageScorer, blocking_call, judge_sampling, scorer_roles
 from seir.engine.seed_dedup import near_duplicate_seeds
 from seir.engine.seeds import SeedLoad, load_seeds
@@ -318,9 +318,10 @@ class Runner:
             target = self.out_dir / "judge-eval" / f"{run_id}.json"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(report.to_json(), encoding="utf-8")
+            page = write_judge_eval_report(report, target.with_suffix(".html"))
             summary = {k: v for k, v in report.to_dict().items() if k != "predictions"}
             store.finish_run(run_id, {**summary, "report_path": str(target)})
-        self.say(f"report: {target}\n{report.to_text()}")
+        self.say(f"report: {target}, plots: {page}\n{report.to_text()}")
         return report
 
     # -- shared -----------------------------------------------------------------------------------------------------
