@@ -197,7 +197,8 @@ def _reasons(con: duckdb.DuckDBPyConnection, run_id: str) -> go.Figure:
             counts.update(f"below threshold: {d}" for d in sorted(set(_SHORTFALL.findall(reason or ""))) or ["?"])
     ordered = counts.most_common()
     return go.Figure(go.Bar(x=[n for _, n in ordered], y=[r for r, _ in ordered], orientation="h")).update_layout(
-        title="Rejection reasons (a dialogue counts once per dimension it fails)", xaxis_title="dialogues")
+        title="Rejection reasons (a dialogue counts once per dimension it fails)" + ("" if ordered else ": none"),
+        xaxis_title="dialogues")
 
 
 def _distributions(con: duckdb.DuckDBPyConnection, thresholds: dict[str, float]) -> go.Figure:

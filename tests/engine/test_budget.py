@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from seir.engine.budget import Budget
+from seir.engine.query import versions
 from seir.engine.runner import Runner
 from seir.engine.spec import load_job
 from tests.engine.conftest import TOPICS, FinishedRun, job_dict, run_job, write_job
@@ -36,6 +37,7 @@ def test_a_call_budget_stops_at_a_shard_boundary_and_a_larger_one_finishes(ray_l
     assert first.sql("SELECT version, partial FROM versions") == [(1, True)]
     assert first.sql("SELECT status FROM runs") == [("partial",)]
     assert summary["partial"].startswith("budget reached")
+    assert [row[2] for row in versions(out)[1]] == ["run (partial)"]
 
     stream = io.StringIO()
     Runner(load_job(capped_job), out, stream=stream, budget=Budget(calls=10**6)).run()

@@ -23,15 +23,17 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 @dataclass
 class Rendered:
     errors: list[str]
-    plots: int  # plotly figures on the page
-    drawn: list[int]  # traces drawn per figure
+    plots: int  # plotly figures drawn on the page
+    traces: list[int]  # traces per figure (an empty one, such as "no duplicates", still has its trace)
+    painted: list[int]  # trace elements plotly painted per figure
     images: list[tuple[bool, int]]  # (loaded, natural width) of every <img>
     fetched: list[str]  # every URL the page asked for
     contrast: int  # brightest minus darkest grey level of the screenshot
 
     def assert_fine(self, plots: int) -> None:
         assert not self.errors, self.errors
-        assert self.plots == plots and all(n > 0 for n in self.drawn), (self.plots, self.drawn)
+        assert self.plots == plots and all(n > 0 for n in self.traces), (self.plots, self.traces)
+        assert self.painted[0] > 0, self.painted  # the first plot always has data
         assert all(done and width > 0 for done, width in self.images), self.images
         assert all(url.startswith(("file:", "data:")) for url in self.fetched), self.fetched  # nothing from a network
         assert self.contrast > 50, self.contrast  # not a blank page
@@ -55,14 +57,16 @@ def render(page_file: Path) -> Rendered:
             page.on("request", lambda request: fetched.append(request.url))
             page.goto(page_file.as_uri(), wait_until="load")
             page.wait_for_selector(".plotly-graph-div .main-svg", timeout=30_000)
-            drawn = page.evaluate("Array.from(document.querySelectorAll('.plotly-graph-div'))"
-                                  ".map(d => d.querySelectorAll('.trace, .funnel, .points').length)")
+            figures = "Array.from(document.querySelectorAll('.plotly-graph-div'))"
+            plots = page.evaluate(f"{figures}.filter(d => d.querySelector('.main-svg')).length")
+            traces = page.evaluate(f"{figures}.map(d => (d.data || []).length)")
+            painted = page.evaluate(f"{figures}.map(d => d.querySelectorAll('.trace, .funnel').length)")
             images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
             shot = page.screenshot()
         finally:
             browser.close()
     low, high = Image.open(io.BytesIO(shot)).convert("L").getextrema()
-    return Rendered(errors, len(drawn), drawn, [tuple(i) for i in images], fetched, high - low)
+    return Rendered(errors, plots, traces, painted, [tuple(i) for i in images], fetched, high - low)
 
 
 def test_every_version_writes_a_report_that_renders_offline(finished: FinishedRun, tmp_path: Path) -> None:
