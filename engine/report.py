@@ -38,6 +38,7 @@ from seir.operators.scoring.judge_eval import JudgeEvalReport
 
 GALLERY_EACH = 3  # dialogues shown as best, as worst and at random
 THUMBNAIL_SIDE = 256
+BIN = 0.25  # width of a score histogram's bins
 _SHORTFALL = re.compile(r"([a-z_]+) (?:[\d.]+ <|not scored)")
 
 
@@ -202,17 +203,21 @@ def _reasons(con: duckdb.DuckDBPyConnection, run_id: str) -> go.Figure:
 
 
 def _distributions(con: duckdb.DuckDBPyConnection, thresholds: dict[str, float]) -> go.Figure:
-    columns = ", ".join(f"list(f.{d}) FILTER (WHERE f.{d} IS NOT NULL)" for d in CONTENT_DIMENSIONS)
-    values = con.execute(f"SELECT {columns} FROM turn_final_scores f JOIN report_keys USING (dialogue_key)"
-                         ).fetchall()[0]
+    """Counted in SQL, in bins of ``BIN``: the page stays small however many turns there are."""
+    unpivoted = " UNION ALL ".join(f"SELECT '{d}' AS dimension, f.{d} AS value FROM turn_final_scores f "
+                                   f"JOIN report_keys USING (dialogue_key)" for d in CONTENT_DIMENSIONS)
+    rows = con.execute(f"""SELECT dimension, least(floor(value / {BIN}), {5 / BIN - 1}) * {BIN} AS bin, count(*)
+                           FROM ({unpivoted}) WHERE value IS NOT NULL GROUP BY ALL ORDER BY ALL""").fetchall()
     figure = go.Figure()
-    for dimension, scores in zip(CONTENT_DIMENSIONS, values, strict=True):
-        figure.add_histogram(x=scores or [], name=dimension, opacity=0.6, xbins={"start": 0, "end": 5, "size": 0.25})
+    for dimension in CONTENT_DIMENSIONS:
+        mine = [(b, n) for d, b, n in rows if d == dimension]
+        figure.add_bar(x=[b + BIN / 2 for b, _ in mine], y=[n for _, n in mine], width=BIN, name=dimension,
+                       opacity=0.6)
         if dimension in thresholds:
             figure.add_vline(x=thresholds[dimension], line_dash="dash",
                              annotation_text=f"{dimension} ≥ {thresholds[dimension]}", annotation_textangle=-90)
     return figure.update_layout(title="Final turn scores against the thresholds", barmode="overlay",
-                                xaxis_title="score", yaxis_title="turns")
+                                xaxis={"title": "score", "range": [0, 5]}, yaxis_title="turns")
 
 
 def _usage(con: duckdb.DuckDBPyConnection) -> go.Figure:
