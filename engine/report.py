@@ -166,7 +166,8 @@ def _gain_curve(con: duckdb.DuckDBPyConnection) -> go.Figure:
     for dimension in sorted({d for d, _, _ in means}):
         rows = [(r, m) for d, r, m in means if d == dimension]
         figure.add_scatter(x=[r for r, _ in rows], y=[m for _, m in rows], mode="lines+markers", name=dimension)
-    figure.update_layout(title="SEIR gain: mean combined score by refinement round", xaxis_title="round",
+    figure.update_layout(title="SEIR gain: mean combined score by refinement round",
+                         xaxis={"title": "round", "dtick": 1},
                          yaxis={"title": "mean score (0-5)"},
                          yaxis2={"title": "share of stages", "overlaying": "y", "side": "right", "range": [0, 1]})
     return figure
@@ -304,7 +305,7 @@ section.plot {{ max-width: 1100px; }}
 .drafts {{ display: flex; gap: 0.5em; overflow-x: auto; }}
 .draft {{ flex: 0 0 260px; border: 1px solid #eee; padding: 0.4em; font-size: 0.85em; }}
 .draft.kept {{ border-color: #2a7; }}
-.draft img {{ max-width: 256px; display: block; }}
+.draft img {{ width: 192px; display: block; image-rendering: pixelated; }}
 .critique {{ color: #666; font-style: italic; }}
 td, th {{ border-bottom: 1px solid #ddd; padding: 0.2em 0.6em; text-align: left; }}
 </style></head>
