@@ -27,7 +27,7 @@ from seir.engine.store_base import StoreError, Transaction, now
 from seir.engine.store_decisions import KeptDraft
 from seir.engine.store_dedup import DedupInputs, DedupRow
 from seir.engine.store_runs import Committed, RunRecords
-from seir.engine.store_schema import STORAGE_VERSION, open_store
+from seir.engine.store_schema import STORAGE_VERSION, attach_writer, detach_writer, open_reader
 from seir.engine.store_shards import ShardCommits
 
 __all__ = ["STORAGE_VERSION", "Committed", "DedupRow", "KeptDraft", "ProvenanceStore", "StoreError",
@@ -41,17 +41,29 @@ class ProvenanceStore(RunRecords, ShardCommits, DedupInputs):
         self.path = Path(out_dir) / self.FILENAME
         self.out_dir, self.read_only = Path(out_dir), read_only
         self._guard = threading.RLock()
+        # A writer's connection is in memory and outlives the file's attachments (temp tables included).
+        self._memory = None if read_only else duckdb.connect()
         self._migrated = False
         self._con = self._open()  # created or migrated now, so a bad file is reported before any work
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        con = open_store(self.path, self.out_dir, self.read_only, prepare=not self._migrated)
+        if self._memory is None:
+            return open_reader(self.path, self.out_dir)
+        attach_writer(self._memory, self.path, prepare=not self._migrated)
         self._migrated = True
-        return con
+        return self._memory
+
+    def _release(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self._memory is None:
+            con.close()
+        else:
+            detach_writer(con)
 
     def close(self) -> None:
         with self._guard:
             self._close()
+            if self._memory is not None:
+                self._memory.close()
 
     def __enter__(self) -> ProvenanceStore:
         return self

@@ -4,14 +4,13 @@ The store's concerns (engine/store_*.py) are mixins over ``StoreBase``; ``Proven
 composes them and opens the connection.
 
 DuckDB lets one process hold a database file for writing, and no other process may even read it meanwhile. So a
-run does not keep the file open: ``held()`` opens it for one unit of work (a shard's commit, a cache look-up, the
-dedup pass), and when the outermost scope ends it checkpoints and closes, so readers in other processes see every
-committed shard between two units (docs/provenance.md, "Reading while a run writes").
+run does not keep the file open: ``held()`` attaches it for one unit of work (a shard's commit, a cache look-up,
+the dedup pass), and when the outermost scope ends it checkpoints and detaches it, so readers in other processes
+see every committed shard between two units (docs/provenance.md, "Reading while a run writes").
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator
@@ -100,13 +99,13 @@ class StoreBase:
             if self._depth == 0 and self._con is not None:
                 self._close()
 
+    def _release(self, con: duckdb.DuckDBPyConnection) -> None:
+        raise NotImplementedError
+
     def _close(self) -> None:
         con, self._con = self._con, None
         if con is not None:
-            # Readers then open a file with no write-ahead log to replay; a read-only one has nothing to checkpoint.
-            with contextlib.suppress(duckdb.Error):
-                con.execute("CHECKPOINT")
-            con.close()
+            self._release(con)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
