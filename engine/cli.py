@@ -8,17 +8,43 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from seir import __version__
 from seir.engine.errors import SeirError
+
+if TYPE_CHECKING:
+    from seir.engine.budget import Budget
+    from seir.engine.spec import JobSpec
 
 
 def _runner(args: argparse.Namespace) -> object:
     from seir.engine.runner import Runner
     from seir.engine.spec import load_job
 
-    return Runner(load_job(args.job), args.out, address=getattr(args, "address", None),
-                  cache_dir=getattr(args, "cache", None))
+    spec = load_job(args.job)
+    return Runner(spec, args.out, address=getattr(args, "address", None),
+                  cache_dir=getattr(args, "cache", None), verbose=args.verbose, budget=_budget(args, spec))
+
+
+def _budget(args: argparse.Namespace, spec: JobSpec) -> Budget:
+    from seir.engine.budget import Budget
+
+    return Budget.of(spec, getattr(args, "max_calls", None), getattr(args, "max_tokens", None),
+                     getattr(args, "max_gpu_hours", None))
+
+
+def _add_budget(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--max-calls", type=int, default=None, help="stop at a shard boundary once this many "
+                         "model calls were computed (cached answers are free); run again with a larger cap to resume")
+    command.add_argument("--max-tokens", type=int, default=None, help="the same cap on tokens in and out")
+    command.add_argument("--max-gpu-hours", type=float, default=None, help="the same cap on GPU hours (busy time "
+                         "times the role's num_gpus)")
+
+
+def _add_verbose(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--verbose", action="store_true", help="show model workers' output and library warnings "
+                         "on the terminal (by default they go to OUT/logs/seir.log)")
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -78,6 +104,27 @@ def _diff(args: argparse.Namespace) -> int:
     before, after = parse_version(args.before), parse_version(args.after)
     found = diff(args.out, before, after)
     print(json.dumps(found, indent=1) if args.json else format_diff(found, before, after))
+    if args.report is not None:
+        from seir.engine.query import open_read_only
+        from seir.engine.report import write_diff_report
+
+        con = open_read_only(args.out)
+        try:
+            print(write_diff_report(con, args.out, before, after, found, args.report))
+        finally:
+            con.close()
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from seir.engine.query import open_read_only
+    from seir.engine.report import write_report
+
+    con = open_read_only(args.out)
+    try:
+        print(write_report(con, args.out, args.version))
+    finally:
+        con.close()
     return 0
 
 
@@ -104,6 +151,7 @@ def _job_command(commands: argparse._SubParsersAction, name: str, help_text: str
     command.add_argument("--cache", type=Path, default=None,
                          help="a call cache shared with other outputs: calls any of them answered are not made again "
                               "(default: the job's execution.cache, else none)")
+    _add_verbose(command)
     command.set_defaults(handler=handler)
     return command
 
@@ -126,9 +174,11 @@ def _parser() -> argparse.ArgumentParser:
                                    "the roles and inputs its scorers and dedup methods declare")
     validate.add_argument("job", type=Path, help="job spec (YAML)")
     validate.set_defaults(handler=_validate)
-    _job_command(commands, "run", "run a job: make every dialogue its seeds call for that is not made yet", _run)
+    _add_budget(_job_command(commands, "run", "run a job: make every dialogue its seeds call for that is not made yet",
+                             _run))
     refresh = _job_command(commands, "refresh", "print what changed since the last run, then make only that",
                            _refresh)
+    _add_budget(refresh)
     refresh.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     _job_command(commands, "rescore", "score existing dialogues again with the job's judge and thresholds, "
                  "regenerating nothing", _rescore)
@@ -147,6 +197,12 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("before", help="version number or name (1 or v0001)")
     diff.add_argument("after")
     diff.add_argument("--json", action="store_true")
+    diff.add_argument("--report", type=Path, default=None, help="also write an HTML page: both versions on the same "
+                      "plots, what changed and why")
+
+    report = _out_command(commands, "report", "write a dataset version's report.html (plots and a gallery; "
+                          "opens offline)", _report)
+    report.add_argument("--version", type=int, default=None, help="version number (default: the latest)")
 
     judge_eval = commands.add_parser(
         "judge-eval", help="agreement of the job's judge with human scores (InterMT's file, or seir's JSONL format)")
@@ -157,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="output folder: the report and the run's provenance")
     judge_eval.add_argument("--limit", type=int, default=None, help="the first N items only")
     judge_eval.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None)
+    _add_verbose(judge_eval)
     judge_eval.set_defaults(handler=_judge_eval)
 
     models = commands.add_parser("models", help="model utilities").add_subparsers(dest="models", required=True)

@@ -36,9 +36,11 @@ def version_name(number: int) -> str:
 
 
 def write_version(store: ProvenanceStore, out_dir: Path, run_id: str, kind: str, job_key: str,
-                  job_spec: dict[str, Any], engine_version: str, dialogue_keys: list[str]) -> Version:
+                  job_spec: dict[str, Any], engine_version: str, dialogue_keys: list[str],
+                  partial: bool = False) -> Version:
     """Freeze the dataset as ``dialogue_keys`` (one per current seed), each accepted unless its latest decision
-    or this run's dedup says otherwise."""
+    or this run's dedup says otherwise. Call it inside ``store.held()``: its temp tables live as long as the
+    connection."""
     con = store.con
     existing = con.execute("SELECT version FROM versions WHERE run_id = ?", [run_id]).fetchall()
     number = existing[0][0] if existing else con.execute(
@@ -75,15 +77,16 @@ def write_version(store: ProvenanceStore, out_dir: Path, run_id: str, kind: str,
     rejected = con.execute("SELECT count(*) FROM version_rows WHERE NOT accepted").fetchall()[0][0]
     manifest = {
         "version": number, "run_id": run_id, "kind": kind, "created_at": now().isoformat(), "job_key": job_key,
-        "engine_version": engine_version, "job_spec": job_spec,
+        "engine_version": engine_version, "job_spec": job_spec, "partial": partial,
         "dialogues": [{"dialogue_id": i, "dialogue_key": k} for i, k in accepted_rows],
     }
     _write_atomic(folder / "manifest.json", json.dumps(manifest, indent=1, default=str))
     if not existing:
         with store.transaction():
             con.execute("INSERT INTO versions BY NAME SELECT ? AS version, ? AS run_id, ? AS created_at, "
-                        "? AS job_key, ? AS engine_version, ? AS n_dialogues, ? AS path, ? AS kind",
-                        [number, run_id, now(), job_key, engine_version, len(accepted_rows), str(folder), kind])
+                        "? AS job_key, ? AS engine_version, ? AS n_dialogues, ? AS path, ? AS kind, ? AS partial",
+                        [number, run_id, now(), job_key, engine_version, len(accepted_rows), str(folder), kind,
+                         partial])
             con.execute("INSERT INTO version_dialogues BY NAME SELECT ? AS version, dialogue_id, dialogue_key, "
                         "accepted FROM version_rows", [number])
     failpoint("version-row")

@@ -20,6 +20,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from seir.engine.logs import redirect_worker_output
 from seir.engine.spec import RoleSpec
 from seir.operators.backends.base import LocalBackend
 from seir.operators.base import lookup
@@ -42,7 +43,8 @@ class RoleActor:
     """Hosts one backend. Kept free of engine state so Ray can restart it anywhere."""
 
     def __init__(self, role: str, backend: str, model: str, revision: str | None, options: dict[str, Any],
-                 num_threads: int) -> None:
+                 num_threads: int, log_path: str | None = None) -> None:
+        redirect_worker_output(log_path)  # before the model loads: its bars and warnings are the noise
         backend_class = lookup("backend", backend)
         if issubclass(backend_class, LocalBackend):  # others (endpoints) never load torch: seconds and memory saved
             import torch
@@ -74,7 +76,7 @@ class _Lane:
 
 
 class RolePool:
-    def __init__(self, role: str, spec: RoleSpec) -> None:
+    def __init__(self, role: str, spec: RoleSpec, log_path: str | None = None) -> None:
         self.role = role
         self.spec = spec
         options: dict[str, Any] = {
@@ -92,7 +94,7 @@ class RolePool:
         threads = max(1, int(spec.num_cpus))
         actor_class = ray.remote(RoleActor).options(**options)
         self.actors = [
-            actor_class.remote(role, spec.backend, spec.model, spec.revision, spec.options, threads)
+            actor_class.remote(role, spec.backend, spec.model, spec.revision, spec.options, threads, log_path)
             for _ in range(spec.replicas)
         ]
         self._lanes = [_Lane(actor) for actor in self.actors]

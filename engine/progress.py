@@ -1,26 +1,156 @@
-"""Progress lines while a run works, and the summary at its end (read from the provenance store)."""
+"""Progress while a command works (counts, rate, ETA), and the summary at a run's end (read from the store).
+
+``Meter`` is the one way a long step shows how far it is: a bar redrawn in place on a terminal, plain lines in a
+log, a pipe or a Ray job's output (at least one every ``every_s``, whether or not anything advanced, so a slow model
+never looks like a hang). ``say`` prints a line of seir's own without tearing a bar that is on the same stream.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import math
+import shutil
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from seir.engine.calls import Ledger
 from seir.engine.decide import decide
 from seir.engine.records import Dialogue, Stage
 
+T = TypeVar("T")
+R = TypeVar("R")
+PLAIN_EVERY_S = 10.0  # a line at least this often where no bar can be drawn
+BAR_EVERY_S = 0.5
+_printing = threading.Lock()
+_bars: dict[int, Meter] = {}  # the bar drawn on each stream, by id(stream)
+
+
+def say(stream: TextIO, message: str) -> None:
+    """``[seir] message`` on its own line; a bar on the stream is cleared first and drawn again below it."""
+    with _printing:
+        bar = _bars.get(id(stream))
+        if bar is not None:
+            stream.write("\r\x1b[K")
+        print(f"[seir] {message}", file=stream, flush=True)
+        if bar is not None:
+            bar.draw()
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Meter:
+    """How far one long step is: ``done`` of ``total`` ``unit``, the rate and the time left at that rate.
+
+    Use as a context manager: it shows itself when entered, on every ``advance`` (a terminal at most every
+    ``BAR_EVERY_S``, elsewhere at most every ``every_s``), from a timer while nothing advances, and once at the end.
+    ``detail`` adds what the step is doing now to every line."""
+
+    def __init__(self, label: str, total: int, unit: str, stream: TextIO = sys.stderr,
+                 detail: Callable[[], str] | None = None, every_s: float = PLAIN_EVERY_S,
+                 tty: bool | None = None) -> None:
+        self.label, self.total, self.unit, self.stream = label, total, unit, stream
+        self.detail = detail or (lambda: "")
+        self.every_s = every_s
+        self.tty = _isatty(stream) if tty is None else tty
+        self.done = 0
+        self.started = time.monotonic()
+        self._shown = -math.inf
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+
+    def __enter__(self) -> Meter:
+        self.started = time.monotonic()
+        if self.tty:
+            _bars[id(self.stream)] = self
+        self.show(force=True)
+        self._timer = threading.Thread(target=self._tick, name=f"seir-meter-{self.label}", daemon=True)
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join()
+        with _printing:
+            if _bars.get(id(self.stream)) is self:
+                del _bars[id(self.stream)]
+                self.stream.write("\r\x1b[K")
+            print(f"[seir] {self.line()}", file=self.stream, flush=True)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        self.show()
+
+    def counted(self, items: Iterable[T]) -> Iterator[T]:
+        """``items``, advancing by one as each is taken."""
+        for item in items:
+            yield item
+            self.advance()
+
+    def counted_call(self, step: Callable[..., R], *args: Any) -> R:
+        """``step(*args)``, then one more done."""
+        result = step(*args)
+        self.advance()
+        return result
+
+    def show(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._shown >= (BAR_EVERY_S if self.tty else self.every_s):
+            if self.tty:
+                with _printing:
+                    self.draw()
+            else:
+                say(self.stream, self.line())
+            self._shown = time.monotonic()
+
+    def draw(self) -> None:
+        """The bar, redrawn in place (callers hold ``_printing``)."""
+        width = shutil.get_terminal_size((120, 20)).columns
+        filled = int(20 * self.done / self.total) if self.total else 20
+        text = f"[seir] [{'#' * filled}{'.' * (20 - filled)}] {self.line()}"
+        self.stream.write("\r\x1b[K" + text[: width - 1])
+        self.stream.flush()
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.done / elapsed
+        left = (self.total - self.done) / rate if rate > 0 else None
+        percent = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        detail = self.detail()
+        return (f"{self.label} {self.done}/{self.total} {self.unit}{percent} | {rate * 60:.1f} {self.unit}/min | "
+                f"ETA {duration(left) if self.done < self.total else '0s'} | elapsed {duration(elapsed)}"
+                + (f" | {detail}" if detail else ""))
+
+    def _tick(self) -> None:
+        while not self._stop.wait(min(BAR_EVERY_S, self.every_s / 4)):
+            self.show()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
 
 @dataclass
 class Progress:
+    """A run's shards: a meter over its dialogues, and a line of seir's own at every shard commit."""
+
     total_dialogues: int
     total_shards: int
     stream: TextIO = sys.stderr
-    started: float = field(default_factory=time.monotonic)
+    every_s: float = PLAIN_EVERY_S
     shards: int = 0
     dialogues: int = 0
     accepted: int = 0
@@ -30,22 +160,20 @@ class Progress:
     drafts: int = 0
     calls: Counter[str] = field(default_factory=Counter)
     cached: Counter[str] = field(default_factory=Counter)
-    activity: str = "starting"  # the latest batched step, for heartbeats between commits
-    last_said: float = field(default_factory=time.monotonic)
+    activity: str = "starting"  # the latest batched step, shown between commits
 
-    def say(self, message: str) -> None:
-        print(f"[seir] {message}", file=self.stream, flush=True)
-        self.last_said = time.monotonic()
+    def __post_init__(self) -> None:
+        self.meter = Meter("run", self.total_dialogues, "dialogues", self.stream, self.detail, self.every_s)
+
+    def __enter__(self) -> Progress:
+        self.meter.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.meter.__exit__(*exc)
 
     def note_round(self, turn_index: int, stage: Stage, round_: int, active: int) -> None:
         self.activity = f"turn {turn_index + 1} {stage.value} round {round_} ({active} dialogues)"
-
-    async def heartbeat(self, every_s: float = 30.0) -> None:
-        """Say how far the run is whenever no shard was committed for ``every_s`` (real models are slow)."""
-        while True:
-            await asyncio.sleep(every_s)
-            if time.monotonic() - self.last_said >= every_s:
-                self.say(f"{self.line()} | working on {self.activity}")
 
     def shard_committed(self, dialogues: list[Dialogue], ledger: Ledger, thresholds: Mapping[str, float]) -> None:
         self.shards += 1
@@ -59,16 +187,22 @@ class Progress:
             self.stage_runs += len({(x.turn_index, x.stage) for x in d.drafts})
         for call in ledger.calls:
             (self.cached if call.cached else self.calls)[call.role] += 1
-        self.say(self.line())
+        self.meter.done = self.dialogues
+        if self.meter.tty:
+            self.meter.show()
+        else:
+            self.meter.show(force=True)  # a commit is worth a line of its own in a log
 
     def line(self) -> str:
-        minutes = max(time.monotonic() - self.started, 1e-9) / 60
+        return self.meter.line()
+
+    def detail(self) -> str:
         rounds = self.drafts / self.stage_runs if self.stage_runs else 0.0
         roles = " ".join(f"{role}={n}" + (f"(+{self.cached[role]} cached)" if self.cached[role] else "")
                          for role, n in sorted((self.calls + self.cached).items()))
-        return (f"shards {self.shards}/{self.total_shards} | dialogues {self.dialogues}/{self.total_dialogues} "
-                f"({self.accepted} accepted) | turns accepted {self.turns_accepted}/{self.turns} | "
-                f"drafts per stage {rounds:.2f} | calls {roles or '-'} | {self.dialogues / minutes:.1f} dialogues/min")
+        return (f"shards {self.shards}/{self.total_shards} | {self.accepted} accepted | turns accepted "
+                f"{self.turns_accepted}/{self.turns} | drafts per stage {rounds:.2f} | calls {roles or '-'} | "
+                f"working on {self.activity}")
 
 
 def run_summary(con: Any, run_id: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Asking the provenance store: read-only SQL, a dialogue's lineage, dataset versions and what changed between two.
 
-Everything here opens the database read-only, so it never competes with the run that writes it (DuckDB refuses a
-second process while one writes: the error says to wait).
+Everything here opens the database read-only, between two of a running writer's commits: the writer holds the file
+only while it commits, and opening waits out a commit in progress (docs/provenance.md, "Reading while a run writes").
 """
 
 from __future__ import annotations
@@ -83,11 +83,12 @@ def versions(out_dir: Path) -> tuple[list[str], list[tuple[Any, ...]]]:
     con = open_read_only(out_dir)
     try:
         result = con.execute("""
-            SELECT 'v' || lpad(v.version::VARCHAR, 4, '0') AS version, v.created_at, v.kind, v.run_id,
+            SELECT 'v' || lpad(v.version::VARCHAR, 4, '0') AS version, v.created_at,
+                   v.kind || CASE WHEN v.partial THEN ' (partial)' ELSE '' END AS kind, v.run_id,
                    count(*) FILTER (WHERE vd.accepted) AS accepted, count(*) FILTER (WHERE NOT vd.accepted) AS rejected,
                    r.job_name, v.job_key
             FROM versions v JOIN runs r USING (run_id) LEFT JOIN version_dialogues vd USING (version)
-            GROUP BY v.version, v.created_at, v.kind, v.run_id, r.job_name, v.job_key ORDER BY v.version""")
+            GROUP BY v.version, v.created_at, v.kind, v.partial, v.run_id, r.job_name, v.job_key ORDER BY v.version""")
         return [d[0] for d in result.description], result.fetchall()
     finally:
         con.close()

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import ray
 
 import seir
+from seir.engine.budget import Budget, Spend
 from seir.engine.call_cache import SharedCallCache
 from seir.engine.calls import LayeredCache, Ledger, ModelClient
 from seir.engine.dedup import DedupIndex, DedupItem
@@ -31,30 +32,35 @@ from seir.engine.forecast import Forecast, forecast
 from seir.engine.images import ImageStore
 from seir.engine.keys import content_key
 from seir.engine.lock import OutputLock
+from seir.engine.logs import log_path, quiet
 from seir.engine.loop import SeirLoop
 from seir.engine.output import Version, write_version
 from seir.engine.planning import DialogueTask, Plan, changes, model_revisions, pack_shards, plan_dialogues
 from seir.engine.pools import CallFailure, RolePool
-from seir.engine.progress import Progress, format_summary, run_summary
+from seir.engine.progress import Meter, Progress, format_summary, run_summary, say
 from seir.engine.records import DialogueJudgement, SeedDuplicate, Stage
+from seir.engine.report import write_judge_eval_report, write_report
 from seir.engine.scoring import StageScorer, blocking_call, judge_sampling, scorer_roles
 from seir.engine.seed_dedup import near_duplicate_seeds
 from seir.engine.seeds import SeedLoad, image_key_only, load_seeds
 from seir.engine.spec import JobSpec
 from seir.engine.store import KeptDraft, ProvenanceStore
 from seir.operators.scoring.judge import JudgeScorer
-from seir.operators.scoring.judge_eval import JudgeEvalReport, evaluate, read_eval_data
+from seir.operators.scoring.judge_eval import JudgeEvalReport, evaluate, judged_items, read_eval_data
 from seir.operators.scoring.rubrics import DialogueView, TurnView
 
 RESCORE_BATCH = 64  # turns judged per batched scorer call during a rescore
+EMBED_BATCH = 256  # dialogues embedded per call before the dedup pass: progress between calls
 
 
 class ModelPools:
     """Actor pools started on first need and shut down together."""
 
     def __init__(self, spec: JobSpec, store: ProvenanceStore, run_id: str, images: ImageStore, address: str | None,
-                 say: Any, shared_cache: SharedCallCache | None = None) -> None:
-        self.spec, self.store, self.run_id, self.images = spec, store, run_id, images
+                 say: Any, shared_cache: SharedCallCache | None = None, stream: TextIO = sys.stderr,
+                 log_path: str | None = None) -> None:
+        self.spec, self.store, self.run_id, self.images, self.stream = spec, store, run_id, images, stream
+        self.log_path = log_path  # where workers write what they print (None: to the terminal)
         self.cache = LayeredCache(store, shared_cache, images)
         self.address, self.say = address, say
         self.pools: dict[str, RolePool] = {}
@@ -64,13 +70,17 @@ class ModelPools:
     def ensure(self, roles: list[str]) -> dict[str, ModelClient]:
         wanted = [r for r in roles if r not in self.pools]
         if wanted:
-            if not ray.is_initialized():
-                ray.init(address=self.address, include_dashboard=False, logging_level="WARNING")
             self.say("starting model pools: " + ", ".join(f"{r} x{self.spec.roles[r].replicas}" for r in wanted))
             started = time.monotonic()
-            fresh = {role: RolePool(role, self.spec.roles[role]) for role in wanted}
-            self.pools.update(fresh)
-            configs = {role: pool.ready(max(pool.spec.timeout_s, 600)) for role, pool in fresh.items()}
+            with Meter("loading models", len(wanted), "roles", self.stream) as meter:
+                if not ray.is_initialized():
+                    # Workers' output stays out of the terminal unless --verbose: they write to the log file.
+                    ray.init(address=self.address, include_dashboard=False, logging_level="WARNING",
+                             log_to_driver=self.log_path is None)
+                fresh = {role: RolePool(role, self.spec.roles[role], self.log_path) for role in wanted}
+                self.pools.update(fresh)
+                configs = {role: meter.counted_call(pool.ready, max(pool.spec.timeout_s, 600))
+                           for role, pool in fresh.items()}
             self.startup_s += time.monotonic() - started
             self.store.record_models(self.run_id, {role: (content_key(cfg), cfg) for role, cfg in configs.items()})
             for role, config in configs.items():
@@ -84,7 +94,10 @@ class ModelPools:
 
 class Runner:
     def __init__(self, spec: JobSpec, out_dir: Path, address: str | None = None, stream: TextIO = sys.stderr,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, verbose: bool = False, budget: Budget | None = None) -> None:
+        self.verbose = verbose  # everything on the terminal, not only seir's own lines
+        self.budget = budget or Budget.of(spec)
+        self.stopped: str | None = None  # why a budget stopped the last run early, and what the rest costs
         self.spec = spec
         self.out_dir = Path(out_dir)
         cache_dir = cache_dir or spec.execution.cache
@@ -96,7 +109,7 @@ class Runner:
         self.timings: dict[str, float] = {}  # seconds: starting the model pools, running the shards
 
     def say(self, message: str) -> None:
-        print(f"[seir] {message}", file=self.stream, flush=True)
+        say(self.stream, message)
 
     # -- run / refresh ----------------------------------------------------------------------------------------------
     def run(self, show_plan: bool = False, dry_run: bool = False) -> dict[str, Any] | None:
@@ -120,11 +133,11 @@ class Runner:
             with self._pools(store, run_id) as pools:
                 if work:
                     clients = pools.ensure(list(self.spec.roles))
-                    self._run_shards(store, run_id, plan, clients, work)
+                    self.stopped = self._run_shards(store, run_id, plan, clients, work)
                 store.redecide(run_id, plan.keys(), self.spec.scoring.thresholds)
                 self._embed_missing(store, run_id, plan.keys(), pools)
                 self.timings["startup_s"] = pools.startup_s
-            return self._finish(store, run_id, "run", plan.keys(), started)
+            return self._finish(store, run_id, "run", plan.keys(), started, partial=self.stopped)
 
     def _plan_text(self, store: ProvenanceStore, plan: Plan) -> str:
         latest = [i for i, _ in store.latest_candidates()]
@@ -132,7 +145,24 @@ class Runner:
         found = changes(plan, store.committed_dialogues(), latest, previous, self.spec)
         self.forecast = forecast(plan, found, store.prior_drafts([t.seed.seed_key for t in plan.tasks]), previous,
                                  self.spec)
-        return found.describe() + "\n" + self.forecast.describe()
+        return found.describe() + "\n" + self.forecast.describe() + "\n" + self._cost_text(store)
+
+    def _cost_text(self, store: ProvenanceStore) -> str:
+        """The forecast's computed calls priced at the rates this output measured."""
+        if self.forecast is None or not self.forecast.known:
+            return "cost: no earlier calls in this output to measure rates from"
+        rates = store.measured_rates()
+        lines, total = ["cost at this output's measured rates (upper bounds):"], [0, 0.0, 0.0, 0.0]
+        for role, predicted in sorted(self.forecast.roles.items()):
+            tokens, busy = rates.get(role, (0.0, 0.0))
+            calls = predicted.computed_max
+            gpu_h = calls * busy * self.spec.roles[role].num_gpus / 3600
+            lines.append(f"  {role}: {calls} calls, {calls * tokens:.0f} tokens, {calls * busy:.1f} busy s, "
+                         f"{gpu_h:.3f} GPU hours" + ("" if role in rates else " (no rate measured yet)"))
+            total = [total[0] + calls, total[1] + calls * tokens, total[2] + calls * busy, total[3] + gpu_h]
+        lines.append(f"  total: {total[0]} calls, {total[1]:.0f} tokens, {total[2]:.1f} busy s, "
+                     f"{total[3]:.3f} GPU hours")
+        return "\n".join(lines)
 
     def _drop_near_duplicate_seeds(self, seeds: SeedLoad) -> list[SeedDuplicate]:
         threshold = self.spec.seeds.near_duplicates
@@ -164,31 +194,44 @@ class Runner:
         return run_id, shards
 
     def _run_shards(self, store: ProvenanceStore, run_id: str, plan: Plan, clients: dict[str, ModelClient],
-                    work: list[tuple[str, list[DialogueTask]]]) -> None:
+                    work: list[tuple[str, list[DialogueTask]]]) -> str | None:
+        """Run and commit the shards; returns why the budget stopped them early (None when all ran)."""
         loop = SeirLoop(self.spec, clients, StageScorer(self.spec, clients), self.images)
+        spend, left, reason = Spend(), [], None
+        num_gpus = {role: spec.num_gpus for role, spec in self.spec.roles.items()}
         progress = Progress(sum(len(tasks) for _, tasks in work), len(work), self.stream)
         loop.on_round = progress.note_round
         in_flight = asyncio.Semaphore(self.spec.execution.shards_in_flight)
 
         async def one(shard_id: str, tasks: list[DialogueTask]) -> None:
+            nonlocal reason
             async with in_flight:
+                reason = reason or spend.over(self.budget)
+                if reason is not None:  # a shard boundary: this one and every later one wait for the next run
+                    left.append(len(tasks))
+                    return
                 outcome = await loop.run_shard(tasks)
             store.commit_shard(run_id, shard_id, outcome.dialogues, outcome.ledger, plan.generation_key,
                                self.images.relative_path)
+            spend.add(outcome.ledger, len(outcome.dialogues), num_gpus)
             self._publish(run_id, outcome.ledger)
             progress.shard_committed(outcome.dialogues, outcome.ledger, self.spec.scoring.thresholds)
             failpoint("shard-committed")
 
         async def all_shards() -> None:
-            heartbeat = asyncio.create_task(progress.heartbeat())
-            try:
-                await asyncio.gather(*(one(shard_id, tasks) for shard_id, tasks in work))
-            finally:
-                heartbeat.cancel()
+            await asyncio.gather(*(one(shard_id, tasks) for shard_id, tasks in work))
 
         started = time.monotonic()
-        asyncio.run(all_shards())
+        with progress:
+            asyncio.run(all_shards())
         self.timings["shards_s"] = time.monotonic() - started
+        if reason is None:
+            return None
+        stopped = (f"budget reached ({reason}): stopped after {progress.shards} of {len(work)} shards "
+                   f"({progress.dialogues} of {progress.total_dialogues} dialogues); the other {sum(left)} would "
+                   f"cost {spend.rest(sum(left))} at this run's rate. Run again with a larger cap to make them.")
+        self.say(stopped)
+        return stopped
 
     # -- rescore ----------------------------------------------------------------------------------------------------
     def rescore(self) -> dict[str, Any]:
@@ -203,8 +246,11 @@ class Runner:
                 if stale:
                     roles = scorer_roles(self.spec)
                     scorer = StageScorer(self.spec, pools.ensure(roles))
-                    for start in range(0, len(stale), RESCORE_BATCH):
-                        asyncio.run(self._rescore_batch(store, run_id, scorer, stale[start : start + RESCORE_BATCH]))
+                    with Meter("rescore", len(stale), "dialogues", self.stream) as meter:
+                        for start in range(0, len(stale), RESCORE_BATCH):
+                            batch = stale[start : start + RESCORE_BATCH]
+                            asyncio.run(self._rescore_batch(store, run_id, scorer, batch))
+                            meter.advance(len(batch))
                 store.redecide(run_id, candidates, self.spec.scoring.thresholds)
                 self._embed_missing(store, run_id, candidates, pools)
             return self._finish(store, run_id, "rescore", candidates, started)
@@ -286,17 +332,19 @@ class Runner:
                     scorer = JudgeScorer(blocking_call(judge, "chat", loop, ledger),
                                          blocking_call(judge, "score", loop, ledger),
                                          sampling=judge_sampling(self.spec))
-                    return await asyncio.to_thread(evaluate, eval_set, scorer, rubric)
+                    return await asyncio.to_thread(evaluate, eval_set, scorer, rubric, on_batch=meter.advance)
 
-                report = asyncio.run(scored())
+                with Meter("judge-eval", judged_items(eval_set, rubric), "items", self.stream) as meter:
+                    report = asyncio.run(scored())
                 store.commit_calls(run_id, ledger, self.images.relative_path)
                 self._publish(run_id, ledger)
             target = self.out_dir / "judge-eval" / f"{run_id}.json"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(report.to_json(), encoding="utf-8")
+            page = write_judge_eval_report(report, target.with_suffix(".html"))
             summary = {k: v for k, v in report.to_dict().items() if k != "predictions"}
             store.finish_run(run_id, {**summary, "report_path": str(target)})
-        self.say(f"report: {target}\n{report.to_text()}")
+        self.say(f"report: {target}, plots: {page}\n{report.to_text()}")
         return report
 
     # -- shared -----------------------------------------------------------------------------------------------------
@@ -311,12 +359,14 @@ class Runner:
 
     @contextmanager
     def _session(self) -> Iterator[ProvenanceStore]:
-        with OutputLock(self.out_dir), ProvenanceStore(self.out_dir) as store:
+        with OutputLock(self.out_dir), quiet(self.out_dir, self.verbose), ProvenanceStore(self.out_dir) as store:
+            store.release_between_uses()  # readers (seir sql, DuckDB clients) get in between commits
             yield store
 
     @contextmanager
     def _pools(self, store: ProvenanceStore, run_id: str) -> Iterator[ModelPools]:
-        pools = ModelPools(self.spec, store, run_id, self.images, self.address, self.say, self.shared_cache)
+        pools = ModelPools(self.spec, store, run_id, self.images, self.address, self.say, self.shared_cache,
+                           stream=self.stream, log_path=None if self.verbose else str(log_path(self.out_dir)))
         try:
             yield pools
         finally:
@@ -333,7 +383,12 @@ class Runner:
             return
         client = pools.ensure(["embed"])["embed"]
         ledger = Ledger()
-        vectors = asyncio.run(client.embed([text for _, text in missing], ledger))
+        vectors: list[list[float] | CallFailure] = []
+        with Meter("embedding for dedup", len(missing), "dialogues", self.stream) as meter:
+            for start in range(0, len(missing), EMBED_BATCH):
+                texts = [text for _, text in missing[start : start + EMBED_BATCH]]
+                vectors += asyncio.run(client.embed(texts, ledger))
+                meter.advance(len(texts))
         failed = next((v for v in vectors if isinstance(v, CallFailure)), None)
         if failed is not None:
             raise SeirError(f"embedding dialogues for semantic dedup failed: {failed.reason}. Fix the embed role, "
@@ -352,13 +407,16 @@ class Runner:
             return
         embed_key = content_key(self.spec.roles["embed"].output_config()) if "embed" in self.spec.roles else ""
         rows = store.dedup_candidates(dialogue_keys, embed_key)
-        index = DedupIndex(self.spec.dedup, store.con)
-        index.retain([row.dialogue_id for row in rows])
-        index.add(DedupItem(dialogue_id=row.dialogue_id, text=row.text, score=row.score, order=row.order,
-                            image_bytes=lambda keys=row.image_keys: [self.images.get(k) for k in keys],
-                            embedding=row.embedding) for row in rows)
-        result = index.resolve()
-        store.record_dedup(run_id, result.decisions)
+        with store.held() as con:  # the index's working tables live as long as this connection
+            index = DedupIndex(self.spec.dedup, con)
+            index.retain([row.dialogue_id for row in rows])
+            with Meter("dedup", len(rows), "dialogues", self.stream) as meter:
+                index.add(meter.counted(
+                    DedupItem(dialogue_id=row.dialogue_id, text=row.text, score=row.score, order=row.order,
+                              image_bytes=lambda keys=row.image_keys: [self.images.get(k) for k in keys],
+                              embedding=row.embedding) for row in rows))
+                result = index.resolve()
+            store.record_dedup(run_id, result.decisions)
         if result.decisions:
             by_method: dict[str, int] = {}
             for decision in result.decisions:
@@ -367,14 +425,20 @@ class Runner:
                      + ", ".join(f"{m} {n}" for m, n in sorted(by_method.items())))
 
     def _finish(self, store: ProvenanceStore, run_id: str, kind: str, dialogue_keys: list[str],
-                started: float) -> dict[str, Any]:
+                started: float, partial: str | None = None) -> dict[str, Any]:
         self._dedup(store, run_id, dialogue_keys)
         failpoint("deduped")
-        version: Version = write_version(store, self.out_dir, run_id, kind, self.spec.key(),
-                                         self.spec.model_dump(mode="json"), seir.__version__, dialogue_keys)
-        summary = run_summary(store.con, run_id)
+        with store.held() as con:
+            version: Version = write_version(store, self.out_dir, run_id, kind, self.spec.key(),
+                                             self.spec.model_dump(mode="json"), seir.__version__, dialogue_keys,
+                                             partial=partial is not None)
+            report = write_report(con, self.out_dir, version.number)
+            summary = run_summary(con, run_id)
         summary.update(wall_s=time.monotonic() - started, **self.timings, version=version.number,
                        version_path=str(version.path))
-        store.finish_run(run_id, summary)
-        self.say("done\n" + format_summary(summary))
+        summary["report_path"] = str(report)
+        if partial is not None:
+            summary["partial"] = partial
+        store.finish_run(run_id, summary, "partial" if partial else "finished")
+        self.say(("partial version written\n" if partial else "done\n") + format_summary(summary))
         return summary

@@ -153,8 +153,13 @@ INSERT OR IGNORE INTO call_images
           FROM call_outputs);
 """
 
+# v4 -> v5: a version written by a run its budget stopped early is marked partial.
+_PARTIAL_VERSIONS = """
+ALTER TABLE versions ADD COLUMN IF NOT EXISTS partial BOOLEAN DEFAULT false;
+"""
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4}
+MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4, 4: _PARTIAL_VERSIONS}
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 VIEWS = """

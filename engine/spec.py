@@ -130,11 +130,20 @@ class SeirSpec(_Strict):
         return self.gate.get(dimension, self.gate_default)
 
 
+class BudgetSpec(_Strict):
+    """Caps on what one command spends on computed model calls; reached, the run stops at a shard boundary."""
+
+    calls: int | None = Field(None, ge=1)
+    tokens: int | None = Field(None, ge=1)
+    gpu_hours: float | None = Field(None, gt=0)
+
+
 class ExecutionSpec(_Strict):
     shard_size: int = Field(8, ge=1)  # dialogues advanced together; one shard is committed in one transaction
     shards_in_flight: int = Field(2, ge=1)  # bounds memory; more keeps more pools busy
     seed: int = 0  # global random seed, part of every sampling seed
     cache: Path | None = None  # a call cache shared with other outputs (relative to the spec); --cache overrides
+    budget: BudgetSpec = BudgetSpec()  # --max-calls, --max-tokens, --max-gpu-hours override
 
 
 class JobSpec(_Strict):

@@ -7,7 +7,8 @@ carries the run that produced it and the content key of what produced it.
 ``ProvenanceStore`` is a facade over one module per concern:
 
 - engine/store_schema.py: opening the file, creating and migrating the schema (tables and views: engine/schema.py);
-- engine/store_base.py: the connection, transactions and columnar inserts every concern uses;
+- engine/store_base.py: the connection (held only while in use, so others can read between commits), transactions
+  and columnar inserts every concern uses;
 - engine/store_runs.py: runs, their seeds and plans, and what resuming reads back;
 - engine/store_calls.py: the call cache (answers by call key) and the ledger of calls, outputs and images;
 - engine/store_shards.py: shard commits;
@@ -17,13 +18,16 @@ carries the run that produced it and the content key of what produced it.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+
+import duckdb
 
 from seir.engine.store_base import StoreError, Transaction, now
 from seir.engine.store_decisions import KeptDraft
 from seir.engine.store_dedup import DedupInputs, DedupRow
 from seir.engine.store_runs import Committed, RunRecords
-from seir.engine.store_schema import STORAGE_VERSION, open_store
+from seir.engine.store_schema import STORAGE_VERSION, attach_writer, detach_writer, open_reader
 from seir.engine.store_shards import ShardCommits
 
 __all__ = ["STORAGE_VERSION", "Committed", "DedupRow", "KeptDraft", "ProvenanceStore", "StoreError",
@@ -35,10 +39,31 @@ class ProvenanceStore(RunRecords, ShardCommits, DedupInputs):
 
     def __init__(self, out_dir: Path, read_only: bool = False) -> None:
         self.path = Path(out_dir) / self.FILENAME
-        self.con = open_store(self.path, Path(out_dir), read_only)
+        self.out_dir, self.read_only = Path(out_dir), read_only
+        self._guard = threading.RLock()
+        # A writer's connection is in memory and outlives the file's attachments (temp tables included).
+        self._memory = None if read_only else duckdb.connect()
+        self._migrated = False
+        self._con = self._open()  # created or migrated now, so a bad file is reported before any work
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        if self._memory is None:
+            return open_reader(self.path, self.out_dir)
+        attach_writer(self._memory, self.path, prepare=not self._migrated)
+        self._migrated = True
+        return self._memory
+
+    def _release(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self._memory is None:
+            con.close()
+        else:
+            detach_writer(con)
 
     def close(self) -> None:
-        self.con.close()
+        with self._guard:
+            self._close()
+            if self._memory is not None:
+                self._memory.close()
 
     def __enter__(self) -> ProvenanceStore:
         return self

@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from seir.engine.calls import Ledger
-from seir.engine.store_base import StoreBase, now
+from seir.engine.store_base import StoreBase, held, now
 
 
 class CallRecords(StoreBase):
+    @held
     def answered(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         if not keys:
             return {}
@@ -19,6 +20,15 @@ class CallRecords(StoreBase):
             "SELECT call_key, output FROM call_outputs WHERE call_key IN (SELECT unnest(?::VARCHAR[]))", [keys]
         ).fetchall()
         return {key: json.loads(output) for key, output in rows}
+
+    @held
+    def measured_rates(self) -> dict[str, tuple[float, float]]:
+        """Per role, over every call this output computed: tokens (in and out) and busy seconds per call (a
+        batch's latency shared among its requests)."""
+        rows = self.con.execute(
+            """SELECT role, avg(tokens_in + tokens_out), avg(latency_ms / greatest(batch_size, 1)) / 1000
+               FROM model_calls WHERE NOT cached AND error IS NULL GROUP BY role""").fetchall()
+        return {role: (float(tokens or 0), float(busy or 0)) for role, tokens, busy in rows}
 
     def commit_calls(self, run_id: str, ledger: Ledger, image_path: Any) -> None:
         """Calls made outside any shard (judge evaluation, dialogue embeddings)."""

@@ -11,7 +11,7 @@ from typing import Any
 from seir.engine.calls import Ledger
 from seir.engine.decide import decide
 from seir.engine.records import DialogueJudgement, Score
-from seir.engine.store_base import now
+from seir.engine.store_base import held, now
 from seir.engine.store_calls import CallRecords
 
 
@@ -30,6 +30,7 @@ class KeptDraft:
 
 
 class Decisions(CallRecords):
+    @held
     def scored_under_other_config(self, dialogue_keys: Sequence[str], scoring_key: str) -> list[str]:
         """Dialogues whose latest scores came from a run with another scoring config."""
         return [row[0] for row in self.con.execute(
@@ -38,6 +39,7 @@ class Decisions(CallRecords):
                GROUP BY ts.dialogue_key HAVING arg_max(r.scoring_key, r.started_at) IS DISTINCT FROM ?
                ORDER BY ts.dialogue_key""", [list(dialogue_keys), scoring_key]).fetchall()]
 
+    @held
     def kept_drafts(self, dialogue_keys: Sequence[str]) -> list[KeptDraft]:
         """The kept draft of every stage of every turn, with what the scorers saw beside it."""
         rows = self.con.execute(
@@ -67,6 +69,7 @@ class Decisions(CallRecords):
             self.insert_turn_scores(run_id, [(key, index, values) for (key, index), values in turn_scores.items()])
             self._insert_ledger(run_id, None, ledger, image_path, now())
 
+    @held
     def redecide(self, run_id: str, dialogue_keys: Sequence[str], thresholds: Mapping[str, float]) -> None:
         """Decide acceptance of ``dialogue_keys`` under ``thresholds`` from their final scores; a dialogue whose
         decision changed (or that had none) gets a new decision row from ``run_id``."""

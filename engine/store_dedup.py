@@ -10,7 +10,7 @@ from typing import Any
 
 from seir.engine.calls import Ledger
 from seir.engine.schema import dialogue_text_sql, keep_score_sql
-from seir.engine.store_base import now
+from seir.engine.store_base import held, now
 from seir.engine.store_calls import CallRecords
 
 
@@ -25,6 +25,7 @@ class DedupRow:
 
 
 class DedupInputs(CallRecords):
+    @held
     def missing_embeddings(self, dialogue_keys: Sequence[str], embed_key: str) -> list[tuple[str, str]]:
         """(dialogue key, dialogue text) of dialogues without an embedding under ``embed_key``. Rejected ones are
         embedded too, so new thresholds that accept them need no model call."""
@@ -44,6 +45,7 @@ class DedupInputs(CallRecords):
             })
             self._insert_ledger(run_id, None, ledger, image_path, now())
 
+    @held
     def dedup_candidates(self, dialogue_keys: Sequence[str], embed_key: str) -> list[DedupRow]:
         """Accepted dialogues among ``dialogue_keys``, as the dedup pass sees them. ``order`` ranks the earliest
         made first, so on equal scores the dialogue that existed first is kept."""

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from seir.engine.records import PriorDraft, Quarantined, Seed, SeedDuplicate, Stage
-from seir.engine.store_base import StoreBase, now
+from seir.engine.store_base import StoreBase, held, now
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Committed:
 
 
 class RunRecords(StoreBase):
+    @held
     def unfinished_run(self, kind: str, job_key: str) -> str | None:
         rows = self.con.execute(
             "SELECT run_id FROM runs WHERE kind = ? AND job_key = ? AND status = 'running' ORDER BY started_at DESC",
@@ -86,12 +87,15 @@ class RunRecords(StoreBase):
                 "config": [json.dumps(cfg, default=str) for _, cfg in models.values()],
             })
 
-    def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
+    @held
+    def finish_run(self, run_id: str, summary: dict[str, Any], status: str = "finished") -> None:
+        """``status``: finished, or partial (a budget stopped it; the next run makes the rest)."""
         self.con.execute(
-            "UPDATE runs SET status = 'finished', finished_at = ?, summary = ? WHERE run_id = ?",
-            [now(), json.dumps(summary), run_id],
+            "UPDATE runs SET status = ?, finished_at = ?, summary = ? WHERE run_id = ?",
+            [status, now(), json.dumps(summary), run_id],
         )
 
+    @held
     def planned_shards(self, run_id: str) -> list[tuple[str, list[str]]]:
         """The run's shards not yet committed, in plan order."""
         return [(r[0], list(r[1])) for r in self.con.execute(
@@ -99,13 +103,16 @@ class RunRecords(StoreBase):
             [run_id],
         ).fetchall()]
 
+    @held
     def committed_dialogue_keys(self) -> set[str]:
         return {row[0] for row in self.con.execute("SELECT dialogue_key FROM dialogues").fetchall()}
 
+    @held
     def committed_dialogues(self) -> dict[str, Committed]:
         rows = self.con.execute("SELECT dialogue_key, dialogue_id, seed_key FROM dialogues").fetchall()
         return {key: Committed(dialogue_id, seed_key) for key, dialogue_id, seed_key in rows}
 
+    @held
     def prior_drafts(self, seed_keys: Sequence[str]) -> list[PriorDraft]:
         """Every draft of the newest committed dialogue of each of these seeds, with its calls per role."""
         rows = self.con.execute(
@@ -119,12 +126,14 @@ class RunRecords(StoreBase):
         return [PriorDraft(seed_key, turn, Stage(stage), round_, dict(Counter(roles)))
                 for seed_key, turn, stage, round_, roles in rows]
 
+    @held
     def latest_candidates(self) -> list[tuple[str, str]]:
         """(dialogue id, dialogue key) of every dialogue the latest version considered, accepted or not."""
         return [tuple(row) for row in self.con.execute(
             """SELECT dialogue_id, dialogue_key FROM version_dialogues
                WHERE version = (SELECT max(version) FROM versions) ORDER BY dialogue_id""").fetchall()]
 
+    @held
     def previous_job_spec(self) -> dict[str, Any] | None:
         rows = self.con.execute("SELECT job_spec FROM runs WHERE kind = 'run' AND status = 'finished' "
                                 "ORDER BY started_at DESC LIMIT 1").fetchall()

@@ -36,7 +36,7 @@ import dataclasses
 import json
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,16 +332,17 @@ def _pct(value: float | None) -> str:
 # --- evaluation -----------------------------------------------------------------------------------------------
 
 
-def evaluate(items: EvalSet | Sequence[EvalItem], judge_scorer: JudgeScorer,
-             rubric: str | Mapping[str, Dimension] = "intermt", batch_size: int = 16) -> JudgeEvalReport:
-    """Score every item on every rubric dimension it has a human score for (and the inputs to judge), then
-    compare. Dimensions no item can be judged on are reported as not evaluable, with the reason."""
-    data = items if isinstance(items, EvalSet) else EvalSet("(items)", list(items))
+def _rubric(rubric: str | Mapping[str, Dimension]) -> tuple[str, dict[str, Dimension]]:
     if isinstance(rubric, str) and rubric not in RUBRICS:
         raise ValueError(f"unknown rubric {rubric!r}; known: {', '.join(RUBRICS)}")
-    rubric_name, dims = (rubric, RUBRICS[rubric]) if isinstance(rubric, str) else ("custom", dict(rubric))
-    plan: dict[tuple[str, ...], list[EvalItem]] = defaultdict(list)  # items grouped by the dimensions to score
-    lacking: dict[str, list[frozenset[str]]] = defaultdict(list)  # dimension -> what each skipped item lacked
+    return (rubric, RUBRICS[rubric]) if isinstance(rubric, str) else ("custom", dict(rubric))
+
+
+def _plan(data: EvalSet, dims: Mapping[str, Dimension]) -> tuple[dict[tuple[str, ...], list[EvalItem]],
+                                                                  dict[str, list[frozenset[str]]]]:
+    """Items grouped by the dimensions to score them on, and per dimension what each skipped item lacked."""
+    plan: dict[tuple[str, ...], list[EvalItem]] = defaultdict(list)
+    lacking: dict[str, list[frozenset[str]]] = defaultdict(list)
     for item in data.items:
         names = []
         for name, d in dims.items():
@@ -352,6 +353,23 @@ def evaluate(items: EvalSet | Sequence[EvalItem], judge_scorer: JudgeScorer,
                     names.append(name)
         if names:
             plan[tuple(names)].append(item)
+    return plan, lacking
+
+
+def judged_items(data: EvalSet, rubric: str | Mapping[str, Dimension] = "intermt") -> int:
+    """How many items ``evaluate`` sends to the judge (the others lack what every dimension needs)."""
+    return sum(len(members) for members in _plan(data, _rubric(rubric)[1])[0].values())
+
+
+def evaluate(items: EvalSet | Sequence[EvalItem], judge_scorer: JudgeScorer,
+             rubric: str | Mapping[str, Dimension] = "intermt", batch_size: int = 16,
+             on_batch: Callable[[int], object] | None = None) -> JudgeEvalReport:
+    """Score every item on every rubric dimension it has a human score for (and the inputs to judge), then
+    compare. Dimensions no item can be judged on are reported as not evaluable, with the reason. ``on_batch`` is
+    told how many items each judged batch held."""
+    data = items if isinstance(items, EvalSet) else EvalSet("(items)", list(items))
+    rubric_name, dims = _rubric(rubric)
+    plan, lacking = _plan(data, dims)
     model: dict[tuple[str, str], tuple[float, float | None]] = {}
     for names, members in plan.items():
         for start in range(0, len(members), batch_size):
@@ -359,6 +377,8 @@ def evaluate(items: EvalSet | Sequence[EvalItem], judge_scorer: JudgeScorer,
             for item, result in zip(batch, judge_scorer.score_turns([i.view for i in batch], names), strict=True):
                 for name in names:
                     model[(item.item_id, name)] = (result.raw[name], result.raw.get(f"{name}.label_mass"))
+            if on_batch is not None:
+                on_batch(len(batch))
     predictions = [Prediction(i.item_id, n, i.human[n], *model[(i.item_id, n)])
                    for i in data.items for n in dims if (i.item_id, n) in model]
     reports = [_dimension_report(d, predictions, data, lacking[name]) for name, d in dims.items()]

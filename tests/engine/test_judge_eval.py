@@ -8,6 +8,7 @@ from pathlib import Path
 from seir.engine.cli import main
 from tests.conftest import shared_file
 from tests.engine.conftest import FinishedRun, job_dict, write_job
+from tests.engine.test_report import render
 
 
 def test_judge_eval_reports_agreement_and_is_recorded(ray_local: None, tmp_path: Path) -> None:
@@ -27,6 +28,7 @@ def test_judge_eval_reports_agreement_and_is_recorded(ray_local: None, tmp_path:
         assert not by_name[name]["evaluable"] and by_name[name]["reason"]
     text = by_name["text_quality"]
     assert text["evaluable"] and text["n"] == 4 and 0 <= text["exact"] <= 1
+    render(report_file.with_suffix(".html")).assert_fine(plots=1)  # judge vs human, one panel per dimension
     run = FinishedRun(out, {}, "", job)
     assert run.sql("SELECT kind, status FROM runs") == [("judge-eval", "finished")]
     calls = run.sql("SELECT count(*) FILTER (WHERE NOT cached), count(DISTINCT method) FROM model_calls "

@@ -70,6 +70,9 @@ def test_dry_run_prints_the_plan_and_changes_nothing(base: FinishedRun, tmp_path
     plan = log.getvalue()
     assert "make 1 dialogues for new seeds" in plan and "remake 4 dialogues whose generation config" in plan
     assert "seir.rounds: 1 -> 2" in plan
+    assert "cost at this output's measured rates (upper bounds):" in plan
+    llm = next(line for line in plan.splitlines() if line.startswith("  llm: ") and "tokens" in line)
+    assert int(llm.split(" calls, ")[1].split(" tokens")[0]) > 0, llm  # the llm's measured tokens per call
     assert run.sql("SELECT count(*) FROM runs") == runs_before
 
 

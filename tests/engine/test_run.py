@@ -18,7 +18,7 @@ from tests.engine.conftest import BAD_SEEDS, FinishedRun, job_dict, run_job, wri
 def test_run_reports_progress_and_summary(finished: FinishedRun) -> None:
     assert finished.summary["accepted"] + finished.summary["rejected"] == 6
     assert finished.summary["quarantined"] == len(BAD_SEEDS)
-    assert "shards 3/3 | dialogues 6/6" in finished.log
+    assert "run 6/6 dialogues (100%)" in finished.log and "shards 3/3 |" in finished.log
     assert "mean score by round" in finished.log and "calls llm" in finished.log
 
 
