@@ -135,8 +135,16 @@ CREATE TABLE seed_duplicates (run_id VARCHAR, seed_key VARCHAR, seed_id VARCHAR,
                               kept_seed_key VARCHAR, kept_seed_id VARCHAR, method VARCHAR, similarity DOUBLE);
 """
 
+# Then (issue 14; it depends on no other migration, so it may run at any position): what each endpoint role's model
+# server said it can do (probed when the pool starts), beside the model; and which method read each score
+# (openai_chat.SCORE_METHODS; NULL for scores not read from a judge's answer distribution, and for combined rows).
+_TO_V5 = """
+ALTER TABLE models ADD COLUMN IF NOT EXISTS probe JSON;
+ALTER TABLE scores ADD COLUMN IF NOT EXISTS method VARCHAR;
+"""
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3}
+MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V5}
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 VIEWS = """

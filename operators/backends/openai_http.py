@@ -20,13 +20,21 @@ from typing import Any
 
 import httpx
 
-from seir.operators.backends.base import Backend
+from seir.operators.backends.base import Backend, ProbeReport
 
 log = logging.getLogger(__name__)
 
 
 class EndpointError(RuntimeError):
-    """The server did not answer a request usefully; the message names the URL, the status and what to check."""
+    """The server did not answer a request usefully; the message names the URL, the status and what to check.
+    ``status`` is the HTTP status of a refusal (None when the retries ran out). Either way the same request would
+    fail again, so the engine stops a run whose whole batch fails with one (``stops_run``)."""
+
+    stops_run = True
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Endpoint:
@@ -50,12 +58,14 @@ class Endpoint:
             for future in futures:  # after a failure, requests not yet sent are dropped rather than sent in vain
                 future.cancel()
 
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def post(self, path: str, body: dict[str, Any], max_retries: int | None = None) -> dict[str, Any]:
+        """``max_retries`` overrides the backend's (a probe asks once or twice, not for a minute)."""
         url = self.base_url + path
         problem, wait_s = "", 0.0
-        for attempt in range(self.max_retries + 1):
+        retries = self.max_retries if max_retries is None else max_retries
+        for attempt in range(retries + 1):
             if attempt:
-                log.warning("POST %s: %s; retry %d of %d", url, problem, attempt, self.max_retries)
+                log.warning("POST %s: %s; retry %d of %d", url, problem, attempt, retries)
                 time.sleep(self._delay(attempt, wait_s))
             wait_s = 0.0
             try:
@@ -72,12 +82,12 @@ class Endpoint:
                 continue
             if response.is_error:
                 raise EndpointError(f"POST {url} -> HTTP {status}: {self._excerpt(response)}; "
-                                    f"{self._hint(status, body)}")
+                                    f"{self._hint(status, body)}", status)
             reply = _json_object(response)
             if reply is not None:
                 return reply
             problem = f"HTTP {status} with a body that is not a whole JSON object (truncated?)"
-        raise EndpointError(f"POST {url} failed {self.max_retries + 1} time(s), last: {problem}; check that the "
+        raise EndpointError(f"POST {url} failed {retries + 1} time(s), last: {problem}; check that the "
                             f"server is up and serves model {body.get('model')!r}, or raise the role's options "
                             f"max_retries / timeout_s if it is just busy or slow")
 
@@ -95,10 +105,16 @@ class Endpoint:
         return "the server refused the request as sent; its message says which field"
 
     def _served_models(self) -> str:
+        listed = self.models()
+        return ", ".join(str(model.get("id")) for model in listed) if listed else "(GET /models did not say)"
+
+    def models(self) -> list[dict[str, Any]]:
+        """The entries of ``GET /models`` (empty when the server lists none or has no such route)."""
         try:
-            return ", ".join(str(model["id"]) for model in self._client.get(self.base_url + "/models").json()["data"])
+            listed = self._client.get(self.base_url + "/models").json()["data"]
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            return "(GET /models did not say)"
+            return []
+        return [entry for entry in listed if isinstance(entry, dict)] if isinstance(listed, list) else []
 
     def _excerpt(self, response: httpx.Response) -> str:
         return self._clean(response.text[:300]) or "(empty body)"
@@ -147,3 +163,28 @@ class OpenAIBackend(Backend):
         base_url = base_url.rstrip("/")
         super().__init__(model, revision or "server", base_url=base_url)
         self.endpoint = Endpoint(base_url, api_key_env, max_concurrency, timeout_s, max_retries, backoff_s)
+
+    def probe(self, needs: frozenset[str]) -> ProbeReport:
+        """What every endpoint role checks: whether the model is among those the server lists (when it lists any),
+        and the context length it reports. Subclasses check what their methods need; a model that is not listed is
+        a problem there (some servers take names they do not list, e.g. Ollama's without ":latest")."""
+        report = ProbeReport(self.endpoint.base_url, self.model_id)
+        listed = self.endpoint.models()
+        entry = next((m for m in listed if m.get("id") == self.model_id), None)
+        report.served = (entry is not None) if listed else None
+        report.context_length = _context_length(entry or {})
+        return report
+
+    def not_served(self) -> str:
+        return (f"model {self.model_id!r} is not among those it serves ({self.endpoint._served_models()}): set the "
+                f"role's model to a served name, or base_url to the server that serves it")
+
+
+def _context_length(entry: dict[str, Any]) -> int | None:
+    """The context length a ``/models`` entry reports, under the names servers use (vLLM: max_model_len; llama.cpp:
+    meta.n_ctx_train; others: context_length or context_window)."""
+    for value in (entry.get("max_model_len"), entry.get("context_length"), entry.get("context_window"),
+                  (entry.get("meta") or {}).get("n_ctx_train")):
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

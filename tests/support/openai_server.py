@@ -111,6 +111,7 @@ class OpenAIServer:
         self.retry_after = "1"
         self.delay_s = 0.0  # added to every reply outside the model lock, like a remote server's network and queue
         self.logprobs = True  # False: ignore logprobs, like servers that do not support them
+        self.continues = True  # False: ignore continue_final_message, like servers that do not know it
         self.image_format = "PNG"
 
     def next_fault(self) -> str | None:
@@ -122,7 +123,7 @@ class OpenAIServer:
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         model = body["model"]
         messages = [_from_wire(m) for m in body["messages"]]
-        if body.get("continue_final_message"):
+        if body.get("continue_final_message") and self.continues:
             messages[-1]["continue"] = True
         logprobs = None
         if body.get("logprobs") and self.logprobs:  # one forward pass: the reply's token is the most likely one
