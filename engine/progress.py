@@ -87,7 +87,7 @@ def run_summary(con: Any, run_id: str) -> dict[str, Any]:
            FROM model_calls WHERE run_id = ? GROUP BY role ORDER BY role""", [run_id]).fetchall()
     errors = con.execute(
         """SELECT role, error, count(*) AS n FROM model_calls WHERE run_id = ? AND error IS NOT NULL
-           GROUP BY ALL QUALIFY row_number() OVER (PARTITION BY role ORDER BY n DESC, error) <= 3
+           GROUP BY role, error QUALIFY row_number() OVER (PARTITION BY role ORDER BY n DESC, error) <= 3
            ORDER BY role, n DESC, error""", [run_id]).fetchall()
     return {
         "accepted": status.get("accepted", 0),
