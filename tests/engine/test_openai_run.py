@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from seir.engine.errors import SeirError
 from tests.engine.conftest import FinishedRun, job_dict, run_job, write_job
 from tests.support.openai_server import OpenAIServer
 
@@ -50,9 +51,35 @@ def test_dialogues_and_calls_reach_provenance(finished: FinishedRun, server: Ope
     assert calls.keys() >= {"llm chat tiny:llm", "judge chat tiny:judge", "judge score tiny:judge",
                             "image render tiny:sd"}
     served = [r for r in server.requests if r["path"] in ("/v1/chat/completions", "/v1/images/generations")]
-    assert sum(n for key, n in calls.items() if key.split()[0] in SERVED) == len(served)
+    # Besides the calls, the probes at pool start: the llm's one chat; the judge's chat, image, and the continued
+    # message open, closed and with logprobs (it then scores by continue-logprobs); nothing for the image role.
+    assert sum(n for key, n in calls.items() if key.split()[0] in SERVED) + 1 + 5 == len(served)
+    assert finished.sql("SELECT DISTINCT method FROM scores WHERE scorer = 'judge'") == [("continue-logprobs",)]
     revisions = finished.sql("SELECT DISTINCT revision FROM model_calls WHERE role IN ('llm', 'judge', 'image')")
     assert revisions == [("server",)]
+
+
+def test_a_lasting_error_on_a_whole_batch_stops_the_run(ray_local: None, server: OpenAIServer,
+                                                        tmp_path: Path) -> None:
+    """The image server refuses every render (after the probe found the roles fine): the run stops at the first
+    batch with the server's message, instead of rejecting every dialogue quietly, and the same command resumes."""
+    job = job_dict("refused", topics=["Snow Leopard", "Coral"], seir={"turns": 1}, dedup={"methods": []})
+    job["roles"] = remote_roles(server.url)
+    del job["scoring"]
+    server.fault_path, server.always = "/v1/images/generations", "400"
+    try:
+        with pytest.raises(SeirError) as err:
+            run_job(write_job(tmp_path, job), tmp_path / "out")
+    finally:
+        server.reset()
+    message = str(err.value)
+    assert message.startswith("stopped: every request of a batch of 2 failed the same way, so every dialogue would "
+                              f"be rejected. image render failed: EndpointError: POST {server.url}/images/generations "
+                              "-> HTTP 400: ")
+    assert message.endswith("Fix the image role (or its server) and run the same command again: committed shards "
+                            "are kept.")
+    resumed = run_job(write_job(tmp_path, job), tmp_path / "out")
+    assert resumed.summary["accepted"] + resumed.summary["rejected"] == 2 and resumed.summary["top_errors"] == []
 
 
 def test_a_second_run_makes_no_new_requests(finished: FinishedRun, server: OpenAIServer, tmp_path: Path) -> None:

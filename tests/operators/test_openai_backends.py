@@ -169,13 +169,29 @@ def test_the_probe_picks_the_best_method_the_server_allows(server: OpenAIServer)
     report = chat.probe(JUDGE_NEEDS)
     assert report.score_method == "sampled" and report.checks["n"] == "ok" and not report.problems
     assert "no top logprobs" in report.checks["answer-logprobs"]
-    assert "HTTP 404" in report.checks["completions-logprobs"]  # this server has no /completions
+    assert "no top logprobs" in report.checks["completions-logprobs"]
     assert chat.config()["score_method"] == "sampled"  # the chosen method is part of every score's content key
     request = ScoreRequest(user("Rate the fox."), "Score (0-5): ")
     server.requests.clear()
     result = chat.score([request])[0]
     assert result.method == "sampled" and len(server.requests) == 1
     assert server.requests[0]["body"]["messages"][-1]["role"] == "user"  # the plain form: it asks for the score
+
+
+def test_completions_on_the_prompt_rendered_here_match_the_local_read(server: OpenAIServer,
+                                                                     local: dict[str, Backend]) -> None:
+    text = ScoreRequest(user("Rate the fox."), "It is vague.\n\nText content score (0-5): ")
+    shown = ScoreRequest(user(png((220, 20, 20)), "Is it red?"), "Image content score (0-5): ")
+    chat = remote_chat(server, "tiny:judge", score_method="completions-logprobs", top_logprobs=4096)
+    assert chat.probe(JUDGE_NEEDS).problems == []
+    server.requests.clear()
+    got, sampled = chat.score([text, shown])
+    want = local["tiny:judge"].score([text])[0]
+    assert got.method == "completions-logprobs" and got.expectation == pytest.approx(want.expectation, abs=1e-4)
+    assert got.probabilities == pytest.approx(want.probabilities, abs=1e-5)
+    assert sampled.method == "sampled"  # images cannot travel in a raw prompt: that request was sampled
+    # Whether the server honours n was not asked (a logprob method was chosen): one request per sample, to be safe.
+    assert [r["path"] for r in server.requests] == ["/v1/completions"] + ["/v1/chat/completions"] * 5
 
 
 def test_a_pinned_method_the_server_lacks_is_a_problem_that_says_what_works(server: OpenAIServer) -> None:
