@@ -30,7 +30,7 @@ def remote_roles(url: str) -> dict[str, Any]:
     """The three roles of the default test job, served by ``url``."""
     roles = job_dict()["roles"]
     return {role: {**roles[role], "backend": remote, "model": model, "num_cpus": 0.1,
-                   "options": {"base_url": url, "max_concurrency": 4, "timeout_s": 60, "backoff_s": 0.1}}
+                   "options": {"base_url": url, "max_concurrency": 4, "timeout_s": 60}}
             for role, (model, _, remote) in SERVED.items()}
 
 

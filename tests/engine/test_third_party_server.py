@@ -35,7 +35,7 @@ def served_job(url: str, tiny_models: dict[str, Path], judge_options: dict[str, 
     job = job_dict("third-party", topics=["Snow Leopard", "Coral"], seir={"turns": 1}, dedup={"methods": []},
                    scoring={"weights": {d: {"judge": 1.0} for d in DIMENSIONS},
                             "thresholds": dict.fromkeys(DIMENSIONS, 0.0)})
-    options = {"base_url": url, "max_concurrency": 4, "timeout_s": 60, "backoff_s": 0.1, "score_samples": 3}
+    options = {"base_url": url, "max_concurrency": 4, "timeout_s": 60, "score_samples": 3}
     for role in ("llm", "judge"):
         job["roles"][role].update(backend="openai-chat", model=str(tiny_models[role]), num_cpus=0.1,
                                   options={**options, **(judge_options or {} if role == "judge" else {})})

@@ -23,7 +23,7 @@ from tests.support.openai_server import OpenAIServer
 
 MODELS = {"tiny:llm": "transformers-chat", "tiny:judge": "transformers-vision-chat",
           "tiny:sd": "diffusers-text-to-image"}
-FAST_RETRIES = {"max_retries": 3, "backoff_s": 0.01, "timeout_s": 10.0}
+FAST_RETRIES = {"max_retries": 3, "timeout_s": 10.0}
 
 
 def user(*parts: str | bytes) -> list[dict[str, Any]]:
@@ -260,7 +260,7 @@ def test_refusals_are_not_retried(server: OpenAIServer) -> None:
 
 
 def test_an_unreachable_server_is_reported(server: OpenAIServer) -> None:
-    closed = OpenAIChat("tiny:llm", base_url="http://127.0.0.1:9/v1", max_retries=1, backoff_s=0.01)
+    closed = OpenAIChat("tiny:llm", base_url="http://127.0.0.1:9/v1", max_retries=1)
     with pytest.raises(EndpointError, match=r"127\.0\.0\.1:9/v1/chat/completions failed 2 time.*connection failed"):
         closed.chat(greeting())
 
