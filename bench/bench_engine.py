@@ -29,12 +29,15 @@ import argparse
 import io
 import statistics
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import ray
 import real_size  # bench/real_size.py, beside this script
 
+from seir.engine.images import ImageStore
 from seir.engine.runner import Runner
 from seir.engine.spec import JobSpec, load_job
 
@@ -48,10 +51,32 @@ def model_seconds(out: Path) -> dict[str, float]:
     return dict(rows)
 
 
-def dataset(out: Path) -> dict[str, str]:
-    """Every dialogue's messages by its content key: what two runs of the same job must agree on."""
+@dataclass
+class Made:
+    """What a run made: every dialogue's messages, and every draft's text, caption and image bytes."""
+
+    messages: dict[str, str]
+    drafts: dict[str, tuple[str, str, bytes | None]]
+
+
+def made_by(out: Path) -> Made:
+    images = ImageStore(out)
     with duckdb.connect(str(out / "provenance.duckdb"), read_only=True) as con:
-        return dict(con.execute("SELECT dialogue_key, messages::VARCHAR FROM dialogues").fetchall())
+        messages = dict(con.execute("SELECT dialogue_key, messages::VARCHAR FROM dialogues").fetchall())
+        drafts = {key: (text, caption, images.get(image) if image else None) for key, text, caption, image
+                  in con.execute("SELECT draft_key, text, caption, image_key FROM drafts").fetchall()}
+    return Made(messages, drafts)
+
+
+def pixel_difference(a: bytes, b: bytes) -> int:
+    """Largest per-channel difference between two images of the same size (0-255)."""
+    from PIL import Image
+
+    def pixels(data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as picture:
+            return np.asarray(picture.convert("RGB"), dtype=np.int16)
+
+    return int(np.abs(pixels(a) - pixels(b)).max())
 
 
 def with_execution(spec: JobSpec, **settings: int) -> JobSpec:
@@ -74,13 +99,13 @@ def real_sized(spec: JobSpec, directory: Path) -> JobSpec:
     return spec.model_copy(update={"roles": roles, "seir": seir})
 
 
-def one_run(spec: JobSpec, keep: dict[str, dict[str, str]] | None = None, label: str = "") -> dict[str, float]:
+def one_run(spec: JobSpec, keep: dict[str, Made] | None = None, label: str = "") -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="seir-bench-") as folder:
         runner = Runner(spec, Path(folder), stream=io.StringIO())
         summary = runner.run()
         busy = model_seconds(Path(folder))
         if keep is not None:
-            keep[label] = dataset(Path(folder))
+            keep[label] = made_by(Path(folder))
     wall = summary["shards_s"]
     dialogues = summary["accepted"] + summary["rejected"]
     return {
@@ -96,7 +121,7 @@ def one_run(spec: JobSpec, keep: dict[str, dict[str, str]] | None = None, label:
 
 def compare_intersyn(spec: JobSpec, repeats: int) -> None:
     """The job batched as configured, then one call at a time; same dataset, and the speedup."""
-    made: dict[str, dict[str, str]] = {}
+    made: dict[str, Made] = {}
     ways = {"batched": spec, "one at a time": one_at_a_time(spec)}
     print(f"{'way':<14} {'dialogues/min':>13} {'shard phase s':>13} {'model s':>8} {'pool start s':>12}")
     phase = {}
@@ -107,10 +132,18 @@ def compare_intersyn(spec: JobSpec, repeats: int) -> None:
               f"{statistics.median(r['model_s'] for r in runs):>8.1f} "
               f"{statistics.median(r['startup_s'] for r in runs):>12.1f}", flush=True)
     batched, single = made["batched"], made["one at a time"]
-    differing = sum(batched.get(key) != messages for key, messages in single.items())
-    same = batched.keys() == single.keys() and not differing
-    print(f"same dataset: {'yes' if same else 'NO'} ({len(batched)} dialogues batched, {len(single)} one at a "
-          f"time, {differing} with other messages)")
+    differing = sum(batched.messages.get(key) != messages for key, messages in single.messages.items())
+    same = batched.messages.keys() == single.messages.keys() and not differing
+    print(f"same dataset: {'yes' if same else 'NO'} ({len(batched.messages)} dialogues batched, "
+          f"{len(single.messages)} one at a time, {differing} with other messages)")
+    if not same:  # where the two ways part: the first drafts (same key = same inputs) whose outputs differ
+        both = batched.drafts.keys() & single.drafts.keys()
+        texts = sum(batched.drafts[k][:2] == single.drafts[k][:2] for k in both)
+        renders = [k for k in both if batched.drafts[k][2] is not None and single.drafts[k][2] is not None]
+        other = [k for k in renders if batched.drafts[k][2] != single.drafts[k][2]]
+        worst = max((pixel_difference(batched.drafts[k][2], single.drafts[k][2]) for k in other), default=0)
+        print(f"  drafts made with the same inputs both ways: {len(both)}; same text {texts}; renders with other "
+              f"bytes {len(other)} of {len(renders)} (largest pixel difference {worst}/255)")
     print(f"speedup of batching: {phase['one at a time'] / phase['batched']:.2f}x")
 
 
