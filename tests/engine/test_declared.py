@@ -151,3 +151,14 @@ def test_validate_loads_no_model_and_starts_no_ray() -> None:
     done = subprocess.run([sys.executable, "-c", code, str(job)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{job}: OK (")
+
+
+def test_role_needs_are_what_the_loop_scorers_and_dedup_use(tmp_path: Path) -> None:
+    """What each role's model server is probed for at pool start."""
+    from seir.engine.declared import role_needs
+
+    needs = role_needs(load_job(write_job(tmp_path, job_dict())))
+    assert needs == {"llm": {"chat"}, "judge": {"chat", "score", "vision"}, "image": {"render"},
+                     "embed": {"embed"}, "clip": {"similarity"}}
+    lean = role_needs(load_job(write_job(tmp_path / "lean", without_embed(dedup={"methods": []}))))
+    assert lean["judge"] == {"chat", "score", "vision"} and "embed" not in lean
