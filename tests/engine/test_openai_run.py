@@ -59,26 +59,26 @@ def test_dialogues_and_calls_reach_provenance(finished: FinishedRun, server: Ope
     assert revisions == [("server",)]
 
 
-def test_a_lasting_error_on_a_whole_batch_stops_the_run(ray_local: None, server: OpenAIServer,
+def test_a_lasting_error_on_a_whole_batch_stops_the_run(ray_local: None, tiny_models: dict[str, Path],
                                                         tmp_path: Path) -> None:
     """The image server refuses every render (after the probe found the roles fine): the run stops at the first
-    batch with the server's message, instead of rejecting every dialogue quietly, and the same command resumes."""
+    batch with the server's message, instead of rejecting every dialogue quietly, and the same command resumes.
+    Its own server: the module's counts what the module's run asked."""
     job = job_dict("refused", topics=["Snow Leopard", "Coral"], seir={"turns": 1}, dedup={"methods": []})
-    job["roles"] = remote_roles(server.url)
     del job["scoring"]
-    server.fault_path, server.always = "/v1/images/generations", "400"
-    try:
+    with OpenAIServer({model: local for model, local, _ in SERVED.values()}) as server:
+        job["roles"] = remote_roles(server.url)
+        server.fault_path, server.always = "/v1/images/generations", "400"
         with pytest.raises(SeirError) as err:
             run_job(write_job(tmp_path, job), tmp_path / "out")
-    finally:
         server.reset()
+        resumed = run_job(write_job(tmp_path, job), tmp_path / "out")
     message = str(err.value)
     assert message.startswith("stopped: every request of a batch of 2 failed the same way, so every dialogue would "
                               f"be rejected. image render failed: EndpointError: POST {server.url}/images/generations "
                               "-> HTTP 400: ")
     assert message.endswith("Fix the image role (or its server) and run the same command again: committed shards "
                             "are kept.")
-    resumed = run_job(write_job(tmp_path, job), tmp_path / "out")
     assert resumed.summary["accepted"] + resumed.summary["rejected"] == 2 and resumed.summary["top_errors"] == []
 
 
