@@ -17,6 +17,7 @@ import pytest
 from seir.engine.errors import SeirError
 from seir.engine.runner import Runner
 from seir.engine.spec import load_job
+from seir.operators.backends.openai_chat import OpenAIChat
 from tests.engine.conftest import FinishedRun, job_dict, run_job, write_job
 from tests.support.transformers_serve import transformers_serve
 
@@ -86,3 +87,12 @@ def test_pinning_a_method_the_server_lacks_stops_before_any_shard(ray_local: Non
     with duckdb.connect(str(tmp_path / "out" / "provenance.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM dialogues").fetchall() == [(0,)]
         assert con.execute("SELECT count(*) FROM model_calls").fetchall() == [(0,)]
+
+
+def test_a_text_only_model_as_judge_is_refused_for_images(served: str, tiny_models: dict[str, Path]) -> None:
+    """The judge role looks at images: a server holding a text-only model there is a problem found at start.
+    transformers serve answers such a request without a word, dropping the image: the prompt's length tells."""
+    report = OpenAIChat(str(tiny_models["llm"]), base_url=served, max_retries=0).probe(
+        frozenset({"chat", "score", "vision"}))
+    assert report.checks["chat"] == "ok" and report.checks["images"].endswith("it dropped the image")
+    assert [p for p in report.problems if p.startswith("the server rejects images (")], report.problems
