@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from seir.engine.call_cache import SharedCallCache
+from seir.engine.errors import SeirError
 from seir.engine.images import ImageStore
 from seir.engine.keys import BYTES_REFERENCE, canonical_json, content_key
 from seir.engine.pools import CallFailure, RolePool
@@ -75,6 +76,17 @@ def _fields(result: Any) -> dict[str, Any]:
     fields = asdict(result)
     fields.pop("call_key", None)
     return fields
+
+
+def _stop_on_repeated_failure(role: str, results: list[Any]) -> None:
+    """A whole batch failed with one error the backend says would repeat (a refusal, or retries spent on a server
+    that is down): the rest of the run would fail the same way, so stop it now with that error rather than reject
+    every dialogue quietly. Shards committed so far stay; the same command resumes."""
+    reasons = {r.reason for r in results if isinstance(r, CallFailure) and r.stops_run}
+    if len(reasons) == 1 and all(isinstance(r, CallFailure) for r in results):
+        raise SeirError(f"stopped: every request of a batch of {len(results)} failed the same way, so every dialogue "
+                        f"would be rejected. {reasons.pop()}. Fix the {role} role (or its server) and run the same "
+                        f"command again: committed shards are kept.")
 
 
 def plain(value: Any) -> Any:
@@ -144,6 +156,7 @@ class ModelClient:
         fresh: dict[str, Any] = {}
         if misses:
             results, chunks = await self.pool.call(method, [request for _, request in misses])
+            _stop_on_repeated_failure(self.role, results)
             chunk_of = [stats for stats in chunks for _ in range(stats.size)]
             for (key, request), result, stats in zip(misses, results, chunk_of, strict=True):
                 output = {"error": result.reason} if isinstance(result, CallFailure) else encode(result)

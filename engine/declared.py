@@ -33,6 +33,24 @@ INPUT_ROLES = {"dialogue.embedding": {"embed": ("embed",)}}
 VISION_WRITER = "vlm"  # the optional role that writes the dialogues whose seeds bring pictures
 
 
+# What the SEIR loop itself calls on each role: it writes with the llm, critiques with the judge, renders with image.
+LOOP_NEEDS: dict[str, tuple[str, ...]] = {"llm": ("chat",), "judge": ("chat",), "image": ("render",)}
+
+
+def role_needs(spec: JobSpec) -> dict[str, frozenset[str]]:
+    """The backend capabilities the job uses on each of its roles: the loop's, its scorers' and its dedup methods'
+    (what a model server is probed for before any work)."""
+    needs: dict[str, set[str]] = {role: set(LOOP_NEEDS.get(role, ())) for role in spec.roles}
+    users: list[type[Operator]] = [lookup("scorer", name) for name in spec.scoring.scorers()]
+    users += [method_class(name) for name in spec.dedup.methods]
+    for cls in users:
+        uses = {**cls.optional_roles, **cls.roles, **INPUT_ROLES.get(cls.reads[0] if cls.reads else "", {})}
+        for role, capabilities in uses.items():
+            if role in needs:
+                needs[role].update(capabilities)
+    return {role: frozenset(used) for role, used in needs.items()}
+
+
 def check_job(spec: JobSpec) -> list[Problem]:
     backends, problems = _backends(spec)
     return problems + _scorer_problems(spec, backends) + _dedup_problems(spec, backends) + _vlm_problems(spec, backends)

@@ -22,7 +22,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from seir.engine.logs import redirect_worker_output
 from seir.engine.spec import RoleSpec
-from seir.operators.backends.base import LocalBackend
+from seir.operators.backends.base import LocalBackend, ProbeReport
 from seir.operators.base import lookup
 
 
@@ -30,6 +30,7 @@ from seir.operators.base import lookup
 class CallFailure:
     reason: str
     call_key: str = ""
+    stops_run: bool = False  # the backend said the same request would fail again (a refusal, retries spent)
 
 
 @dataclass
@@ -56,6 +57,12 @@ class RoleActor:
 
     def config(self) -> dict[str, Any]:
         return self.backend.config()
+
+    def start(self, needs: frozenset[str]) -> tuple[dict[str, Any], ProbeReport | None]:
+        """Probe the model server (if any) for what the job needs of this role, then the config, which holds what
+        the probe chose."""
+        report = self.backend.probe(needs)
+        return self.backend.config(), report
 
     def call(self, method: str, requests: list[Any]) -> tuple[list[Any], float]:
         started = time.perf_counter()
@@ -104,11 +111,14 @@ class RolePool:
         # Plain futures made by the running loop when needed, so a pool works under any event loop, one after another.
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._batches = 0
+        self.report: ProbeReport | None = None  # what the model server said it can do (endpoint backends)
 
-    def ready(self, timeout_s: float) -> dict[str, Any]:
-        """Wait for every actor to load its model; returns the backend's config (model, revision, options)."""
-        configs = ray.get([actor.config.remote() for actor in self.actors], timeout=timeout_s)
-        return configs[0]
+    def ready(self, timeout_s: float, needs: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Wait for every actor to load its model and probe its server for ``needs``; returns the backend's config
+        (model, revision, options) and keeps the first actor's probe report in ``report``."""
+        started = ray.get([actor.start.remote(needs) for actor in self.actors], timeout=timeout_s)
+        config, self.report = started[0]
+        return config
 
     async def call(self, method: str, requests: list[Any]) -> tuple[list[Any], list[ChunkStats]]:
         """Run ``requests`` through the pool; results keep the order of the requests."""
@@ -143,7 +153,8 @@ class RolePool:
             if isinstance(err, RayActorError):
                 self._watch_restart(lane)
             reason = f"{self.role} {method} failed: {_describe(err)}"
-            return [CallFailure(reason)] * len(chunk), ChunkStats(len(chunk), 0.0, batch_id)
+            stops = bool(getattr(_cause(err), "stops_run", False))
+            return [CallFailure(reason, stops_run=stops)] * len(chunk), ChunkStats(len(chunk), 0.0, batch_id)
         finally:
             lane.sent.remove(done)
             done.set_result(None)
@@ -210,9 +221,13 @@ class RolePool:
             ray.kill(actor)
 
 
+def _cause(err: BaseException) -> BaseException:
+    """The backend's own exception when it raised (Ray wraps it in the actor's traceback), else Ray's."""
+    return err.cause if isinstance(err, RayTaskError) and err.cause is not None else err
+
+
 def _describe(err: BaseException) -> str:
     """One line: the backend's own exception when it raised (Ray wraps it in the actor's traceback), else Ray's."""
-    if isinstance(err, RayTaskError) and err.cause is not None:
-        err = err.cause
+    err = _cause(err)
     lines = str(err).strip().splitlines()
     return f"{type(err).__name__}: {lines[-1][:300] if lines else ''}"

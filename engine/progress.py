@@ -219,12 +219,17 @@ def run_summary(con: Any, run_id: str) -> dict[str, Any]:
         """SELECT role, count(*) FILTER (WHERE NOT cached), count(*) FILTER (WHERE cached),
                   count(DISTINCT batch_id) FILTER (WHERE NOT cached), count(*) FILTER (WHERE error IS NOT NULL)
            FROM model_calls WHERE run_id = ? GROUP BY role ORDER BY role""", [run_id]).fetchall()
+    errors = con.execute(
+        """SELECT role, error, count(*) AS n FROM model_calls WHERE run_id = ? AND error IS NOT NULL
+           GROUP BY role, error QUALIFY row_number() OVER (PARTITION BY role ORDER BY n DESC, error) <= 3
+           ORDER BY role, n DESC, error""", [run_id]).fetchall()
     return {
         "accepted": status.get("accepted", 0),
         "rejected": status.get("rejected", 0),
         "quarantined": quarantined,
         "mean_score_by_round": [{"dimension": d, "round": r, "mean": m, "n": n} for d, r, m, n in by_round],
         "calls": {role: {"computed": n, "cached": c, "batches": b, "failed": f} for role, n, c, b, f in calls},
+        "top_errors": [{"role": role, "error": error, "count": n} for role, error, n in errors],  # 3 per role
     }
 
 
@@ -245,6 +250,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     for role, c in summary["calls"].items():
         lines.append(f"  calls {role:<6} computed {c['computed']} in {c['batches']} batches, cached {c['cached']}, "
                      f"failed {c['failed']}")
+    for row in summary.get("top_errors", []):
+        lines.append(f"  error  {row['role']:<6} x{row['count']}: {row['error'][:240]}")
     if "version" in summary:
         lines.append(f"dataset version {summary['version']}: {summary['version_path']}")
     return "\n".join(lines)

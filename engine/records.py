@@ -86,6 +86,7 @@ class Score:
     scorer: str  # "combined" or a scorer's name
     model_id: str | None
     raw: dict[str, Any] = field(default_factory=dict)
+    method: str | None = None  # how a judge's score was read (openai_chat.SCORE_METHODS); None for other scorers
 
 
 @dataclass

@@ -25,6 +25,7 @@ import seir
 from seir.engine.budget import Budget, Spend
 from seir.engine.call_cache import SharedCallCache
 from seir.engine.calls import LayeredCache, Ledger, ModelClient
+from seir.engine.declared import role_needs
 from seir.engine.dedup import DedupIndex, DedupItem
 from seir.engine.errors import SeirError
 from seir.engine.failpoints import failpoint
@@ -45,6 +46,7 @@ from seir.engine.seed_dedup import near_duplicate_seeds
 from seir.engine.seeds import SeedLoad, image_key_only, load_seeds
 from seir.engine.spec import JobSpec
 from seir.engine.store import KeptDraft, ProvenanceStore
+from seir.operators.backends.base import ProbeReport
 from seir.operators.scoring.judge import JudgeScorer
 from seir.operators.scoring.judge_eval import JudgeEvalReport, evaluate, judged_items, read_eval_data
 from seir.operators.scoring.rubrics import DialogueView, TurnView
@@ -79,13 +81,30 @@ class ModelPools:
                              log_to_driver=self.log_path is None)
                 fresh = {role: RolePool(role, self.spec.roles[role], self.log_path) for role in wanted}
                 self.pools.update(fresh)
-                configs = {role: meter.counted_call(pool.ready, max(pool.spec.timeout_s, 600))
+                needs = role_needs(self.spec)
+                configs = {role: meter.counted_call(pool.ready, max(pool.spec.timeout_s, 600), needs[role])
                            for role, pool in fresh.items()}
             self.startup_s += time.monotonic() - started
-            self.store.record_models(self.run_id, {role: (content_key(cfg), cfg) for role, cfg in configs.items()})
+            reports = {role: pool.report for role, pool in fresh.items()}
+            self.store.record_models(self.run_id, {role: (content_key(cfg), cfg) for role, cfg in configs.items()},
+                                     reports)
+            self._refuse_unable(reports)
             for role, config in configs.items():
                 self.clients[role] = ModelClient(role, fresh[role], config, self.cache, self.images)
         return self.clients
+
+    def _refuse_unable(self, reports: dict[str, ProbeReport | None]) -> None:
+        """Print each probed server's line; stop before any work when a role's server cannot do what the job needs."""
+        problems = []
+        for role, report in reports.items():
+            if report is None:
+                continue
+            self.say(f"{role}: {report.line()}")
+            problems += [f"role {role} ({self.spec.roles[role].backend} at {report.server}): {problem}"
+                         for problem in report.problems]
+        if problems:
+            raise SeirError("the model servers cannot do what this job needs, so nothing was run:\n  "
+                            + "\n  ".join(problems))
 
     def shutdown(self) -> None:
         for pool in self.pools.values():

@@ -154,12 +154,20 @@ INSERT OR IGNORE INTO call_images
 """
 
 # v4 -> v5: a version written by a run its budget stopped early is marked partial.
-_PARTIAL_VERSIONS = """
+_TO_V5 = """
 ALTER TABLE versions ADD COLUMN IF NOT EXISTS partial BOOLEAN DEFAULT false;
 """
 
+# v5 -> v6: what each endpoint role's model server said it can do (probed when the pool starts), beside the model;
+# and which method read each score (openai_chat.SCORE_METHODS; NULL for scores not read from a judge's answer
+# distribution, and for combined rows).
+_TO_V6 = """
+ALTER TABLE models ADD COLUMN IF NOT EXISTS probe JSON;
+ALTER TABLE scores ADD COLUMN IF NOT EXISTS method VARCHAR;
+"""
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4, 4: _PARTIAL_VERSIONS}
+MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4, 4: _TO_V5, 5: _TO_V6}
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 VIEWS = """

@@ -139,7 +139,8 @@ class StageScorer:
             for name, part in parts.items():
                 result = by_scorer[name]
                 verdict.scores.append(Score(dimension, part, name, self._model(name),
-                                            {"raw": result.raw, "reasons": result.reasons}))
+                                            {"raw": result.raw, "reasons": result.reasons},
+                                            result.methods.get(dimension)))
         return verdict
 
     def _model(self, scorer: str) -> str | None:

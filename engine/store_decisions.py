@@ -125,4 +125,5 @@ class Decisions(CallRecords):
             "dimension": [s.dimension for _, _, s in scores], "scorer": [s.scorer for _, _, s in scores],
             "value": [s.value for _, _, s in scores], "model_id": [s.model_id for _, _, s in scores],
             "raw": [json.dumps(s.raw) for _, _, s in scores], "run_id": [run_id] * len(scores),
+            "method": [s.method for _, _, s in scores],
         })

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -75,8 +75,11 @@ class RunRecords(StoreBase):
                 "status": ["planned"] * len(plan), "committed_at": [None] * len(plan),
             })
 
-    def record_models(self, run_id: str, models: dict[str, tuple[str, dict[str, Any]]]) -> None:
-        """``models``: role -> (model key, backend config)."""
+    def record_models(self, run_id: str, models: dict[str, tuple[str, dict[str, Any]]],
+                      probes: Mapping[str, Any] | None = None) -> None:
+        """``models``: role -> (model key, backend config); ``probes``: role -> what its model server said it can do
+        (a ``ProbeReport``; None for local backends)."""
+        probes = probes or {}
         with self.transaction():
             self.con.execute("DELETE FROM models WHERE run_id = ?", [run_id])
             self._insert("models", {
@@ -85,6 +88,8 @@ class RunRecords(StoreBase):
                 "model_id": [cfg.get("model") for _, cfg in models.values()],
                 "revision": [cfg.get("revision") for _, cfg in models.values()],
                 "config": [json.dumps(cfg, default=str) for _, cfg in models.values()],
+                "probe": [json.dumps(asdict(probes[role])) if probes.get(role) else None
+                          for role in models],
             })
 
     @held

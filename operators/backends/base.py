@@ -68,6 +68,7 @@ class ScoreResult:
     label_mass: float  # probability the model put on any label before renormalising: low means off-format
     tokens_in: int
     call_key: str = ""  # set by the engine: the content key of the call, for provenance
+    method: str = "continue-logprobs"  # how the distribution was read (openai_chat.SCORE_METHODS)
 
 
 @dataclass
@@ -108,6 +109,28 @@ class ModelInfo:
     revision: str  # hub commit, or a fingerprint of the local folder's files
 
 
+@dataclass
+class ProbeReport:
+    """What a model server did when asked, once, whether it can serve a role: each check's outcome ("ok", or why
+    not), the scoring method chosen, and ``problems``: what the role needs that the server cannot do, each saying
+    what failed and what to change. Local backends have nothing to probe."""
+
+    server: str
+    model: str
+    served: bool | None = None  # listed by GET /models; None when the server lists nothing
+    context_length: int | None = None
+    checks: dict[str, str] = field(default_factory=dict)
+    score_method: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        served = {True: "listed", False: "NOT LISTED", None: "not listed (server lists none)"}[self.served]
+        checks = ", ".join(f"{name} {'ok' if outcome == 'ok' else 'no'}" for name, outcome in self.checks.items())
+        scores = f" | scores by {self.score_method}" if self.score_method else ""
+        return (f"{self.server} model {self.model}: {served}, context {self.context_length or '?'} | "
+                f"{checks or 'no checks'}{scores}")
+
+
 # The batch methods a backend may serve; a capability outside them is a property of one ("vision": its chat takes
 # image parts).
 METHODS = ("chat", "score", "render", "embed", "similarity")
@@ -140,6 +163,11 @@ class Backend(Operator):
         if unknown:
             raise TypeError(f"backend {self.name!r} got unknown option(s): {', '.join(sorted(unknown))}; "
                             f"it takes: {', '.join(self.option_names())}")
+
+    def probe(self, needs: frozenset[str]) -> ProbeReport | None:
+        """Ask the model server whether it can do ``needs`` (capabilities the job uses on this role), once, before
+        any work. None: nothing to ask (the model is loaded here)."""
+        return None
 
     def chat(self, requests: list[ChatRequest]) -> list[ChatResult]:
         raise NotImplementedError(f"backend {self.name!r} cannot chat")

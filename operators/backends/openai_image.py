@@ -13,7 +13,7 @@ import base64
 import io
 from typing import Any
 
-from seir.operators.backends.base import RenderRequest, RenderResult
+from seir.operators.backends.base import ProbeReport, RenderRequest, RenderResult
 from seir.operators.backends.openai_http import OpenAIBackend
 from seir.operators.base import register
 
@@ -30,6 +30,13 @@ class OpenAIImage(OpenAIBackend):
         super().__init__(model, revision, **options)
         self.diffusion_params = diffusion_params
         self.options["diffusion_params"] = diffusion_params
+
+    def probe(self, needs: frozenset[str]) -> ProbeReport:
+        """The model listing only: a probe image would cost as much as a real one."""
+        report = super().probe(needs)
+        if report.served is False:
+            report.problems.append(self.not_served())
+        return report
 
     def render(self, requests: list[RenderRequest]) -> list[RenderResult]:
         replies = self.endpoint.post_all(IMAGES_PATH, [self._body(r) for r in requests])

@@ -20,6 +20,7 @@ class ScorerResult:
     reasons: list[str] = field(default_factory=list)  # bad or missing input, truncation, an off-format judge
     critique: str | None = None  # judge only
     call_keys: list[str] = field(default_factory=list)  # the model calls behind it, when the caller keys them
+    methods: dict[str, str] = field(default_factory=dict)  # dimension -> how its score was read, for judges
 
 
 # What a ``TurnView`` holds: the inputs a scorer may read.

@@ -90,6 +90,7 @@ class JudgeScorer(Scorer):
                 answer = next(answers)
                 result.call_keys.append(answer.call_key)
                 result.raw[d.name], result.raw[f"{d.name}.label_mass"] = answer.expectation, answer.label_mass
+                result.methods[d.name] = answer.method
                 result.scores[d.name] = d.to_0_5(answer.expectation)
                 if answer.label_mass < self.min_label_mass:
                     result.reasons.append(f"{d.name}: only {answer.label_mass:.0%} of the judge's next-token "

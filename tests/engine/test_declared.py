@@ -189,3 +189,14 @@ def test_image_seeds_with_a_writer_that_cannot_see_images_are_refused_at_load(
     assert refusal(write_job(tmp_path / "blind", blind_vlm)).endswith(
         "roles.vlm.backend: the vlm role writes about the pictures seeds bring, but backend 'transformers-chat' "
         "cannot see images: give it a vision backend (e.g. transformers-vision-chat)")
+
+
+def test_role_needs_are_what_the_loop_scorers_and_dedup_use(tmp_path: Path) -> None:
+    """What each role's model server is probed for at pool start."""
+    from seir.engine.declared import role_needs
+
+    needs = role_needs(load_job(write_job(tmp_path, job_dict())))
+    assert needs == {"llm": {"chat"}, "judge": {"chat", "score", "vision"}, "image": {"render"},
+                     "embed": {"embed"}, "clip": {"similarity"}}
+    lean = role_needs(load_job(write_job(tmp_path / "lean", without_embed(dedup={"methods": []}))))
+    assert lean["judge"] == {"chat", "score", "vision"} and "embed" not in lean

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from seir.engine.errors import SeirError
 from tests.engine.conftest import FinishedRun, job_dict, run_job, write_job
 from tests.support.openai_server import OpenAIServer
 
@@ -29,7 +30,7 @@ def remote_roles(url: str) -> dict[str, Any]:
     """The three roles of the default test job, served by ``url``."""
     roles = job_dict()["roles"]
     return {role: {**roles[role], "backend": remote, "model": model, "num_cpus": 0.1,
-                   "options": {"base_url": url, "max_concurrency": 4, "timeout_s": 60, "backoff_s": 0.1}}
+                   "options": {"base_url": url, "max_concurrency": 4, "timeout_s": 60}}
             for role, (model, _, remote) in SERVED.items()}
 
 
@@ -50,9 +51,35 @@ def test_dialogues_and_calls_reach_provenance(finished: FinishedRun, server: Ope
     assert calls.keys() >= {"llm chat tiny:llm", "judge chat tiny:judge", "judge score tiny:judge",
                             "image render tiny:sd"}
     served = [r for r in server.requests if r["path"] in ("/v1/chat/completions", "/v1/images/generations")]
-    assert sum(n for key, n in calls.items() if key.split()[0] in SERVED) == len(served)
+    # Besides the calls, the probes at pool start: the llm's one chat; the judge's chat, image, and the continued
+    # message open, closed and with logprobs (it then scores by continue-logprobs); nothing for the image role.
+    assert sum(n for key, n in calls.items() if key.split()[0] in SERVED) + 1 + 5 == len(served)
+    assert finished.sql("SELECT DISTINCT method FROM scores WHERE scorer = 'judge'") == [("continue-logprobs",)]
     revisions = finished.sql("SELECT DISTINCT revision FROM model_calls WHERE role IN ('llm', 'judge', 'image')")
     assert revisions == [("server",)]
+
+
+def test_a_lasting_error_on_a_whole_batch_stops_the_run(ray_local: None, tiny_models: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    """The image server refuses every render (after the probe found the roles fine): the run stops at the first
+    batch with the server's message, instead of rejecting every dialogue quietly, and the same command resumes.
+    Its own server: the module's counts what the module's run asked."""
+    job = job_dict("refused", topics=["Snow Leopard", "Coral"], seir={"turns": 1}, dedup={"methods": []})
+    del job["scoring"]
+    with OpenAIServer({model: local for model, local, _ in SERVED.values()}) as server:
+        job["roles"] = remote_roles(server.url)
+        server.fault_path, server.always = "/v1/images/generations", "400"
+        with pytest.raises(SeirError) as err:
+            run_job(write_job(tmp_path, job), tmp_path / "out")
+        server.reset()
+        resumed = run_job(write_job(tmp_path, job), tmp_path / "out")
+    message = str(err.value)
+    assert message.startswith("stopped: every request of a batch of 2 failed the same way, so every dialogue would "
+                              f"be rejected. image render failed: EndpointError: POST {server.url}/images/generations "
+                              "-> HTTP 400: ")
+    assert message.endswith("Fix the image role (or its server) and run the same command again: committed shards "
+                            "are kept.")
+    assert resumed.summary["accepted"] + resumed.summary["rejected"] == 2 and resumed.summary["top_errors"] == []
 
 
 def test_a_second_run_makes_no_new_requests(finished: FinishedRun, server: OpenAIServer, tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ import threading
 import time
 from pathlib import Path
 
-from seir.engine.progress import Meter, Progress, say
+from seir.engine.progress import Meter, Progress, format_summary, run_summary, say
 from seir.engine.records import Stage
+from seir.engine.store import ProvenanceStore
 from tests.conftest import shared_file
 from tests.engine.conftest import TOPICS, job_dict, write_job
 
@@ -106,3 +107,19 @@ def test_judge_eval_writes_progress_lines_to_a_pipe(ray_local: None, tmp_path: P
     assert code == 0, [text for _, text in lines]
     assert_steady(lines, "judge-eval")
     assert any(text.startswith("[seir] judge-eval 24/24 items (100%)") for _, text in lines)
+
+
+def test_the_summary_lists_each_roles_most_frequent_errors(tmp_path: Path) -> None:
+    with ProvenanceStore(tmp_path) as store:
+        errors = [("judge", "judge score failed: HTTP 422")] * 3 + [("judge", "judge chat timed out")] * 2 + [
+            ("judge", "a"), ("judge", "b"), ("llm", "llm chat failed: HTTP 401"), ("llm", None)]
+        for i, (role, error) in enumerate(errors):
+            store.con.execute("INSERT INTO model_calls (call_key, run_id, role, method, cached, error) "
+                              "VALUES (?, 'r', ?, 'chat', false, ?)", [f"k{i}", role, error])
+        summary = run_summary(store.con, "r")
+    assert summary["top_errors"] == [
+        {"role": "judge", "error": "judge score failed: HTTP 422", "count": 3},
+        {"role": "judge", "error": "judge chat timed out", "count": 2},
+        {"role": "judge", "error": "a", "count": 1},  # three per role, ties by message
+        {"role": "llm", "error": "llm chat failed: HTTP 401", "count": 1}]
+    assert "  error  judge  x3: judge score failed: HTTP 422" in format_summary(summary).splitlines()

@@ -23,7 +23,7 @@ from tests.support.openai_server import OpenAIServer
 
 MODELS = {"tiny:llm": "transformers-chat", "tiny:judge": "transformers-vision-chat",
           "tiny:sd": "diffusers-text-to-image"}
-FAST_RETRIES = {"max_retries": 3, "backoff_s": 0.01, "timeout_s": 10.0}
+FAST_RETRIES = {"max_retries": 3, "timeout_s": 10.0}
 
 
 def user(*parts: str | bytes) -> list[dict[str, Any]]:
@@ -114,18 +114,22 @@ def test_labels_outside_the_listed_tokens_get_nothing(server: OpenAIServer) -> N
 
 def test_sampled_scores_when_the_server_gives_no_logprobs(server: OpenAIServer) -> None:
     request = ScoreRequest(user("Rate the fox."), "Score (0-5): ")
-    sampled = remote_chat(server, score_mode="sampled").score([request, request])
+    pinned = remote_chat(server, score_method="sampled")
+    assert pinned.probe(frozenset({"score"})).score_method == "sampled"
+    server.requests.clear()
+    sampled = pinned.score([request, request])
     assert len(server.requests) == 2 and all(r["body"]["n"] == 5 and "logprobs" not in r["body"]
                                              for r in server.requests)
     assert sampled[0] == sampled[1] and sampled[0].label_mass in {i / 5 for i in range(6)}
+    assert sampled[0].method == "sampled"
     server.logprobs = False
     server.requests.clear()
-    assert remote_chat(server).score([request]) == sampled[:1]  # asked for logprobs, got none: sampled instead
-    assert [bool(r["body"].get("logprobs")) for r in server.requests] == [True, False]
+    assert remote_chat(server).score([request]) == sampled[:1]  # probed first: no logprobs anywhere, so sampled
+    assert [bool(r["body"].get("logprobs")) for r in server.requests][-1] is False
 
 
 def test_samples_are_read_as_the_label_they_start_with() -> None:
-    texts = ["4", " 4.", "5/5", "ten", "", "10"]
+    texts = ["4", " 4.", "**5**/5", "ten", "", "10"]
     reply = {"choices": [{"message": {"content": t}} for t in texts], "usage": {"prompt_tokens": 7}}
     result = _read_samples(("0", "1", "4", "5", "10"), reply)
     assert result.label_mass == pytest.approx(4 / 6)
@@ -146,6 +150,72 @@ def test_render_matches_the_local_backend_and_is_always_png(server: OpenAIServer
     webp = painter.render(requests[:1])[0]
     assert webp.png.startswith(b"\x89PNG") and (webp.width, webp.height) == (32, 32)
     assert Image.open(io.BytesIO(webp.png)).tobytes() == Image.open(io.BytesIO(want[0].png)).tobytes()
+
+
+# --- probe: what the server can do, the best scoring method it allows, and what stops a job before it starts ------
+
+JUDGE_NEEDS = frozenset({"chat", "score", "vision"})
+
+
+def test_the_probe_picks_the_best_method_the_server_allows(server: OpenAIServer) -> None:
+    report = remote_chat(server, "tiny:judge").probe(JUDGE_NEEDS)
+    assert (report.served, report.score_method, report.problems) == (True, "continue-logprobs", [])
+    assert report.checks == {"chat": "ok", "images": "ok", "continue-logprobs": "ok"}  # stops at the first that works
+    server.continues = False  # ignores the field without a word, as some servers do: caught by the prompt's length
+    report = remote_chat(server, "tiny:judge").probe(JUDGE_NEEDS)
+    assert report.score_method == "answer-logprobs" and "ignored" in report.checks["continue-logprobs"]
+    server.logprobs = False
+    chat = remote_chat(server, "tiny:judge")
+    report = chat.probe(JUDGE_NEEDS)
+    assert report.score_method == "sampled" and report.checks["n"] == "ok" and not report.problems
+    assert "no top logprobs" in report.checks["answer-logprobs"]
+    assert "no top logprobs" in report.checks["completions-logprobs"]
+    assert chat.config()["score_method"] == "sampled"  # the chosen method is part of every score's content key
+    request = ScoreRequest(user("Rate the fox."), "Score (0-5): ")
+    server.requests.clear()
+    result = chat.score([request])[0]
+    assert result.method == "sampled" and len(server.requests) == 1
+    assert server.requests[0]["body"]["messages"][-1]["role"] == "user"  # the plain form: it asks for the score
+
+
+def test_completions_on_the_prompt_rendered_here_match_the_local_read(server: OpenAIServer,
+                                                                     local: dict[str, Backend]) -> None:
+    text = ScoreRequest(user("Rate the fox."), "It is vague.\n\nText content score (0-5): ")
+    shown = ScoreRequest(user(png((220, 20, 20)), "Is it red?"), "Image content score (0-5): ")
+    chat = remote_chat(server, "tiny:judge", score_method="completions-logprobs", top_logprobs=4096)
+    assert chat.probe(JUDGE_NEEDS).problems == []
+    server.requests.clear()
+    got, sampled = chat.score([text, shown])
+    want = local["tiny:judge"].score([text])[0]
+    assert got.method == "completions-logprobs" and got.expectation == pytest.approx(want.expectation, abs=1e-4)
+    assert got.probabilities == pytest.approx(want.probabilities, abs=1e-5)
+    assert sampled.method == "sampled"  # images cannot travel in a raw prompt: that request was sampled
+    # Whether the server honours n was not asked (a logprob method was chosen): one request per sample, to be safe.
+    assert [r["path"] for r in server.requests] == ["/v1/completions"] + ["/v1/chat/completions"] * 5
+
+
+def test_a_pinned_method_the_server_lacks_is_a_problem_that_says_what_works(server: OpenAIServer) -> None:
+    server.continues = False
+    report = remote_chat(server, "tiny:judge", score_method="continue-logprobs").probe(JUDGE_NEEDS)
+    assert len(report.problems) == 1
+    assert report.problems[0].startswith("score_method 'continue-logprobs' does not work on this server "
+                                         "(continue_final_message was ignored")
+    assert report.problems[0].endswith("use score_method: auto (it would use answer-logprobs)")
+
+
+def test_the_probe_names_what_stops_a_role(server: OpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = remote_chat(server, "tiny:nope", max_retries=0).probe(JUDGE_NEEDS)
+    assert missing.served is False
+    assert missing.problems == ["model 'tiny:nope' is not among those it serves (tiny:llm, tiny:judge, tiny:sd): "
+                                "set the role's model to a served name, or base_url to the server that serves it"]
+    monkeypatch.setenv("SEIR_TEST_KEY", "sk-wrong-1234567")
+    server.always = "401"
+    refused = remote_chat(server, "tiny:judge", api_key_env="SEIR_TEST_KEY").probe(JUDGE_NEEDS)
+    assert len(refused.problems) == 1 and "HTTP 401" in refused.problems[0]
+    assert "$SEIR_TEST_KEY" in refused.problems[0] and "sk-wrong" not in refused.problems[0]
+    server.always = None
+    assert remote_chat(server, "tiny:llm").probe(frozenset({"chat"})).problems == []
+    assert "images" not in remote_chat(server, "tiny:llm").probe(frozenset({"chat"})).checks
 
 
 # --- robustness ---------------------------------------------------------------------------------------------------
@@ -190,7 +260,7 @@ def test_refusals_are_not_retried(server: OpenAIServer) -> None:
 
 
 def test_an_unreachable_server_is_reported(server: OpenAIServer) -> None:
-    closed = OpenAIChat("tiny:llm", base_url="http://127.0.0.1:9/v1", max_retries=1, backoff_s=0.01)
+    closed = OpenAIChat("tiny:llm", base_url="http://127.0.0.1:9/v1", max_retries=1)
     with pytest.raises(EndpointError, match=r"127\.0\.0\.1:9/v1/chat/completions failed 2 time.*connection failed"):
         closed.chat(greeting())
 
@@ -201,10 +271,10 @@ def test_an_unreachable_server_is_reported(server: OpenAIServer) -> None:
 def test_unknown_options_are_refused_by_name() -> None:
     with pytest.raises(TypeError, match=r"unknown option\(s\): temprature; it takes: api_key_env, .*top_logprobs"):
         lookup("backend", "openai-chat")("m", base_url="http://x/v1", temprature=0.5)
-    with pytest.raises(TypeError, match=r"unknown option.*score_mode"):
-        OpenAIImage("m", base_url="http://x/v1", score_mode="sampled")
-    with pytest.raises(ValueError, match="score_mode"):
-        OpenAIChat("m", base_url="http://x/v1", score_mode="guess")
+    with pytest.raises(TypeError, match=r"unknown option.*score_method"):
+        OpenAIImage("m", base_url="http://x/v1", score_method="sampled")
+    with pytest.raises(ValueError, match="score_method must be auto or one of continue-logprobs, answer-logprobs"):
+        OpenAIChat("m", base_url="http://x/v1", score_method="guess")
 
 
 def test_the_api_key_comes_from_the_environment_and_stays_out_of_config(server: OpenAIServer,
@@ -217,7 +287,7 @@ def test_the_api_key_comes_from_the_environment_and_stays_out_of_config(server: 
     config = chat.config()
     assert secret not in json.dumps(config) and "api_key_env" not in config
     assert config == {"operator": "openai-chat", "model": "tiny:llm", "revision": "server", "base_url": server.url,
-                      "score_mode": "logprobs", "top_logprobs": 20, "score_samples": 5}
+                      "score_method": "auto", "top_logprobs": 20, "score_samples": 5, "tokenizer": None}
     server.always = "401"  # the fault's message echoes the Authorization header
     with pytest.raises(EndpointError) as err:
         chat.chat(greeting())

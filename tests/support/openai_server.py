@@ -2,13 +2,14 @@
 
 It serves ``GET /v1/models``, ``POST /v1/chat/completions`` (``image_url`` data URLs, seed, ``n``,
 ``continue_final_message``, and ``logprobs``/``top_logprobs`` of the first generated token, read from the model's
-real next-token distribution) and ``POST /v1/images/generations`` through the local backends, so a remote backend's
-results can be held against the local ones.
+real next-token distribution), ``POST /v1/completions`` (one token of a raw prompt with ``logprobs`` top tokens)
+and ``POST /v1/images/generations`` through the local backends, so a remote backend's results can be held against
+the local ones. ``continues = False`` and ``logprobs = False`` make it ignore those fields, as many servers do.
 
 Faults: ``server.faults.extend(["500", "429", "hang", "truncate"])`` spoils the next requests, one fault each;
-``server.always = "503"`` spoils every request. A number is answered as that HTTP status (429 with ``Retry-After``),
-"hang" sleeps ``hang_s`` and closes unanswered, "truncate" cuts the JSON body in half. ``requests`` records what
-came in.
+``server.always = "503"`` spoils every request; ``server.fault_path`` limits them to one path. A number is answered
+as that HTTP status (429 with ``Retry-After``), "hang" sleeps ``hang_s`` and closes unanswered, "truncate" cuts the
+JSON body in half. ``requests`` records what came in.
 """
 
 from __future__ import annotations
@@ -107,10 +108,12 @@ class OpenAIServer:
         self.faults.clear()
         self.requests.clear()
         self.always: str | None = None
+        self.fault_path: str | None = None  # set: faults spoil only requests to this path
         self.hang_s = 2.0
         self.retry_after = "1"
         self.delay_s = 0.0  # added to every reply outside the model lock, like a remote server's network and queue
         self.logprobs = True  # False: ignore logprobs, like servers that do not support them
+        self.continues = True  # False: ignore continue_final_message, like servers that do not know it
         self.image_format = "PNG"
 
     def next_fault(self) -> str | None:
@@ -122,11 +125,13 @@ class OpenAIServer:
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         model = body["model"]
         messages = [_from_wire(m) for m in body["messages"]]
-        if body.get("continue_final_message"):
+        if body.get("continue_final_message") and self.continues:
             messages[-1]["continue"] = True
         logprobs = None
         if body.get("logprobs") and self.logprobs:  # one forward pass: the reply's token is the most likely one
-            top, tokens_in = self._top_logprobs(self.backends[model], messages, body.get("top_logprobs", 0))
+            backend = self.backends[model]
+            top, tokens_in = self._top_logprobs(backend, backend._prompt(messages), messages,
+                                                body.get("top_logprobs", 0))
             results = [ChatResult(top[0]["token"], tokens_in, 1, "length")]
             logprobs = {"content": [{**top[0], "top_logprobs": top}]}
         else:
@@ -141,11 +146,22 @@ class OpenAIServer:
                 "usage": {"prompt_tokens": results[0].tokens_in, "completion_tokens": completion,
                           "total_tokens": results[0].tokens_in + completion}}
 
-    def _top_logprobs(self, backend: Any, messages: list[dict[str, Any]], k: int) -> tuple[list[dict[str, Any]], int]:
+    def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One token of the raw prompt: the most likely, with the top ``logprobs`` tokens when asked."""
+        backend, k = self.backends[body["model"]], body.get("logprobs") if self.logprobs else None
+        top, tokens_in = self._top_logprobs(backend, body["prompt"], [], k or 1)
+        logprobs = {"tokens": [top[0]["token"]], "token_logprobs": [top[0]["logprob"]],
+                    "top_logprobs": [{t["token"]: t["logprob"] for t in top}]} if k else None
+        return {"object": "text_completion", "model": body["model"],
+                "choices": [{"index": 0, "text": top[0]["token"], "finish_reason": "length", "logprobs": logprobs}],
+                "usage": {"prompt_tokens": tokens_in, "completion_tokens": 1, "total_tokens": tokens_in + 1}}
+
+    def _top_logprobs(self, backend: Any, prompt: str, messages: list[dict[str, Any]],
+                      k: int) -> tuple[list[dict[str, Any]], int]:
         import torch
 
         with self._model_lock, torch.inference_mode():
-            inputs = backend._inputs([backend._prompt(messages)], [messages])
+            inputs = backend._inputs([prompt], [messages])
             logprobs = backend.model(**inputs).logits[0, -1].float().log_softmax(-1)
         values, ids = logprobs.topk(min(max(k, 1), logprobs.numel()))
         top = [{"token": backend.tokenizer.decode([i]), "logprob": v}
@@ -176,7 +192,8 @@ def _from_wire(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
-    routes = {"/v1/chat/completions": server.chat, "/v1/images/generations": server.images}
+    routes = {"/v1/chat/completions": server.chat, "/v1/completions": server.completions,
+              "/v1/images/generations": server.images}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:  # keep test output quiet
@@ -193,7 +210,7 @@ def _handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             auth = self.headers.get("Authorization")
             server.requests.append({"path": self.path, "body": body, "authorization": auth})
-            fault = server.next_fault()
+            fault = server.next_fault() if server.fault_path in (None, self.path) else None
             if fault and fault.isdigit():
                 # Echo the key in the message, as a careless server might: the client must not pass it on.
                 return self._send(int(fault), {"error": {"message": f"injected fault (auth: {auth})"}},
