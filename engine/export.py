@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ __all__ = ["ExportError", "ExportOptions", "ExportResult", "export", "parse_spli
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
+# DuckDB's buffers while an export reads: beyond this it sorts out of core in a temporary folder, so an export's
+# memory does not grow with the dataset (by default DuckDB would cache up to 80% of RAM).
+DUCKDB_MEMORY = "256MB"
 
 
 def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
@@ -249,7 +253,10 @@ def export(out_dir: Path, to: Path, options: ExportOptions, stream: TextIO | Non
         raise ExportError(f"{to} exists and is not an empty folder: export into a new folder (or remove it first)")
     started = time.monotonic()
     con = open_read_only(out_dir)
+    spill = tempfile.TemporaryDirectory(prefix="seir-export-")
     try:
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+        con.execute("SET temp_directory = ?", [spill.name])
         version = _version(con, out_dir, options.version)
         source = _source(con, out_dir, version, options, pair_options)
         temp = to.with_name(f".{to.name}.partial-{os.getpid()}")
@@ -266,6 +273,7 @@ def export(out_dir: Path, to: Path, options: ExportOptions, stream: TextIO | Non
             raise
     finally:
         con.close()
+        spill.cleanup()
     files = [p for p in to.rglob("*") if p.is_file()]
     result = ExportResult(to, fmt.name, version, {s: dict(t) for s, t in rows.items()}, len(files),
                           sum(p.stat().st_size for p in files), time.monotonic() - started)

@@ -8,6 +8,7 @@ in order of appearance, wherever a message holds one (an assistant's picture, or
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from seir.operators.seir.prompts import History, question_messages
 
 FETCH_ROWS = 256  # rows per fetch from DuckDB: small enough that a batch of dialogue JSON stays a few MB
 STAGE_ORDER = {stage.value: i for i, stage in enumerate(Stage)}
+# Where engine/images.py stores an image: images/ab/abcdef....png (key: 32 hex digits, the first two its folder).
+_STORED_IMAGE = re.compile(r"images/([0-9a-f]{2})/\1[0-9a-f]{30}\.png")
 
 
 class ExportError(SeirError):
@@ -38,7 +41,11 @@ class ImageRef:
     path: Path
 
     def read(self) -> bytes:
-        return self.path.read_bytes()
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            raise ExportError(f"image {self.path} is missing: the output folder is incomplete (copy its images/ "
+                              "folder along with provenance.duckdb)") from None
 
 
 @dataclass
@@ -86,20 +93,17 @@ class PairRow:
 
 
 class OutputImages:
-    """Image paths named in stored messages, checked to lie in the output's ``images/`` folder before any read."""
+    """Image paths named in stored messages, checked to be content-addressed files of the output's ``images/``
+    folder (``images/ab/KEY.png``) before any read: no other path is ever opened."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
-        self.root = (out_dir / "images").resolve()
 
     def ref(self, relative: str, where: str) -> ImageRef:
-        path = (self.out_dir / relative).resolve()
-        if not path.is_relative_to(self.root):
-            raise ExportError(f"{where}: image {relative!r} lies outside {self.root}; refusing to read it")
-        if not path.is_file():
-            raise ExportError(f"{where}: image {relative!r} is missing from {self.out_dir}: the output folder is "
-                              "incomplete (copy its images/ folder along with provenance.duckdb)")
-        return ImageRef(path.stem, path)
+        if not _STORED_IMAGE.fullmatch(relative):
+            raise ExportError(f"{where}: image {relative!r} is not a file of {self.out_dir / 'images'} "
+                              "(images/ab/KEY.png); refusing to read it")
+        return ImageRef(relative[10:-4], self.out_dir / relative)
 
     def by_key(self, key: str, where: str) -> ImageRef:
         return self.ref(f"images/{key[:2]}/{key}.png", where)

@@ -294,24 +294,27 @@ def test_bad_requests_are_refused_saying_what_to_do(refined: FinishedRun, tmp_pa
 
 def test_images_anywhere_in_messages_become_placeholders_in_order(tmp_path: Path) -> None:
     """Seed images in user messages (not only the assistant's pictures) export where they were shown."""
-    for key in ("aa11", "bb22", "cc33"):
+    keys = [first * 2 + digit * 30 for first, digit in (("a", "1"), ("b", "2"), ("c", "3"))]
+    for key in keys:
         (tmp_path / "images" / key[:2]).mkdir(parents=True)
         Image.new("RGB", (4, 4)).save(tmp_path / "images" / key[:2] / f"{key}.png")
+    paths = [f"images/{key[:2]}/{key}.png" for key in keys]
     messages = [
-        {"role": "user", "content": [{"type": "image", "image": "images/aa/aa11.png"},
-                                     {"type": "image", "image": "images/bb/bb22.png"}, {"type": "text", "text": "q"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "a"},
-                                          {"type": "image", "image": "images/cc/cc33.png"}]},
+        {"role": "user", "content": [{"type": "image", "image": paths[0]}, {"type": "image", "image": paths[1]},
+                                     {"type": "text", "text": "q"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "image", "image": paths[2]}]},
         {"role": "user", "content": [{"type": "text", "text": "q2"}]},
     ]
     found = conversation(messages, OutputImages(tmp_path), "test")
-    assert [i.key for i in found.images] == ["aa11", "bb22", "cc33"]
+    assert [i.key for i in found.images] == keys
+    assert [i.read() for i in found.images] == [(tmp_path / p).read_bytes() for p in paths]
     assert found.messages[0]["content"] == [{"type": "image", "text": None}, {"type": "image", "text": None},
                                             {"type": "text", "text": "q"}]
     assert turn_spans(messages) == [0, 2]
-    outside = [{"role": "user", "content": [{"type": "image", "image": "../secret.png"}]}]
-    with pytest.raises(RowsError, match="outside"):
-        conversation(outside, OutputImages(tmp_path), "dialogue x")
+    for outside in ("../secret.png", f"images/aa/../../{keys[0]}.png", "/etc/passwd"):
+        with pytest.raises(RowsError, match="refusing to read it"):
+            conversation([{"role": "user", "content": [{"type": "image", "image": outside}]}],
+                         OutputImages(tmp_path), "dialogue x")
 
 
 # -- TRL's trainers on the exports, on CPU, a few steps each -------------------------------------------------------
