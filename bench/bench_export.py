@@ -45,14 +45,14 @@ BATCH = 2_000
 TEXT = "A synthetic turn of about the length a real answer has, with a few clauses, facts and a closing sentence. "
 
 
-def build(out: Path, dialogues: int) -> None:
+def build(out: Path, dialogues: int, side: int = IMAGE_SIDE) -> None:
     """A provenance store with ``dialogues`` accepted dialogues in version 1 and their images."""
     rng = np.random.default_rng(0)
     images = ImageStore(out)
     keys = []
     for _ in range(IMAGE_POOL):
         buffer = io.BytesIO()
-        Image.fromarray(rng.integers(0, 255, (IMAGE_SIDE, IMAGE_SIDE, 3), dtype=np.uint8)).save(buffer, "PNG")
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(buffer, "PNG")
         keys.append(images.put(buffer.getvalue()))
     stamp = now()
     with ProvenanceStore(out) as store:
@@ -147,6 +147,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dialogues", type=int, nargs="+", default=[1_000, 3_000, 10_000])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--image-side", type=int, default=IMAGE_SIDE, help="pixels of the square noise PNGs")
+    parser.add_argument("--no-peer", action="store_true", help="seir alone (memory at sizes the peer is slow at)")
     parser.add_argument("--child", choices=("seir", "peer"))
     parser.add_argument("--out", type=Path)
     parser.add_argument("--to", type=Path)
@@ -154,28 +156,34 @@ def main() -> None:
     if args.child:
         child(args.child, args.out, args.to)
         return
+    print(f"images {args.image_side}x{args.image_side}, {TURNS} per dialogue", flush=True)
     print("| dialogues | dataset MB | seir dialogues/s | seir MB/s | seir peak MB | peer dialogues/s | peer MB/s | "
           "peer peak MB | speed ratio (seir / peer) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
     for n in args.dialogues:
         with tempfile.TemporaryDirectory(prefix="seir-bench-export-") as folder:
             out = Path(folder) / "out"
-            build(out, n)
-            results: dict[str, list[dict[str, float]]] = {"seir": [], "peer": []}
+            build(out, n, args.image_side)
+            whom = ("seir",) if args.no_peer else ("seir", "peer")
+            results: dict[str, list[dict[str, float]]] = {w: [] for w in whom}
             size = 0
             for repeat in range(args.repeats):
-                for which in ("seir", "peer"):  # alternating, so load drifts hit both alike
+                for which in whom:  # alternating, so load drifts hit both alike
                     to = Path(folder) / f"{which}-{repeat}"
                     results[which].append(run_child(which, out, to))
                     size = dataset_bytes(to)
-                if repeat == 0 and not same_rows(Path(folder) / "seir-0", Path(folder) / "peer-0"):
+                if repeat == 0 and not args.no_peer and not same_rows(Path(folder) / "seir-0", Path(folder) / "peer-0"):
                     raise SystemExit("seir's and the peer's exports differ")
-                for which in ("seir", "peer"):
+                for which in whom:
                     shutil.rmtree(Path(folder) / f"{which}-{repeat}", ignore_errors=True)
                     shutil.rmtree(Path(folder) / f"{which}-{repeat}-cache", ignore_errors=True)
             median = {w: statistics.median(r["seconds"] for r in rs) for w, rs in results.items()}
             peak = {w: max(r["peak_mb"] for r in rs) for w, rs in results.items()}
             mb = size / 1e6
+            if args.no_peer:
+                print(f"| {n} | {mb:.0f} | {n / median['seir']:.0f} | {mb / median['seir']:.0f} | {peak['seir']:.0f} "
+                      "| - | - | - | - |", flush=True)
+                continue
             print(f"| {n} | {mb:.0f} | {n / median['seir']:.0f} | {mb / median['seir']:.0f} | {peak['seir']:.0f} | "
                   f"{n / median['peer']:.0f} | {mb / median['peer']:.0f} | {peak['peer']:.0f} | "
                   f"{median['peer'] / median['seir']:.2f} |", flush=True)

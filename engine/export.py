@@ -38,7 +38,6 @@ from seir.engine.export_rows import (
     PairOptions,
     PairRow,
     count_dialogues,
-    count_pairs,
     dialogue_rows,
     pair_rows,
 )
@@ -54,7 +53,7 @@ MANIFEST = "manifest.json"
 CARD = "README.md"
 # DuckDB's buffers while an export reads: beyond this it sorts out of core in a temporary folder, so an export's
 # memory does not grow with the dataset (by default DuckDB would cache up to 80% of RAM).
-DUCKDB_MEMORY = "256MB"
+DUCKDB_MEMORY = "128MB"
 
 
 def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
@@ -161,7 +160,7 @@ class ExportProgress:
     """Progress lines in engine/progress.py's style: rewritten in place on a terminal, plain lines (every
     ``every_s``) elsewhere."""
 
-    def __init__(self, label: str, total: int, unit: str, stream: TextIO, every_s: float = 5.0) -> None:
+    def __init__(self, label: str, total: int | None, unit: str, stream: TextIO, every_s: float = 5.0) -> None:
         self.label, self.total, self.unit, self.stream, self.every_s = label, total, unit, stream, every_s
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.started = self.last = time.monotonic()
@@ -178,7 +177,8 @@ class ExportProgress:
 
     def line(self) -> str:
         seconds = max(time.monotonic() - self.started, 1e-9)
-        return (f"[seir] {self.label}: {self.done}/{self.total} {self.unit} | {self.done / seconds:.1f} {self.unit}/s"
+        done = f"{self.done}/{self.total}" if self.total is not None else str(self.done)
+        return (f"[seir] {self.label}: {done} {self.unit} | {self.done / seconds:.1f} {self.unit}/s"
                 f" | images {self.image_bytes / 1e6:.1f} MB, {self.image_bytes / 1e6 / seconds:.1f} MB/s")
 
     def _say(self, text: str, final: bool) -> None:
@@ -286,7 +286,7 @@ def export(out_dir: Path, to: Path, options: ExportOptions, stream: TextIO | Non
 @dataclass
 class _Source:
     version: int
-    total: int
+    total: int | None
     unit: str
     items: Iterator[DialogueRow] | Iterator[PairRow]
     about: dict[str, Any]  # what the card says of the version
@@ -317,8 +317,8 @@ def _source(con: Any, out_dir: Path, version: int, options: ExportOptions,
     if pair_options is None:
         return _Source(version, count_dialogues(con, version), "dialogues", dialogue_rows(con, out_dir, version),
                        about)
-    per_stage = count_pairs(con, version, pair_options)
-    return _Source(version, sum(per_stage.values()), "pairs", pair_rows(con, out_dir, version, pair_options), about)
+    # Pairs are found page by page as they are written: their number is known at the end.
+    return _Source(version, None, "pairs", pair_rows(con, out_dir, version, pair_options), about)
 
 
 def _write(root: Path, fmt: Format, options: ExportOptions, source: _Source,

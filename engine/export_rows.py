@@ -24,6 +24,7 @@ from seir.engine.spec import SeirSpec
 from seir.operators.seir.prompts import History, question_messages
 
 FETCH_ROWS = 256  # rows per fetch from DuckDB: small enough that a batch of dialogue JSON stays a few MB
+PAGE_DIALOGUES = 2048  # dialogues per query (see _paged)
 STAGE_ORDER = {stage.value: i for i, stage in enumerate(Stage)}
 # Where engine/images.py stores an image: images/ab/abcdef....png (key: 32 hex digits, the first two its folder).
 _STORED_IMAGE = re.compile(r"images/([0-9a-f]{2})/\1[0-9a-f]{30}\.png")
@@ -133,31 +134,46 @@ def turn_spans(messages: Sequence[dict[str, Any]]) -> list[int]:
     return starts
 
 
-def _batches(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> Iterator[list[dict[str, Any]]]:
-    reader = con.sql(sql, params=params).to_arrow_reader(FETCH_ROWS)
-    for batch in reader:
-        yield batch.to_pylist()
-
-
-_VERSION_DIALOGUES = """
-    SELECT d.dialogue_id, d.dialogue_key, d.messages, d.seed_key, d.run_id
-    FROM version_dialogues vd JOIN dialogues d USING (dialogue_key)
+_VERSION_KEYS = """
+    SELECT d.dialogue_id, d.dialogue_key FROM version_dialogues vd JOIN dialogues d USING (dialogue_key)
     WHERE vd.version = $version AND vd.accepted"""
+
+# A page's dialogues with what every query needs of them; ``export_page`` holds the page's keys in export order.
+_PAGE_DIALOGUES = """
+    SELECT p.n, p.dialogue_id, p.dialogue_key, d.messages, d.seed_key, d.run_id
+    FROM export_page p JOIN dialogues d USING (dialogue_key)"""
 
 
 def count_dialogues(con: duckdb.DuckDBPyConnection, version: int) -> int:
-    return con.execute(f"SELECT count(*) FROM ({_VERSION_DIALOGUES})", {"version": version}).fetchall()[0][0]
+    return con.execute(f"SELECT count(*) FROM ({_VERSION_KEYS})", {"version": version}).fetchall()[0][0]
+
+
+def _paged(con: duckdb.DuckDBPyConnection, version: int, sql: str,
+           params: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    """Rows of ``sql`` page by page of the version's dialogues in dialogue id order. Only the keys are sorted whole
+    (a temporary table); each page's query joins and aggregates ``PAGE_DIALOGUES`` dialogues, so DuckDB's working
+    set is one page's, not the dataset's."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE export_order AS
+                    SELECT row_number() OVER (ORDER BY dialogue_id) AS n, dialogue_id, dialogue_key
+                    FROM ({_VERSION_KEYS})""", {"version": version})
+    total = con.execute("SELECT count(*) FROM export_order").fetchall()[0][0]
+    for first in range(1, total + 1, PAGE_DIALOGUES):
+        con.execute("CREATE OR REPLACE TEMP TABLE export_page AS SELECT * FROM export_order WHERE n BETWEEN ? AND ?",
+                    [first, first + PAGE_DIALOGUES - 1])
+        for batch in con.sql(sql, params=params or None).to_arrow_reader(FETCH_ROWS):
+            yield batch.to_pylist()
 
 
 def dialogue_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int) -> Iterator[DialogueRow]:
     """The version's accepted dialogues in dialogue id order, with each turn's final scores."""
     images = OutputImages(out_dir)
+    # A join and a group rather than a correlated subquery: DuckDB then aggregates the page's scores only.
     sql = f"""
-        SELECT v.dialogue_id, v.dialogue_key, v.messages,
-               (SELECT list({turn_scores_sql("t")} ORDER BY t.turn_index) FROM turn_final_scores t
-                WHERE t.dialogue_key = v.dialogue_key) AS scores
-        FROM ({_VERSION_DIALOGUES}) v ORDER BY v.dialogue_id"""
-    for batch in _batches(con, sql, {"version": version}):
+        SELECT v.dialogue_id, v.dialogue_key, any_value(v.messages) AS messages,
+               list({turn_scores_sql("t")} ORDER BY t.turn_index) FILTER (WHERE t.turn_index IS NOT NULL) AS scores
+        FROM ({_PAGE_DIALOGUES}) v LEFT JOIN turn_final_scores t USING (dialogue_key)
+        GROUP BY v.n, v.dialogue_id, v.dialogue_key ORDER BY v.n"""
+    for batch in _paged(con, version, sql, {}):
         for row in batch:
             where = f"dialogue {row['dialogue_id']}"
             yield DialogueRow(row["dialogue_id"], row["dialogue_key"],
@@ -193,7 +209,7 @@ def _pairs_sql(limit_per_turn: bool) -> str:
     drafts in the loop; scores are those of the run that made the draft (a rescore re-scores kept drafts only)."""
     stage_order = " ".join(f"WHEN '{name}' THEN {i}" for name, i in STAGE_ORDER.items())
     return f"""
-    WITH chosen_dialogues AS ({_VERSION_DIALOGUES}),
+    WITH chosen_dialogues AS ({_PAGE_DIALOGUES}),
     scored AS (
         SELECT dr.draft_key, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.text, dr.caption, dr.image_key,
                dr.best, avg(s.value) AS score,
@@ -223,21 +239,14 @@ def _pairs_sql(limit_per_turn: bool) -> str:
               AS question_words
     FROM pairs p JOIN chosen_dialogues c USING (dialogue_key)
     {"WHERE p.rank <= $per_turn" if limit_per_turn else ""}
-    ORDER BY c.dialogue_id, p.turn_index, CASE p.stage {stage_order} END, p.rejected.round"""
+    ORDER BY c.n, p.turn_index, CASE p.stage {stage_order} END, p.rejected.round"""
 
 
-def _params(version: int, options: PairOptions) -> dict[str, Any]:
-    params: dict[str, Any] = {"version": version, "stages": list(options.stages), "min_margin": options.min_margin}
+def _params(options: PairOptions) -> dict[str, Any]:
+    params: dict[str, Any] = {"stages": list(options.stages), "min_margin": options.min_margin}
     if options.per_turn is not None:
         params["per_turn"] = options.per_turn
     return params
-
-
-def count_pairs(con: duckdb.DuckDBPyConnection, version: int, options: PairOptions) -> dict[str, int]:
-    """Pairs per stage, before any is built (the total for progress lines)."""
-    rows = con.execute(f"SELECT stage, count(*) FROM ({_pairs_sql(options.per_turn is not None)}) GROUP BY stage",
-                       _params(version, options)).fetchall()
-    return dict(rows)
 
 
 def pair_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int,
@@ -246,7 +255,7 @@ def pair_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int,
     stage and round order."""
     images = OutputImages(out_dir)
     default_words = SeirSpec.model_fields["question_words"].default
-    for batch in _batches(con, _pairs_sql(options.per_turn is not None), _params(version, options)):
+    for batch in _paged(con, version, _pairs_sql(options.per_turn is not None), _params(options)):
         for row in batch:
             yield _pair(row, images, default_words)
 
