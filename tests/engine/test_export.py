@@ -373,3 +373,16 @@ def test_trl_dpo_trainer_runs_on_pairs_with_images_with_the_tiny_vision_lm(
                          args=_args(DPOConfig, tmp_path / "run", max_length=None), train_dataset=with_images,
                          processing_class=AutoProcessor.from_pretrained(tiny_models["judge"]))
     _train(trainer)
+
+
+def test_the_command_line_exports_and_refuses_with_one_line(refined: FinishedRun, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from seir.engine.cli import main
+
+    to = tmp_path / "dpo"
+    assert main(["export", "--out", str(refined.out), "--format", "trl-dpo", "--to", str(to), "--split",
+                 "train=0.9,test=0.1", "--min-margin", "0.1", "--pairs-per-turn", "2", "--version", "v0001"]) == 0
+    assert (to / "README.md").is_file() and (to / "image_pairs" / "dataset_dict.json").is_file()
+    assert "exported v0001 as trl-dpo" in capsys.readouterr().err
+    assert main(["export", "--out", str(refined.out), "--format", "hf", "--to", str(to)]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
