@@ -117,8 +117,17 @@ def child(which: str, out: Path, to: Path) -> None:
         train = Dataset.from_generator(rows, features=features, cache_dir=str(to.parent / f"{to.name}-cache"))
         DatasetDict({"train": train}).save_to_disk(str(to))
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_resident_mb()}))
+
+
+def peak_resident_mb() -> float:
+    """This process's peak resident memory: VmHWM, which belongs to the process's own address space. getrusage's
+    ru_maxrss would not do: Linux carries the parent's high-water mark into a child started by vfork + exec, so a
+    child of a parent that has just built a large store would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def dataset_bytes(folder: Path) -> int:
