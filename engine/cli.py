@@ -128,6 +128,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from seir.engine.export import ExportOptions, export, parse_splits
+    from seir.engine.query import parse_version
+
+    stages = tuple(s.strip() for s in args.stages.split(",")) if args.stages else None
+    options = ExportOptions(args.format, parse_version(args.version) if args.version else None,
+                            parse_splits(args.split), args.parquet, stages, args.min_margin, args.pairs_per_turn,
+                            args.shard_mb)
+    export(args.out, args.to, options)
+    return 0
+
+
 def _judge_eval(args: argparse.Namespace) -> int:
     _runner(args).judge_eval(args.data, args.rubric, args.limit)
     return 0
@@ -203,6 +215,24 @@ def _parser() -> argparse.ArgumentParser:
     report = _out_command(commands, "report", "write a dataset version's report.html (plots and a gallery; "
                           "opens offline)", _report)
     report.add_argument("--version", type=int, default=None, help="version number (default: the latest)")
+
+    export = _out_command(commands, "export", "write a dataset version in a format trainers read (Hugging Face, "
+                          "TRL SFT/DPO, LLaVA, ShareGPT), with a dataset card and a manifest of hashes", _export)
+    export.add_argument("--format", required=True,
+                        choices=("hf", "trl-sft", "trl-dpo", "llava", "sharegpt", "sharegpt-dpo"))
+    export.add_argument("--to", type=Path, required=True, help="a new folder to write the export into")
+    export.add_argument("--version", default=None, help="dataset version (1 or v0001; default: the latest)")
+    export.add_argument("--split", default="train=1", help="splits by a hash of the dialogue id, e.g. "
+                        "train=0.95,test=0.05 (default: train=1)")
+    export.add_argument("--parquet", action="store_true", help="hf, trl-*: the Hub's Parquet layout "
+                        "(data/SPLIT-*.parquet, load_dataset) instead of save_to_disk's (load_from_disk)")
+    export.add_argument("--stages", default=None, help="pair formats: stages to take pairs from, e.g. "
+                        "question,answer (default: all the format can hold)")
+    export.add_argument("--min-margin", type=float, default=0.0,
+                        help="pair formats: how much higher the kept draft must score (0-5 scale; default 0)")
+    export.add_argument("--pairs-per-turn", type=int, default=None,
+                        help="pair formats: at most K pairs per turn, the widest margins first (default: all)")
+    export.add_argument("--shard-mb", type=int, default=500, help="largest shard of hf and trl-* exports in MB")
 
     judge_eval = commands.add_parser(
         "judge-eval", help="agreement of the job's judge with human scores (InterMT's file, or seir's JSONL format)")

@@ -68,3 +68,12 @@ def normalize_words(text: str) -> str:
 
 def text_key(text: str) -> str:
     return bytes_key(normalize_text(text).encode("utf-8"))
+
+
+def file_key(path: PurePath, chunk_bytes: int = 1 << 20) -> str:
+    """``bytes_key`` of a file's bytes, read in chunks so a large file is never held whole."""
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
