@@ -18,8 +18,7 @@ import duckdb
 
 from seir.engine.errors import SeirError
 from seir.engine.records import Stage
-from seir.engine.schema import turn_scores_sql
-from seir.engine.scoring import STAGE_DIMENSIONS
+from seir.engine.schema import STAGE_DIMENSIONS, turn_scores_sql
 from seir.engine.spec import SeirSpec
 from seir.operators.seir.prompts import History, question_messages
 
@@ -197,7 +196,7 @@ class PairOptions:
 
 
 def _stage_dimension_sql() -> str:
-    """True for a combined score on one of its draft's stage's dimensions (engine/scoring.py STAGE_DIMENSIONS)."""
+    """True for a combined score on one of its draft's stage's dimensions (engine/schema.py STAGE_DIMENSIONS)."""
     cases = " ".join(f"WHEN '{stage.value}' THEN s.dimension IN ({', '.join(repr(d) for d in dims)})"
                      for stage, dims in STAGE_DIMENSIONS.items())
     return f"CASE dr.stage {cases} ELSE false END"

@@ -17,7 +17,7 @@ from typing import Any
 
 from seir.engine.planning import Changes, Plan
 from seir.engine.records import PriorDraft, Stage
-from seir.engine.scoring import STAGE_DIMENSIONS
+from seir.engine.schema import STAGE_DIMENSIONS
 from seir.engine.spec import JobSpec, RoleSpec
 from seir.operators.base import lookup
 

@@ -8,6 +8,7 @@ Tables and views are documented in docs/provenance.md.
 
 from __future__ import annotations
 
+from seir.engine.records import Stage
 from seir.operators.scoring.rubrics import QUESTION, SYNJUDGE
 
 # -- business rules the queries share: each is stated here once, and the SQL that needs it is generated ----------
@@ -17,6 +18,13 @@ from seir.operators.scoring.rubrics import QUESTION, SYNJUDGE
 CONTENT_DIMENSIONS: tuple[str, ...] = tuple(SYNJUDGE)
 # Every dimension a turn has a final score on, one column each in the ``turn_final_scores`` view.
 TURN_DIMENSIONS: tuple[str, ...] = (*CONTENT_DIMENSIONS, QUESTION.name)
+
+# Which dimensions judge each stage's drafts: what the loop gates and ranks a stage's drafts by.
+STAGE_DIMENSIONS: dict[Stage, tuple[str, ...]] = {
+    Stage.QUESTION: (QUESTION.name,),
+    Stage.ANSWER: ("text_content",),
+    Stage.IMAGE: ("image_content", "image_quality", "image_text_synergy"),
+}
 
 
 def dialogue_text_sql(dialogue: str = "d") -> str:

@@ -17,18 +17,13 @@ from typing import Any
 from seir.engine.calls import Ledger, ModelClient
 from seir.engine.pools import CallFailure
 from seir.engine.records import Draft, Score, Stage
+from seir.engine.schema import STAGE_DIMENSIONS
 from seir.engine.spec import JobSpec
 from seir.operators.backends.base import METHODS, Sampling
 from seir.operators.base import lookup
 from seir.operators.scoring.base import Scorer, ScorerResult
 from seir.operators.scoring.combine import ScoringConfig, combine, passes
 from seir.operators.scoring.rubrics import DIMENSIONS, View
-
-STAGE_DIMENSIONS: dict[Stage, tuple[str, ...]] = {
-    Stage.QUESTION: ("question",),
-    Stage.ANSWER: ("text_content",),
-    Stage.IMAGE: ("image_content", "image_quality", "image_text_synergy"),
-}
 
 
 class ScorerFailed(RuntimeError):

@@ -23,7 +23,7 @@ from seir.engine.export_rows import ExportError as RowsError
 from seir.engine.export_rows import OutputImages, conversation, turn_spans
 from seir.engine.keys import file_key
 from seir.engine.lineage import lineage
-from seir.engine.scoring import STAGE_DIMENSIONS
+from seir.engine.schema import STAGE_DIMENSIONS
 from tests.engine.conftest import TOPICS, FinishedRun, job_dict, run_job, write_job
 
 SPLITS = (("train", 0.5), ("test", 0.5))
