@@ -30,11 +30,19 @@ def quiet(out_dir: Path, verbose: bool) -> Iterator[Path | None]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
+    # Ray's driver-side logger prints to the terminal through handlers of its own (not the root's): its notices go
+    # to the log too, and only its errors stay on the terminal.
+    ray_logger = logging.getLogger("ray")
+    ray_handlers = list(ray_logger.handlers)
+    errors = logging.StreamHandler()
+    errors.setLevel(logging.ERROR)
+    ray_logger.handlers = [handler, errors]
     logging.captureWarnings(True)
     try:
         yield path
     finally:
         logging.captureWarnings(False)
+        ray_logger.handlers = ray_handlers
         root.removeHandler(handler)
         handler.close()
 

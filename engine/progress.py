@@ -66,6 +66,7 @@ class Meter:
         self.done = 0
         self.started = time.monotonic()
         self._shown = -math.inf
+        self._said_done = -1  # the count the last plain line showed: the closing line is not said twice
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
 
@@ -86,6 +87,8 @@ class Meter:
             if _bars.get(id(self.stream)) is self:
                 del _bars[id(self.stream)]
                 self.stream.write("\r\x1b[K")
+            elif self._said_done == self.done:
+                return
             print(f"[seir] {self.line()}", file=self.stream, flush=True)
 
     def advance(self, n: int = 1) -> None:
@@ -111,6 +114,7 @@ class Meter:
                     self.draw()
             else:
                 say(self.stream, self.line())
+                self._said_done = self.done
             self._shown = time.monotonic()
 
     def draw(self) -> None:
