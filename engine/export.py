@@ -43,6 +43,7 @@ from seir.engine.export_rows import (
 )
 from seir.engine.keys import bytes_key, content_key, file_key
 from seir.engine.output import version_name
+from seir.engine.progress import Meter
 from seir.engine.query import open_read_only
 from seir.engine.records import Stage
 from seir.engine.schema import CONTENT_DIMENSIONS
@@ -154,42 +155,6 @@ class ExportResult:
     files: int
     bytes: int
     seconds: float
-
-
-class ExportProgress:
-    """Progress lines in engine/progress.py's style: rewritten in place on a terminal, plain lines (every
-    ``every_s``) elsewhere."""
-
-    def __init__(self, label: str, total: int | None, unit: str, stream: TextIO, every_s: float = 5.0) -> None:
-        self.label, self.total, self.unit, self.stream, self.every_s = label, total, unit, stream, every_s
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.started = self.last = time.monotonic()
-        self.done = 0
-        self.image_bytes = 0
-
-    def advance(self, image_bytes: int) -> None:
-        self.done += 1
-        self.image_bytes += image_bytes
-        now = time.monotonic()
-        if now - self.last >= (0.5 if self.tty else self.every_s):
-            self.last = now
-            self._say(self.line(), final=False)
-
-    def line(self) -> str:
-        seconds = max(time.monotonic() - self.started, 1e-9)
-        done = f"{self.done}/{self.total}" if self.total is not None else str(self.done)
-        return (f"[seir] {self.label}: {done} {self.unit} | {self.done / seconds:.1f} {self.unit}/s"
-                f" | images {self.image_bytes / 1e6:.1f} MB, {self.image_bytes / 1e6 / seconds:.1f} MB/s")
-
-    def _say(self, text: str, final: bool) -> None:
-        if self.tty:
-            self.stream.write("\r" + text + ("\n" if final else ""))
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        self._say(self.line(), final=True)
 
 
 class _Tables:
@@ -324,18 +289,24 @@ def _source(con: Any, out_dir: Path, version: int, options: ExportOptions,
 def _write(root: Path, fmt: Format, options: ExportOptions, source: _Source,
            stream: TextIO) -> dict[str, dict[str, int]]:
     writers: _Tables | _JsonFiles = _Tables(root, fmt, options) if fmt.tables else _JsonFiles(root, fmt, options)
-    progress = ExportProgress(f"export {version_name(source.version)} as {fmt.name}", source.total, source.unit,
-                              stream)
     tables = list(fmt.tables or {"default": None})
     rows = {split: dict.fromkeys(tables, 0) for split, _ in options.splits}
-    for item in source.items:
-        split = split_of(item.dialogue_id, options.splits)
-        table, image_bytes = writers.add(item, split)
-        rows[split][table] += 1
-        _note_scores(source.scores, item)
-        progress.advance(image_bytes)
-    writers.finish(_export_key(fmt, options, source))
-    progress.finish()
+    images_mb = 0.0
+    started = time.monotonic()
+
+    def image_rate() -> str:
+        return f"images {images_mb:.1f} MB, {images_mb / max(time.monotonic() - started, 1e-9):.1f} MB/s"
+
+    with Meter(f"export {version_name(source.version)} as {fmt.name}", source.total, source.unit, stream,
+               detail=image_rate) as progress:
+        for item in source.items:
+            split = split_of(item.dialogue_id, options.splits)
+            table, image_bytes = writers.add(item, split)
+            rows[split][table] += 1
+            _note_scores(source.scores, item)
+            images_mb += image_bytes / 1e6
+            progress.advance()
+        writers.finish(_export_key(fmt, options, source))
     return rows
 
 

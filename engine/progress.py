@@ -56,7 +56,7 @@ class Meter:
     ``BAR_EVERY_S``, elsewhere at most every ``every_s``), from a timer while nothing advances, and once at the end.
     ``detail`` adds what the step is doing now to every line."""
 
-    def __init__(self, label: str, total: int, unit: str, stream: TextIO = sys.stderr,
+    def __init__(self, label: str, total: int | None, unit: str, stream: TextIO = sys.stderr,
                  detail: Callable[[], str] | None = None, every_s: float = PLAIN_EVERY_S,
                  tty: bool | None = None) -> None:
         self.label, self.total, self.unit, self.stream = label, total, unit, stream
@@ -120,7 +120,7 @@ class Meter:
     def draw(self) -> None:
         """The bar, redrawn in place (callers hold ``_printing``)."""
         width = shutil.get_terminal_size((120, 20)).columns
-        filled = int(20 * self.done / self.total) if self.total else 20
+        filled = int(20 * self.done / self.total) if self.total else 0
         text = f"[seir] [{'#' * filled}{'.' * (20 - filled)}] {self.line()}"
         self.stream.write("\r\x1b[K" + text[: width - 1])
         self.stream.flush()
@@ -128,11 +128,15 @@ class Meter:
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = self.done / elapsed
-        left = (self.total - self.done) / rate if rate > 0 else None
-        percent = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
         detail = self.detail()
-        return (f"{self.label} {self.done}/{self.total} {self.unit}{percent} | {rate * 60:.1f} {self.unit}/min | "
-                f"ETA {duration(left) if self.done < self.total else '0s'} | elapsed {duration(elapsed)}"
+        if self.total is None:  # counted as found (the end shows itself): no share, no ETA
+            counted, eta = f"{self.done} {self.unit}", ""
+        else:
+            left = (self.total - self.done) / rate if rate > 0 else None
+            percent = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+            counted = f"{self.done}/{self.total} {self.unit}{percent}"
+            eta = f"ETA {duration(left) if self.done < self.total else '0s'} | "
+        return (f"{self.label} {counted} | {rate * 60:.1f} {self.unit}/min | {eta}elapsed {duration(elapsed)}"
                 + (f" | {detail}" if detail else ""))
 
     def _tick(self) -> None:

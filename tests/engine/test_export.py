@@ -272,7 +272,7 @@ def test_shards_stream_and_progress_is_plain_lines_off_a_terminal(
     assert list(load(tmp_path / "hf")["train"]["dialogue_id"]) == sorted(stored_dialogues(refined))
     lines = stream.getvalue().splitlines()
     assert all(line.startswith("[seir] ") and "\r" not in line for line in lines)
-    assert f"{total}/{total} dialogues" in lines[-2] and "dialogues/s" in lines[-2]
+    assert f"{total}/{total} dialogues" in lines[-2] and "dialogues/min" in lines[-2]
 
 
 def test_bad_requests_are_refused_saying_what_to_do(refined: FinishedRun, tmp_path: Path) -> None:
