@@ -36,8 +36,8 @@ import ray
 import torch
 from safetensors.torch import load_file, save_file
 
-from seir.engine import loop, planning
-from seir.engine.runner import Runner
+from seir.engine.run import loop, planning
+from seir.engine.run import Runner
 from seir.engine.spec import JobSpec, load_job
 from seir.operators.backends.tiny import resolve_model_ref
 from seir.operators.seir import prompts

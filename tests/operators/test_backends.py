@@ -25,7 +25,7 @@ from seir.operators.backends.diffusers_image import DiffusersTextToImage
 from seir.operators.backends.sentence_embed import SentenceEmbed
 from seir.operators.backends.transformers_chat import TransformersChat, label_tokens
 from seir.operators.backends.transformers_vision import TransformersVisionChat
-from seir.operators.base import lookup
+from seir.operators.registry import lookup
 
 
 def user(*parts: str | bytes) -> list[dict[str, Any]]:

@@ -9,11 +9,11 @@ import pytest
 
 from bench.corpora import TextMaker, jaccard, shingle_set
 from seir.engine.keys import normalize_text, text_key
-from seir.operators.base import lookup
 from seir.operators.dedup import ExactText, MinHashDedup, common
 from seir.operators.dedup.common import Ragged
 from seir.operators.dedup.lsh import band_keys, choose_bands, collision_probability
 from seir.operators.dedup.shingles import fold, normalize, normalized_utf8, shingle_hashes
+from seir.operators.registry import lookup
 
 TRICKY = ["", "   ", "Hello", "  Ｈｅｌｌｏ\t  WORLD\n", "a\x1cb\x1fc", "line\u2028break\u00a0nbsp\u3000wide",
           "Straße ΣΊΣΥΦΟΣ ﬁne", "tab\tand\r\nnewline", "nul\x00inside", "emoji 🙂  ok "]

@@ -18,7 +18,7 @@ from seir.operators.backends.base import Backend, ChatRequest, RenderRequest, Sa
 from seir.operators.backends.openai_chat import OpenAIChat, _read_samples
 from seir.operators.backends.openai_http import EndpointError
 from seir.operators.backends.openai_image import OpenAIImage
-from seir.operators.base import lookup
+from seir.operators.registry import lookup
 from tests.support.openai_server import OpenAIServer
 
 MODELS = {"tiny:llm": "transformers-chat", "tiny:judge": "transformers-vision-chat",

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from seir.operators.base import lookup
+from seir.operators.registry import lookup
 from seir.operators.scoring.image_quality import ImageQualityScorer
 from seir.operators.scoring.rubrics import TurnView
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from seir.operators.backends.base import ChatRequest, ChatResult, Sampling, ScoreRequest, ScoreResult
-from seir.operators.base import lookup
+from seir.operators.registry import lookup
 from seir.operators.scoring.judge import JudgeScorer
 from seir.operators.scoring.rubrics import (
     INTERMT_DIALOGUE,
