@@ -1,4 +1,5 @@
-"""The global dedup pass: duplicates across all shards and all runs, one decision per dropped dialogue.
+"""The dedup index behind the global pass: duplicates across all shards and all runs, one decision per dropped
+dialogue.
 
 ``find_duplicates(items, config, con)`` is ``DedupIndex(config, con)``, ``.add(items)``, ``.resolve()``:
 

@@ -399,7 +399,7 @@ class Runner:
         """Semantic dedup compares dialogue embeddings: make those the embed role has not made yet."""
         if not self.spec.dedup.judges("dialogue.embedding"):
             return
-        embed_key = content_key(self.spec.roles["embed"].output_config())
+        embed_key = self._embed_key()
         missing = store.missing_embeddings(dialogue_keys, embed_key)
         if not missing:
             return
@@ -419,6 +419,10 @@ class Runner:
                                 ledger, self.images.relative_path)
         self._publish(run_id, ledger)
 
+    def _embed_key(self) -> str:
+        """What dialogue embeddings are stored under: the embed role's output config ('' when the job has none)."""
+        return content_key(self.spec.roles["embed"].output_config()) if "embed" in self.spec.roles else ""
+
     def _publish(self, run_id: str, ledger: Ledger) -> None:
         """After the output's own commit: a crash between the two loses the cache entries, never the output's."""
         if self.shared_cache is not None:
@@ -426,8 +430,7 @@ class Runner:
 
     def _finish(self, store: ProvenanceStore, run_id: str, kind: str, dialogue_keys: list[str],
                 started: float, partial: str | None = None) -> dict[str, Any]:
-        embed_key = content_key(self.spec.roles["embed"].output_config()) if "embed" in self.spec.roles else ""
-        dedup_accepted(store, self.spec.dedup, embed_key, self.images, run_id, dialogue_keys, self.stream)
+        dedup_accepted(store, self.spec.dedup, self._embed_key(), self.images, run_id, dialogue_keys, self.stream)
         failpoint("deduped")
         with store.held() as con:
             version: Version = write_version(store, self.out_dir, run_id, kind, self.spec.key(),
