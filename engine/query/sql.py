@@ -1,4 +1,4 @@
-"""Asking the provenance store: read-only SQL, a dialogue's lineage, dataset versions and what changed between two.
+"""Asking the provenance store: read-only SQL, dataset versions and what changed between two.
 
 Everything here opens the database read-only, between two of a running writer's commits: the writer holds the file
 only while it commits, and opening waits out a commit in progress (docs/provenance.md, "Reading while a run writes").
