@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # gets the versions the suite was last green with. `make lock` rewrites it from the venv (README, "Pinned versions").
 CONSTRAINTS := constraints.txt
 
-.PHONY: setup demo test lint bench lock
+.PHONY: setup demo test lint lint-imports bench lock
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
@@ -25,10 +25,23 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory lint-imports
+
+# The import layers (pyproject.toml, [tool.importlinter]). grimp finds a package's modules under its folder, but
+# engine/ and operators/ install as seir.engine and seir.operators from the top of the repo: lint-imports reads them
+# through a folder of links shaped like the installed package (it puts its working folder first on the path).
+IMPORT_GRAPH := build/import-graph
+lint-imports: setup
+	rm -rf $(IMPORT_GRAPH) && mkdir -p $(IMPORT_GRAPH)/seir
+	ln -s $(CURDIR)/seir/__init__.py $(IMPORT_GRAPH)/seir/__init__.py
+	ln -s $(CURDIR)/engine $(IMPORT_GRAPH)/seir/engine
+	ln -s $(CURDIR)/operators $(IMPORT_GRAPH)/seir/operators
+	cd $(IMPORT_GRAPH) && $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 # torch and its CUDA wheels stay out: TORCH picks the build per machine.
 lock:

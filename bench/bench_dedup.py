@@ -38,7 +38,8 @@ import xxhash
 from corpora import TextCorpus, TextMaker, jaccard, shingle_set  # bench/corpora.py, beside this script
 from datasketch import MinHash, MinHashLSH
 
-from seir.engine.dedup import DedupConfig, DedupItem, find_duplicates
+from seir.engine.dedup import DedupItem, find_duplicates
+from seir.engine.spec import DedupConfig
 from seir.operators.dedup import MinHashDedup
 from seir.operators.dedup.groups import components
 from seir.operators.dedup.shingles import normalize

@@ -37,9 +37,9 @@ import numpy as np
 import ray
 import real_size  # bench/real_size.py, beside this script
 
-from seir.engine.images import ImageStore
-from seir.engine.runner import Runner
+from seir.engine.run import Runner
 from seir.engine.spec import JobSpec, load_job
+from seir.engine.store import ImageStore
 
 
 def model_seconds(out: Path) -> dict[str, float]:

@@ -34,9 +34,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from seir.engine.images import ImageStore
 from seir.engine.keys import bytes_key
-from seir.engine.store import ProvenanceStore, now
+from seir.engine.store import ImageStore, ProvenanceStore, now
 
 TURNS = 3
 IMAGE_POOL = 512  # distinct images the dialogues cycle through (disk space); every row still embeds its own bytes
@@ -101,9 +100,10 @@ def child(which: str, out: Path, to: Path) -> None:
     else:
         from datasets import Dataset, DatasetDict
 
-        from seir.engine.export_formats import FORMATS, hf_dialogue
-        from seir.engine.export_rows import dialogue_rows
-        from seir.engine.query import open_read_only
+        from seir.engine.export import FORMATS
+        from seir.engine.export.formats import hf_dialogue
+        from seir.engine.export.rows import dialogue_rows
+        from seir.engine.store import open_read_only
 
         def rows() -> object:
             con = open_read_only(out)

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 _LOAD = """
 import resource, sys
 from pathlib import Path
-from seir.engine.images import ImageStore
+from seir.engine.store import ImageStore
 from seir.engine.seeds import load_seeds
 from seir.engine.spec import SeedSpec
 store, held = ImageStore(Path(sys.argv[2])), []
@@ -79,7 +79,7 @@ def memory(small: int, large: int) -> None:
 
 
 def dialogues_per_minute(job: Path, limit: int | None) -> tuple[float, int, float]:
-    from seir.engine.runner import Runner
+    from seir.engine.run import Runner
     from seir.engine.spec import load_job
 
     spec = load_job(job)

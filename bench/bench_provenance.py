@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from seir.engine.lineage import lineage
+from seir.engine.query import lineage
 from seir.engine.store import ProvenanceStore, now
 
 STAGES = np.array(["question", "answer", "image"])

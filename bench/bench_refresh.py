@@ -36,8 +36,7 @@ import ray
 import torch
 from safetensors.torch import load_file, save_file
 
-from seir.engine import loop, planning
-from seir.engine.runner import Runner
+from seir.engine.run import Runner, loop, planning
 from seir.engine.spec import JobSpec, load_job
 from seir.operators.backends.tiny import resolve_model_ref
 from seir.operators.seir import prompts

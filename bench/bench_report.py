@@ -27,8 +27,8 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_provenance import batch
 
-from seir.engine.report import write_report
-from seir.engine.schema import CONTENT_DIMENSIONS
+from seir.engine.export import write_report
+from seir.engine.records import CONTENT_DIMENSIONS
 from seir.engine.store import ProvenanceStore, now
 
 TURNS = 3

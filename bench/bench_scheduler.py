@@ -30,10 +30,10 @@ from typing import Any
 
 import ray
 
-from seir.engine.calls import Ledger, ModelClient
-from seir.engine.images import ImageStore
-from seir.engine.pools import CallFailure, RolePool
+from seir.engine.records import Ledger
+from seir.engine.run import CallFailure, ModelClient, RolePool
 from seir.engine.spec import RoleSpec
+from seir.engine.store import ImageStore
 from seir.operators.backends.base import ChatRequest
 
 

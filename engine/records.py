@@ -1,4 +1,5 @@
-"""Typed records that flow from the SEIR loop to the provenance store and the exported dataset.
+"""Typed records that flow from the SEIR loop to the provenance store and the exported dataset, and the stages and
+dimensions they are judged on.
 
 Every record carries the content key of what produced it; the store adds ``run_id`` when it commits a shard.
 """
@@ -9,11 +10,29 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from seir.operators.scoring.rubrics import QUESTION, SYNJUDGE
+
 
 class Stage(str, Enum):
     QUESTION = "question"
     ANSWER = "answer"
     IMAGE = "image"
+
+
+# -- which dimensions judge what: each rule stated here once, for the loop, the store's SQL and the exports --------
+
+# The dimensions a turn's content is scored on (SynJudge's four): what the exported versions list per turn and
+# what a dialogue's dedup keep-score averages.
+CONTENT_DIMENSIONS: tuple[str, ...] = tuple(SYNJUDGE)
+# Every dimension a turn has a final score on, one column each in the ``turn_final_scores`` view.
+TURN_DIMENSIONS: tuple[str, ...] = (*CONTENT_DIMENSIONS, QUESTION.name)
+
+# Which dimensions judge each stage's drafts: what the loop gates and ranks a stage's drafts by.
+STAGE_DIMENSIONS: dict[Stage, tuple[str, ...]] = {
+    Stage.QUESTION: (QUESTION.name,),
+    Stage.ANSWER: ("text_content",),
+    Stage.IMAGE: ("image_content", "image_quality", "image_text_synergy"),
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,23 @@ class ModelCall:
     batch_size: int
     cached: bool  # answered from an earlier call with the same key
     image_keys: list[str] = field(default_factory=list)  # the images the request showed, in order (by content key)
+
+
+@dataclass
+class StoredImage:
+    key: str
+    png: bytes
+    width: int
+    height: int
+    call_key: str = ""
+
+
+@dataclass
+class Ledger:
+    """What one shard produced besides its dialogues: committed together with them."""
+
+    calls: list[ModelCall] = field(default_factory=list)
+    images: dict[str, StoredImage] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""What every operator declares, and the registry that lets a YAML job name one.
+"""What every operator declares, and ``register``, which lets a YAML job name one (``registry.lookup`` finds it).
 
 Operators are plain Python: they know neither Ray nor DuckDB. The engine reads ``roles`` and ``optional_roles`` to
 check a job before any model loads (and to start only the model pools the job's operators use), ``reads`` to give an
@@ -8,7 +8,6 @@ operator does.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, ClassVar, TypeVar
 
 
@@ -28,8 +27,7 @@ class Operator:
         return {"operator": self.name}
 
 
-_REGISTRY: dict[tuple[str, str], type[Operator]] = {}
-_NOUNS = {"dedup": "dedup method"}  # what a kind's operators are called in messages
+REGISTRY: dict[tuple[str, str], type[Operator]] = {}  # (kind, name) -> operator; read by registry.lookup
 OperatorT = TypeVar("OperatorT", bound=type[Operator])
 
 
@@ -38,37 +36,8 @@ def register(cls: OperatorT) -> OperatorT:
     if not cls.name or not cls.kind:
         raise TypeError(f"{cls.__qualname__} needs both a name and a kind to be registered")
     key = (cls.kind, cls.name)
-    existing = _REGISTRY.get(key)
+    existing = REGISTRY.get(key)
     if existing is not None and existing is not cls:
         raise ValueError(f"{cls.kind} {cls.name!r} is registered twice: {existing.__qualname__} and {cls.__qualname__}")
-    _REGISTRY[key] = cls
+    REGISTRY[key] = cls
     return cls
-
-
-def lookup(kind: str, name: str) -> type[Operator]:
-    """A registered operator by name, or any importable one as ``"package.module:ClassName"`` (a plugin)."""
-    if ":" in name:
-        return _import_operator(kind, name)
-    _import_builtin_operators()
-    try:
-        return _REGISTRY[(kind, name)]
-    except KeyError:
-        known = ", ".join(sorted(n for k, n in _REGISTRY if k == kind)) or "none"
-        noun = _NOUNS.get(kind, kind)
-        raise KeyError(f"unknown {noun} {name!r}; known {noun}s: {known}, or give 'module:Class'") from None
-
-
-def _import_operator(kind: str, reference: str) -> type[Operator]:
-    module_name, _, attribute = reference.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as err:
-        raise KeyError(f"cannot import {kind} {reference!r}: {err}") from None
-    if not (isinstance(found, type) and issubclass(found, Operator) and found.kind == kind):
-        raise KeyError(f"{reference!r} is not a {kind} operator (a subclass of Operator with kind {kind!r})")
-    return found
-
-
-def _import_builtin_operators() -> None:
-    # Importing the packages runs their @register decorators; heavy libraries load lazily inside the operators.
-    from seir.operators import backends, dedup, scoring  # noqa: F401

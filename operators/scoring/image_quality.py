@@ -15,7 +15,7 @@ resolution     log2 of the shorter side                         target/8   targe
 ============== ================================================ ========== ==========
 
 The anchors were set on synthetic 512x512 scenes and their degraded copies
-(tests/operators/test_scoring_image_quality.py); image_quality is their weighted mean (``WEIGHTS``), so one
+(tests/operators/scoring/test_image_quality.py); image_quality is their weighted mean (``WEIGHTS``), so one
 defect lowers it without zeroing an otherwise good picture, and greyscale art loses only colourfulness' weight.
 """
 

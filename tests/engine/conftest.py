@@ -13,7 +13,7 @@ import duckdb
 import pytest
 import yaml
 
-from seir.engine.runner import Runner
+from seir.engine.run import Runner
 from seir.engine.spec import load_job
 
 TOPICS = ["Snow Leopard", "Red-crowned Crane", "The Forbidden City", "Coral", "Honey Durian", "Thermometer",

@@ -12,8 +12,9 @@ import threading
 import time
 from pathlib import Path
 
-from seir.engine.progress import Meter, Progress, format_summary, run_summary, say
+from seir.engine.progress import Meter, say
 from seir.engine.records import Stage
+from seir.engine.run.summary import Progress, format_summary, run_summary
 from seir.engine.store import ProvenanceStore
 from tests.conftest import shared_file
 from tests.engine.conftest import TOPICS, job_dict, write_job

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from seir.operators.backends.base import Backend, ChatRequest, ChatResult, RenderRequest, Sampling, text_of
-from seir.operators.base import lookup
+from seir.operators.registry import lookup
 
 
 class _ContinueFinal:

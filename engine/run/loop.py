@@ -1,0 +1,328 @@
+"""The SEIR loop: generate -> self-evaluate -> refine, for every turn of every dialogue of a shard.
+
+All dialogues of a shard that are at the same turn, stage and round form one batched call per model role;
+refinement shrinks the active set. Each turn runs three stages (InterSyn's SEIR):
+
+1. question: the ``llm`` writes the user's question; the judge critiques and scores it; the ``llm`` rewrites it.
+2. answer: the ``llm`` writes the answer, then a caption that complements it; judged and rewritten the same way.
+3. image: the ``image`` role renders the caption; the judge sees the current image and caption, critiques and
+   scores them; the caption is rewritten and the image rendered again. Every image, the last one too, is scored.
+
+Pictures a seed brings are shown where the user brings them: the writer sees them in every question, answer and
+caption request (of their turn, and in the history of later ones) and the judge in every critique and score. A
+dialogue whose seed brings pictures is written by the ``vlm`` role when the job has one, else by ``llm`` (which the
+job check then requires to be served by a vision backend).
+
+A stage stops early for a dialogue when every dimension it is judged on reaches the job's gate, or when the critic
+finds nothing to fix. The best draft of each stage is kept, not merely the last. Acceptance (thresholds) is decided
+afterwards from the kept drafts' scores, so changing thresholds never changes what was generated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from seir.engine.keys import content_key
+from seir.engine.records import Dialogue, DialogueJudgement, Draft, Ledger, Stage, Turn
+from seir.engine.run.clients import ModelClient
+from seir.engine.run.planning import DialogueTask
+from seir.engine.run.pools import CallFailure
+from seir.engine.run.scoring import StageScorer
+from seir.engine.spec import JobSpec
+from seir.engine.store import ImageStore
+from seir.operators.backends.base import ChatRequest, ChatResult, RenderRequest, Sampling
+from seir.operators.scoring.rubrics import DialogueView, TurnView, critique_finds_nothing, suggested_caption
+from seir.operators.seir.prompts import (
+    History,
+    Revision,
+    UnusableOutput,
+    answer_messages,
+    caption_messages,
+    clean_reply,
+    question_messages,
+)
+
+RETRY_TEMPERATURE = 0.7  # a failed draft retried greedily would fail the same way
+
+
+@dataclass
+class _Working:
+    """One dialogue's state inside the loop."""
+
+    task: DialogueTask
+    turns: list[Turn] = field(default_factory=list)
+    drafts: list[Draft] = field(default_factory=list)
+    kept: dict[Stage, Draft] = field(default_factory=dict)  # the current turn's best draft per stage
+    images: dict[str, bytes] = field(default_factory=dict)  # image key -> bytes, for the judge
+    shown: list[tuple[bytes, ...]] = field(default_factory=list)  # the seed's pictures, per user turn
+    failure: str = ""
+
+    def shown_now(self) -> tuple[bytes, ...]:
+        """The pictures the user brings with the current turn's question."""
+        index = len(self.turns)
+        return self.shown[index] if index < len(self.shown) else ()
+
+    def shown_so_far(self) -> tuple[bytes, ...]:
+        """Every picture the user has brought up to and including the current turn, in order."""
+        return tuple(data for images in self.shown[: len(self.turns) + 1] for data in images)
+
+    def history(self) -> History:
+        return History(tuple((t.question, t.answer) for t in self.turns), tuple(self.shown[: len(self.turns)]))
+
+    def view(self, question: str, answer: str | None = None, caption: str | None = None,
+             image: bytes | None = None) -> TurnView:
+        earlier = [list(images) for images in self.shown[: len(self.turns)]]
+        return TurnView(question=question, answer=answer, caption=caption, image=image,
+                        history=[(t.question, t.answer) for t in self.turns], shown=list(self.shown_now()),
+                        history_shown=earlier)
+
+
+@dataclass
+class ShardOutcome:
+    dialogues: list[Dialogue]
+    ledger: Ledger
+
+
+class SeirLoop:
+    def __init__(self, spec: JobSpec, clients: dict[str, ModelClient], scorer: StageScorer,
+                 image_store: ImageStore) -> None:
+        self.spec = spec
+        self.llm = clients["llm"]
+        self.vlm = clients.get("vlm", self.llm)  # writes the dialogues whose seeds bring pictures
+        self.image = clients["image"]
+        self.scorer = scorer
+        self.image_store = image_store  # the seeds' pictures and every rendered one
+        self.on_round: Callable[[int, Stage, int, int], None] = lambda turn, stage, round_, active: None
+
+    async def run_shard(self, tasks: list[DialogueTask]) -> ShardOutcome:
+        ledger = Ledger()
+        # A shard's seed pictures are read from the image store when it starts and dropped with it: memory is bounded
+        # by the shards in flight, never by the seed file.
+        working = [_Working(task, shown=[tuple(self.image_store.get(key) for key in keys)
+                                         for keys in task.seed.turn_images]) for task in tasks]
+        for turn_index in range(max(task.turns for task in tasks)):
+            active = [w for w in working if not w.failure and turn_index < w.task.turns]
+            if not active:
+                break
+            for w in active:
+                w.kept.clear()
+            for stage in Stage:
+                await self._refine(stage, [w for w in active if not w.failure], turn_index, ledger)
+            for w in active:
+                w.images.clear()  # the judge has seen them; the files are in the image store
+                if not w.failure:
+                    w.turns.append(self._finish_turn(w, turn_index))
+        judgements = await self._judge_dialogues(working, ledger)
+        return ShardOutcome([self._finish_dialogue(w, judgements.get(id(w))) for w in working], ledger)
+
+    async def _judge_dialogues(self, working: list[_Working], ledger: Ledger) -> dict[int, DialogueJudgement]:
+        """The dialogue-level dimensions the job weights, judged over every turn's text and pictures (the user's and
+        the generated ones) once the dialogue is complete."""
+        dimensions = self.scorer.dialogue_dimensions()
+        complete = [w for w in working if not w.failure and w.turns]
+        if not dimensions or not complete:
+            return {}
+        views = [DialogueView([TurnView(t.question, t.answer, t.caption,
+                                        self.image_store.get(t.image_key) if t.image_key else None,
+                                        shown=list(w.shown[t.index]) if t.index < len(w.shown) else [])
+                               for t in w.turns]) for w in complete]
+        verdicts = await self.scorer.verdicts_on(dimensions, views, ledger)
+        return {id(w): DialogueJudgement(v.scores, v.critique, v.call_keys, v.failure)
+                for w, v in zip(complete, verdicts, strict=True)}
+
+    async def _refine(self, stage: Stage, group: list[_Working], turn_index: int, ledger: Ledger) -> None:
+        previous: dict[int, Draft] = {}
+        active = list(range(len(group)))
+        for round_ in range(self.spec.seir.rounds + 1):
+            if not active:
+                break
+            self.on_round(turn_index, stage, round_, len(active))
+            members = [group[i] for i in active]
+            drafts = await self._write(stage, members, [previous.get(i) for i in active], turn_index, round_, ledger)
+            judged = [(w, d) for w, d in zip(members, drafts, strict=True) if d.ok]
+            verdicts = await self.scorer.verdicts(stage, [_view(stage, w, d) for w, d in judged], ledger)
+            for (_, draft), verdict in zip(judged, verdicts, strict=True):
+                verdict.apply(draft)
+            still_active = []
+            for i, w, draft in zip(active, members, drafts, strict=True):
+                w.drafts.append(draft)
+                previous[i] = draft
+                best = w.kept.get(stage)
+                if draft.ok and (best is None or draft.mean_score() > best.mean_score()):
+                    w.kept[stage] = draft
+                if not (draft.ok and (draft.passed or critique_finds_nothing(draft.critique))):
+                    still_active.append(i)
+            active = still_active
+        for i, w in enumerate(group):
+            if stage in w.kept:
+                w.kept[stage].best = True
+            else:
+                last = previous[i].reason
+                w.failure = f"turn {turn_index + 1}: {stage.value} stage gave no usable draft in any round ({last})"
+
+    async def _write(self, stage: Stage, group: list[_Working], previous: list[Draft | None], turn_index: int,
+                     round_: int, ledger: Ledger) -> list[Draft]:
+        drafts = [
+            Draft(draft_key=content_key([w.task.dialogue_key, turn_index, stage.value, round_]),
+                  dialogue_key=w.task.dialogue_key, turn_index=turn_index, stage=stage, round=round_, text=None)
+            for w in group
+        ]
+        if stage is Stage.QUESTION:
+            await self._write_questions(group, drafts, previous, ledger)
+        elif stage is Stage.ANSWER:
+            await self._write_answers(group, drafts, previous, ledger)
+        else:
+            await self._write_images(group, drafts, previous, ledger)
+        return drafts
+
+    async def _write_questions(self, group: list[_Working], drafts: list[Draft], previous: list[Draft | None],
+                               ledger: Ledger) -> None:
+        limit = self.spec.seir.question_words
+        prompts = [question_messages(w.task.seed.text, w.history(), limit, _revision(p), w.shown_now()) for w, p in
+                   zip(group, previous, strict=True)]
+        replies = await self._chat(prompts, group, drafts, previous, "question", ledger)
+        for draft, reply in zip(drafts, replies, strict=True):
+            _take_text(draft, reply, "question")
+
+    async def _write_answers(self, group: list[_Working], drafts: list[Draft], previous: list[Draft | None],
+                             ledger: Ledger) -> None:
+        questions = [w.kept[Stage.QUESTION].text or "" for w in group]
+        prompts = [answer_messages(q, w.history(), _revision(p), w.shown_now()) for w, q, p in
+                   zip(group, questions, previous, strict=True)]
+        replies = await self._chat(prompts, group, drafts, previous, "answer", ledger)
+        for draft, reply in zip(drafts, replies, strict=True):
+            _take_text(draft, reply, "answer")
+        writing = [(w, d, q, p) for w, d, q, p in zip(group, drafts, questions, previous, strict=True) if d.ok]
+        caption_prompts = [
+            caption_messages(q, d.text or "", self.spec.seir.caption_words,
+                             _revision(p, p.caption if p else None), w.shown_so_far())
+            for w, d, q, p in writing
+        ]
+        captions = await self._chat(caption_prompts, [w for w, _, _, _ in writing], [d for _, d, _, _ in writing],
+                                    [p for _, _, _, p in writing], "caption", ledger)
+        for (_, draft, _, _), reply in zip(writing, captions, strict=True):
+            _take_text(draft, reply, "caption", into="caption")
+
+    async def _write_images(self, group: list[_Working], drafts: list[Draft], previous: list[Draft | None],
+                            ledger: Ledger) -> None:
+        captions: list[str | None] = []
+        rewrite = []
+        for i, (w, p) in enumerate(zip(group, previous, strict=True)):
+            if p is None:
+                captions.append(w.kept[Stage.ANSWER].caption)
+            elif p.ok and (proposed := suggested_caption(p.critique)):
+                captions.append(proposed)
+            else:
+                captions.append(None)
+                rewrite.append(i)
+        if rewrite:
+            prompts = [
+                caption_messages(group[i].kept[Stage.QUESTION].text or "", group[i].kept[Stage.ANSWER].text or "",
+                                 self.spec.seir.caption_words, _revision(previous[i]), group[i].shown_so_far())
+                for i in rewrite
+            ]
+            replies = await self._chat(prompts, [group[i] for i in rewrite], [drafts[i] for i in rewrite],
+                                       [previous[i] for i in rewrite], "caption", ledger)
+            for i, reply in zip(rewrite, replies, strict=True):
+                if _take_text(drafts[i], reply, "caption"):
+                    captions[i] = drafts[i].text
+        seir = self.spec.seir
+        rendering = [i for i, caption in enumerate(captions) if caption]
+        requests = [
+            RenderRequest(prompt=captions[i] or "", seed=_seed(self.spec, group[i], drafts[i], "render"),
+                          width=seir.image_width, height=seir.image_height, steps=seir.image_steps,
+                          guidance_scale=seir.guidance_scale)
+            for i in rendering
+        ]
+        images = await self.image.render(requests, ledger)
+        for i, image in zip(rendering, images, strict=True):
+            draft = drafts[i]
+            draft.text = captions[i]
+            draft.call_keys.append(image.call_key)
+            if isinstance(image, CallFailure):
+                draft.ok, draft.reason = False, image.reason
+            else:
+                draft.image_key = image.key
+                group[i].images[image.key] = image.png
+        for draft in drafts:
+            draft.caption = draft.text
+
+    async def _chat(self, prompts: list[list[dict]], group: list[_Working], drafts: list[Draft],
+                    previous: list[Draft | None], purpose: str, ledger: Ledger) -> list[str | CallFailure]:
+        """One batched call per writer: the vision writer for dialogues whose seed brings pictures, else ``llm``."""
+        by_writer: dict[str, list[int]] = {}
+        for i, w in enumerate(group):
+            by_writer.setdefault((self.vlm if w.task.seed.turn_images else self.llm).role, []).append(i)
+        writers = {client.role: client for client in (self.llm, self.vlm)}
+
+        async def write(role: str, members: list[int]) -> list[ChatResult | CallFailure]:
+            sampling = self.spec.roles[role].sampling
+            requests = []
+            for i in members:
+                prior = previous[i]
+                temperature = sampling.temperature
+                if prior is not None and not prior.ok:
+                    temperature = max(temperature, RETRY_TEMPERATURE)
+                requests.append(ChatRequest(prompts[i], Sampling(sampling.max_new_tokens, temperature, sampling.top_p,
+                                                                 _seed(self.spec, group[i], drafts[i], purpose))))
+            return await writers[role].chat(requests, ledger)
+
+        answers = await asyncio.gather(*(write(role, members) for role, members in by_writer.items()))
+        placed = {i: result for members, found in zip(by_writer.values(), answers, strict=True)
+                  for i, result in zip(members, found, strict=True)}
+        results = [placed[i] for i in range(len(group))]
+        for draft, result in zip(drafts, results, strict=True):
+            draft.call_keys.append(result.call_key)
+        return [r if isinstance(r, CallFailure) else r.text for r in results]
+
+    def _finish_turn(self, w: _Working, turn_index: int) -> Turn:
+        question, answer, image = (w.kept[stage] for stage in Stage)
+        # Each dimension comes from the kept draft of the stage that judged it.
+        scores = {dim: value for draft in (question, answer, image) for dim, value in draft.combined().items()}
+        return Turn(index=turn_index, question=question.text or "", answer=answer.text or "",
+                    caption=image.text or "", image_key=image.image_key, scores=scores)
+
+    def _finish_dialogue(self, w: _Working, judgement: DialogueJudgement | None) -> Dialogue:
+        return Dialogue(dialogue_id=w.task.dialogue_id, dialogue_key=w.task.dialogue_key, seed=w.task.seed,
+                        turns=w.turns, drafts=w.drafts, failure=w.failure, judgement=judgement)
+
+
+def _view(stage: Stage, working: _Working, draft: Draft) -> TurnView:
+    """What the scorers see of a draft: the stage's own text with the turn's kept earlier stages."""
+    if stage is Stage.QUESTION:
+        return working.view(draft.text or "")
+    question = working.kept[Stage.QUESTION].text or ""
+    if stage is Stage.ANSWER:
+        return working.view(question, draft.text, draft.caption)
+    answer = working.kept[Stage.ANSWER].text or ""
+    return working.view(question, answer, draft.text, working.images.get(draft.image_key or ""))
+
+
+def _revision(draft: Draft | None, text: str | None = None) -> Revision | None:
+    if draft is None or not draft.ok:
+        return None
+    return Revision(draft=text if text is not None else draft.text or "", critique=draft.critique)
+
+
+def _take_text(draft: Draft, reply: str | CallFailure, what: str, into: str = "text") -> bool:
+    """Put a cleaned reply into the draft, or mark the draft failed with the reason."""
+    if isinstance(reply, CallFailure):
+        draft.ok, draft.reason = False, reply.reason
+        return False
+    try:
+        setattr(draft, into, clean_reply(reply, what))
+    except UnusableOutput as err:
+        draft.ok, draft.reason = False, str(err)
+        setattr(draft, into, reply)
+        return False
+    return True
+
+
+def _seed(spec: JobSpec, working: _Working, draft: Draft, purpose: str) -> int:
+    """A sampling seed fixed by what the sample is for: the seed's own key, the turn, stage, round and purpose.
+    Never the dialogue key, which holds every role's config: then swapping the image model would change the
+    question's sample, and no call of a remade dialogue could come from the cache."""
+    where = [working.task.seed.seed_key, draft.turn_index, draft.stage.value, draft.round, purpose]
+    return int(content_key([spec.execution.seed, *where])[:15], 16)

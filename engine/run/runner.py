@@ -1,0 +1,448 @@
+"""Runs from start to finish: plan, start the model pools, run shards through the SEIR loop, commit each shard,
+decide acceptance, dedup, and write a dataset version.
+
+Three kinds of run share that path: ``run`` (also ``seir refresh``: make what is missing, reuse the rest),
+``rescore`` (score existing dialogues again with the job's scorers, regenerate nothing) and ``dedup`` (the
+dedup pass alone). A run that was interrupted is resumed by running the same command again: its plan and its
+progress are read back from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import ray
+
+import seir
+from seir.engine.dedup import dedup_accepted
+from seir.engine.errors import SeirError
+from seir.engine.export import write_judge_eval_report, write_report
+from seir.engine.failpoints import failpoint
+from seir.engine.keys import content_key
+from seir.engine.logs import log_path, quiet
+from seir.engine.progress import Meter, say
+from seir.engine.records import DialogueJudgement, Ledger, SeedDuplicate, Stage
+from seir.engine.run.budget import Budget, Spend
+from seir.engine.run.clients import LayeredCache, ModelClient
+from seir.engine.run.forecast import Forecast, forecast
+from seir.engine.run.loop import SeirLoop
+from seir.engine.run.planning import DialogueTask, Plan, changes, model_revisions, pack_shards, plan_dialogues
+from seir.engine.run.pools import CallFailure, RolePool
+from seir.engine.run.scoring import StageScorer, blocking_call, judge_sampling, scorer_roles
+from seir.engine.run.summary import Progress, format_summary, run_summary
+from seir.engine.seeds import SeedLoad, image_key_only, load_seeds, near_duplicate_seeds
+from seir.engine.spec import JobSpec, role_needs
+from seir.engine.store import (
+    ImageStore,
+    KeptDraft,
+    OutputLock,
+    ProvenanceStore,
+    SharedCallCache,
+    Version,
+    write_version,
+)
+from seir.operators.backends.base import ProbeReport
+from seir.operators.scoring.judge import JudgeScorer
+from seir.operators.scoring.judge_eval import JudgeEvalReport, evaluate, judged_items, read_eval_data
+from seir.operators.scoring.rubrics import DialogueView, TurnView
+
+RESCORE_BATCH = 64  # turns judged per batched scorer call during a rescore
+EMBED_BATCH = 256  # dialogues embedded per call before the dedup pass: progress between calls
+
+
+class ModelPools:
+    """Actor pools started on first need and shut down together."""
+
+    def __init__(self, spec: JobSpec, store: ProvenanceStore, run_id: str, images: ImageStore, address: str | None,
+                 say: Any, shared_cache: SharedCallCache | None = None, stream: TextIO = sys.stderr,
+                 log_path: str | None = None) -> None:
+        self.spec, self.store, self.run_id, self.images, self.stream = spec, store, run_id, images, stream
+        self.log_path = log_path  # where workers write what they print (None: to the terminal)
+        self.cache = LayeredCache(store, shared_cache, images)
+        self.address, self.say = address, say
+        self.pools: dict[str, RolePool] = {}
+        self.clients: dict[str, ModelClient] = {}
+        self.startup_s = 0.0
+
+    def ensure(self, roles: list[str]) -> dict[str, ModelClient]:
+        wanted = [r for r in roles if r not in self.pools]
+        if wanted:
+            self.say("starting model pools: " + ", ".join(f"{r} x{self.spec.roles[r].replicas}" for r in wanted))
+            started = time.monotonic()
+            with Meter("loading models", len(wanted), "roles", self.stream) as meter:
+                if not ray.is_initialized():
+                    # Workers' output stays out of the terminal unless --verbose: they write to the log file.
+                    ray.init(address=self.address, include_dashboard=False, logging_level="WARNING",
+                             log_to_driver=self.log_path is None)
+                fresh = {role: RolePool(role, self.spec.roles[role], self.log_path) for role in wanted}
+                self.pools.update(fresh)
+                needs = role_needs(self.spec)
+                configs = {role: meter.counted_call(pool.ready, max(pool.spec.timeout_s, 600), needs[role])
+                           for role, pool in fresh.items()}
+            self.startup_s += time.monotonic() - started
+            reports = {role: pool.report for role, pool in fresh.items()}
+            self.store.record_models(self.run_id, {role: (content_key(cfg), cfg) for role, cfg in configs.items()},
+                                     reports)
+            self._refuse_unable(reports)
+            for role, config in configs.items():
+                self.clients[role] = ModelClient(role, fresh[role], config, self.cache, self.images)
+        return self.clients
+
+    def _refuse_unable(self, reports: dict[str, ProbeReport | None]) -> None:
+        """Print each probed server's line; stop before any work when a role's server cannot do what the job needs."""
+        problems = []
+        for role, report in reports.items():
+            if report is None:
+                continue
+            self.say(f"{role}: {report.line()}")
+            problems += [f"role {role} ({self.spec.roles[role].backend} at {report.server}): {problem}"
+                         for problem in report.problems]
+        if problems:
+            raise SeirError("the model servers cannot do what this job needs, so nothing was run:\n  "
+                            + "\n  ".join(problems))
+
+    def shutdown(self) -> None:
+        for pool in self.pools.values():
+            pool.shutdown()
+
+
+class Runner:
+    def __init__(self, spec: JobSpec, out_dir: Path, address: str | None = None, stream: TextIO = sys.stderr,
+                 cache_dir: Path | None = None, verbose: bool = False, budget: Budget | None = None) -> None:
+        self.verbose = verbose  # everything on the terminal, not only seir's own lines
+        self.budget = budget or Budget.of(spec)
+        self.stopped: str | None = None  # why a budget stopped the last run early, and what the rest costs
+        self.spec = spec
+        self.out_dir = Path(out_dir)
+        cache_dir = cache_dir or spec.execution.cache
+        self.shared_cache = SharedCallCache(cache_dir) if cache_dir else None
+        self.address = address
+        self.stream = stream
+        self.images = ImageStore(self.out_dir)
+        self.forecast: Forecast | None = None  # what the last printed plan predicted
+        self.timings: dict[str, float] = {}  # seconds: starting the model pools, running the shards
+
+    def say(self, message: str) -> None:
+        say(self.stream, message)
+
+    # -- run / refresh ----------------------------------------------------------------------------------------------
+    def run(self, show_plan: bool = False, dry_run: bool = False) -> dict[str, Any] | None:
+        """Make every dialogue the job's seeds call for that is not committed yet; reuse the rest."""
+        started = time.monotonic()
+        with self._session() as store:
+            seeds = load_seeds(self.spec.seeds, image_key_only if dry_run else self.images.put)
+            duplicates = self._drop_near_duplicate_seeds(seeds)
+            self.say(f"{len(seeds.seeds)} seeds, {len(seeds.quarantined)} quarantined lines, "
+                     f"{len(duplicates)} near-duplicate seeds dropped")
+            revisions = model_revisions(self.spec)
+            plan = plan_dialogues(self.spec, seeds.seeds, revisions, store.committed_dialogue_keys())
+            if show_plan or dry_run:
+                self.say("plan:\n" + self._plan_text(store, plan))
+            if dry_run:
+                return None
+            run_id, shards = self._start_or_resume(store, "run", plan, seeds, duplicates)
+            failpoint("run-begun")
+            by_key = {t.dialogue_key: t for t in plan.tasks}
+            work = [(shard_id, [by_key[k] for k in keys]) for shard_id, keys in shards]
+            with self._pools(store, run_id) as pools:
+                if work:
+                    clients = pools.ensure(list(self.spec.roles))
+                    self.stopped = self._run_shards(store, run_id, plan, clients, work)
+                store.redecide(run_id, plan.keys(), self.spec.scoring.thresholds)
+                self._embed_missing(store, run_id, plan.keys(), pools)
+                self.timings["startup_s"] = pools.startup_s
+            return self._finish(store, run_id, "run", plan.keys(), started, partial=self.stopped)
+
+    def _plan_text(self, store: ProvenanceStore, plan: Plan) -> str:
+        latest = [i for i, _ in store.latest_candidates()]
+        previous = store.previous_job_spec()
+        found = changes(plan, store.committed_dialogues(), latest, previous, self.spec)
+        self.forecast = forecast(plan, found, store.prior_drafts([t.seed.seed_key for t in plan.tasks]), previous,
+                                 self.spec)
+        return found.describe() + "\n" + self.forecast.describe() + "\n" + self._cost_text(store)
+
+    def _cost_text(self, store: ProvenanceStore) -> str:
+        """The forecast's computed calls priced at the rates this output measured."""
+        if self.forecast is None or not self.forecast.known:
+            return "cost: no earlier calls in this output to measure rates from"
+        rates = store.measured_rates()
+        lines, total = ["cost at this output's measured rates (upper bounds):"], [0, 0.0, 0.0, 0.0]
+        for role, predicted in sorted(self.forecast.roles.items()):
+            tokens, busy = rates.get(role, (0.0, 0.0))
+            calls = predicted.computed_max
+            gpu_h = calls * busy * self.spec.roles[role].num_gpus / 3600
+            lines.append(f"  {role}: {calls} calls, {calls * tokens:.0f} tokens, {calls * busy:.1f} busy s, "
+                         f"{gpu_h:.3f} GPU hours" + ("" if role in rates else " (no rate measured yet)"))
+            total = [total[0] + calls, total[1] + calls * tokens, total[2] + calls * busy, total[3] + gpu_h]
+        lines.append(f"  total: {total[0]} calls, {total[1]:.0f} tokens, {total[2]:.1f} busy s, "
+                     f"{total[3]:.3f} GPU hours")
+        return "\n".join(lines)
+
+    def _drop_near_duplicate_seeds(self, seeds: SeedLoad) -> list[SeedDuplicate]:
+        threshold = self.spec.seeds.near_duplicates
+        if threshold is None:
+            return []
+        duplicates = near_duplicate_seeds(seeds.seeds, threshold)
+        dropped = {d.seed.seed_key for d in duplicates}
+        seeds.seeds = [seed for seed in seeds.seeds if seed.seed_key not in dropped]
+        return duplicates
+
+    def _start_or_resume(self, store: ProvenanceStore, kind: str, plan: Plan, seeds: SeedLoad | None = None,
+                         seed_duplicates: Sequence[SeedDuplicate] = ()) -> tuple[str, list[tuple[str, list[str]]]]:
+        job_key = self.spec.key()
+        run_id = store.unfinished_run(kind, job_key)
+        if run_id is not None:
+            shards = store.planned_shards(run_id)
+            self.say(f"resuming {kind} {run_id}: {len(shards)} shards left")
+            return run_id, shards
+        run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        shards = pack_shards(run_id, plan.pending, self.spec.execution.shard_size) if kind == "run" else []
+        store.begin_run(run_id, kind, self.spec.name, job_key, plan.generation_key, plan.scoring_key,
+                        self.spec.model_dump(mode="json"), seir.__version__,
+                        seeds.seeds if seeds else [], seeds.quarantined if seeds else [], shards, seed_duplicates)
+        if kind == "run":
+            reused = len(plan.tasks) - len(plan.pending)
+            self.say(f"run {run_id}: {len(plan.pending)} dialogues to make in {len(shards)} shards, {reused} reused")
+        else:
+            self.say(f"{kind} {run_id}")
+        return run_id, shards
+
+    def _run_shards(self, store: ProvenanceStore, run_id: str, plan: Plan, clients: dict[str, ModelClient],
+                    work: list[tuple[str, list[DialogueTask]]]) -> str | None:
+        """Run and commit the shards; returns why the budget stopped them early (None when all ran)."""
+        loop = SeirLoop(self.spec, clients, StageScorer(self.spec, clients), self.images)
+        spend, left, reason = Spend(), [], None
+        num_gpus = {role: spec.num_gpus for role, spec in self.spec.roles.items()}
+        progress = Progress(sum(len(tasks) for _, tasks in work), len(work), self.stream)
+        loop.on_round = progress.note_round
+        in_flight = asyncio.Semaphore(self.spec.execution.shards_in_flight)
+
+        async def one(shard_id: str, tasks: list[DialogueTask]) -> None:
+            nonlocal reason
+            async with in_flight:
+                reason = reason or spend.over(self.budget)
+                if reason is not None:  # a shard boundary: this one and every later one wait for the next run
+                    left.append(len(tasks))
+                    return
+                outcome = await loop.run_shard(tasks)
+            store.commit_shard(run_id, shard_id, outcome.dialogues, outcome.ledger, plan.generation_key,
+                               self.images.relative_path)
+            spend.add(outcome.ledger, len(outcome.dialogues), num_gpus)
+            self._publish(run_id, outcome.ledger)
+            progress.shard_committed(outcome.dialogues, outcome.ledger, self.spec.scoring.thresholds)
+            failpoint("shard-committed")
+
+        async def all_shards() -> None:
+            await asyncio.gather(*(one(shard_id, tasks) for shard_id, tasks in work))
+
+        started = time.monotonic()
+        with progress:
+            asyncio.run(all_shards())
+        self.timings["shards_s"] = time.monotonic() - started
+        if reason is None:
+            return None
+        stopped = (f"budget reached ({reason}): stopped after {progress.shards} of {len(work)} shards "
+                   f"({progress.dialogues} of {progress.total_dialogues} dialogues); the other {sum(left)} would "
+                   f"cost {spend.rest(sum(left))} at this run's rate. Run again with a larger cap to make them.")
+        self.say(stopped)
+        return stopped
+
+    # -- rescore ----------------------------------------------------------------------------------------------------
+    def rescore(self) -> dict[str, Any]:
+        """Score the latest version's dialogues again with this job's scorers and thresholds; regenerate nothing.
+        Turns last scored under the same scoring config are re-decided without any model call."""
+        started = time.monotonic()
+        with self._session() as store:
+            run_id, plan, candidates = self._begin_on_latest(store, "rescore")
+            stale = store.scored_under_other_config(candidates, plan.scoring_key)
+            self.say(f"rescoring {len(stale)} of {len(candidates)} dialogues; re-deciding all of them")
+            with self._pools(store, run_id) as pools:
+                if stale:
+                    roles = scorer_roles(self.spec)
+                    scorer = StageScorer(self.spec, pools.ensure(roles))
+                    with Meter("rescore", len(stale), "dialogues", self.stream) as meter:
+                        for start in range(0, len(stale), RESCORE_BATCH):
+                            batch = stale[start : start + RESCORE_BATCH]
+                            asyncio.run(self._rescore_batch(store, run_id, scorer, batch))
+                            meter.advance(len(batch))
+                store.redecide(run_id, candidates, self.spec.scoring.thresholds)
+                self._embed_missing(store, run_id, candidates, pools)
+            return self._finish(store, run_id, "rescore", candidates, started)
+
+    async def _rescore_batch(self, store: ProvenanceStore, run_id: str, scorer: StageScorer,
+                             dialogue_keys: list[str]) -> None:
+        """One committed batch: every kept stage draft of every turn of these dialogues, judged again."""
+        ledger = Ledger()
+        kept = store.kept_drafts(dialogue_keys)  # (draft_key, dialogue_key, turn, stage, text, caption, image, ...)
+        turn_scores: dict[tuple[str, int], dict[str, float]] = {}
+        draft_scores = []
+        for stage in Stage:
+            rows = [row for row in kept if row.stage == stage.value]
+            views = [TurnView(question=row.question, answer=row.answer if stage is not Stage.QUESTION else None,
+                              caption=row.caption if stage is not Stage.QUESTION else None,
+                              image=self.images.get(row.image_key) if row.image_key else None,
+                              history=row.history, **self._shown(row.turn_images, row.turn_index)) for row in rows]
+            for row, verdict in zip(rows, await scorer.verdicts(stage, views, ledger), strict=True):
+                if verdict.failure:
+                    raise SeirError(f"rescoring {row.dialogue_key} failed: {verdict.failure}. Run the same command "
+                                    "again to resume; rescored batches are kept.")
+                turn_scores.setdefault((row.dialogue_key, row.turn_index), {}).update(verdict.combined)
+                draft_scores.append((row.draft_key, row.dialogue_key, verdict.scores))
+        judged = await self._rescore_dialogues(scorer, [row for row in kept if row.stage == Stage.IMAGE.value], ledger)
+        store.commit_rescore(run_id, draft_scores, turn_scores, ledger, self.images.relative_path, judged)
+        self._publish(run_id, ledger)
+
+    async def _rescore_dialogues(self, scorer: StageScorer, image_rows: list[KeptDraft],
+                                 ledger: Ledger) -> list[tuple[str, DialogueJudgement]]:
+        """The dialogue-level dimensions again, over the kept turns (each image-stage row is a whole turn)."""
+        dimensions = scorer.dialogue_dimensions()
+        by_dialogue: dict[str, list[KeptDraft]] = {}
+        for row in sorted(image_rows, key=lambda r: (r.dialogue_key, r.turn_index)):
+            by_dialogue.setdefault(row.dialogue_key, []).append(row)
+        if not dimensions or not by_dialogue:
+            return []
+        views = [DialogueView([TurnView(r.question, r.answer, r.caption,
+                                        self.images.get(r.image_key) if r.image_key else None,
+                                        shown=self._shown(r.turn_images, r.turn_index)["shown"]) for r in rows])
+                 for rows in by_dialogue.values()]
+        verdicts = await scorer.verdicts_on(dimensions, views, ledger)
+        failed = next((v.failure for v in verdicts if v.failure), None)
+        if failed:
+            raise SeirError(f"rescoring dialogues failed: {failed}. Run the same command again to resume.")
+        return [(key, DialogueJudgement(v.scores, v.critique, v.call_keys))
+                for key, v in zip(by_dialogue, verdicts, strict=True)]
+
+    def _shown(self, turn_images: list[list[str]], turn_index: int) -> dict[str, Any]:
+        """The pictures the user brought with a turn and before it, as the loop showed them to the judge."""
+        shown = [[self.images.get(key) for key in keys] for keys in turn_images[: turn_index + 1]]
+        return {"shown": shown[turn_index] if turn_index < len(shown) else [], "history_shown": shown[:turn_index]}
+
+    # -- dedup alone ------------------------------------------------------------------------------------------------
+    def dedup(self) -> dict[str, Any]:
+        """The dedup pass over the latest version's dialogues, written as a new version."""
+        started = time.monotonic()
+        with self._session() as store:
+            run_id, _, candidates = self._begin_on_latest(store, "dedup")
+            with self._pools(store, run_id) as pools:
+                self._embed_missing(store, run_id, candidates, pools)
+            return self._finish(store, run_id, "dedup", candidates, started)
+
+    # -- judge evaluation -------------------------------------------------------------------------------------------
+    def judge_eval(self, data: Path, rubric: str, limit: int | None = None) -> JudgeEvalReport:
+        """Score a human-annotated set with the job's judge and report agreement, recorded like any run."""
+        eval_set = read_eval_data(data)
+        if limit is not None:
+            eval_set = dataclasses.replace(eval_set, items=eval_set.items[:limit])
+        with self._session() as store:
+            plan = plan_dialogues(self.spec, [], model_revisions(self.spec), set())
+            run_id, _ = self._start_or_resume(store, "judge-eval", plan)
+            self.say(f"judging {len(eval_set.items)} items of {data} on the {rubric} rubric")
+            with self._pools(store, run_id) as pools:
+                judge = pools.ensure(["judge"])["judge"]
+                ledger = Ledger()
+
+                async def scored() -> JudgeEvalReport:
+                    loop = asyncio.get_running_loop()
+                    scorer = JudgeScorer(blocking_call(judge, "chat", loop, ledger),
+                                         blocking_call(judge, "score", loop, ledger),
+                                         sampling=judge_sampling(self.spec))
+                    return await asyncio.to_thread(evaluate, eval_set, scorer, rubric, on_batch=meter.advance)
+
+                with Meter("judge-eval", judged_items(eval_set, rubric), "items", self.stream) as meter:
+                    report = asyncio.run(scored())
+                store.commit_calls(run_id, ledger, self.images.relative_path)
+                self._publish(run_id, ledger)
+            target = self.out_dir / "judge-eval" / f"{run_id}.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(report.to_json(), encoding="utf-8")
+            page = write_judge_eval_report(report, target.with_suffix(".html"))
+            summary = {k: v for k, v in report.to_dict().items() if k != "predictions"}
+            store.finish_run(run_id, {**summary, "report_path": str(target)})
+        self.say(f"report: {target}, plots: {page}\n{report.to_text()}")
+        return report
+
+    # -- shared -----------------------------------------------------------------------------------------------------
+    def _begin_on_latest(self, store: ProvenanceStore, kind: str) -> tuple[str, Plan, list[str]]:
+        """Start (or resume) a run that works on the latest version's dialogues: its id, plan and dialogue keys."""
+        candidates = [key for _, key in store.latest_candidates()]
+        if not candidates:
+            raise SeirError(f"{self.out_dir} has no dataset version to {kind}: run a job into it first")
+        plan = plan_dialogues(self.spec, [], model_revisions(self.spec), set())
+        run_id, _ = self._start_or_resume(store, kind, plan)
+        return run_id, plan, candidates
+
+    @contextmanager
+    def _session(self) -> Iterator[ProvenanceStore]:
+        with OutputLock(self.out_dir), quiet(self.out_dir, self.verbose), ProvenanceStore(self.out_dir) as store:
+            store.release_between_uses()  # readers (seir sql, DuckDB clients) get in between commits
+            yield store
+
+    @contextmanager
+    def _pools(self, store: ProvenanceStore, run_id: str) -> Iterator[ModelPools]:
+        pools = ModelPools(self.spec, store, run_id, self.images, self.address, self.say, self.shared_cache,
+                           stream=self.stream, log_path=None if self.verbose else str(log_path(self.out_dir)))
+        try:
+            yield pools
+        finally:
+            pools.shutdown()
+
+    def _embed_missing(self, store: ProvenanceStore, run_id: str, dialogue_keys: list[str],
+                       pools: ModelPools) -> None:
+        """Semantic dedup compares dialogue embeddings: make those the embed role has not made yet."""
+        if not self.spec.dedup.judges("dialogue.embedding"):
+            return
+        embed_key = self._embed_key()
+        missing = store.missing_embeddings(dialogue_keys, embed_key)
+        if not missing:
+            return
+        client = pools.ensure(["embed"])["embed"]
+        ledger = Ledger()
+        vectors: list[list[float] | CallFailure] = []
+        with Meter("embedding for dedup", len(missing), "dialogues", self.stream) as meter:
+            for start in range(0, len(missing), EMBED_BATCH):
+                texts = [text for _, text in missing[start : start + EMBED_BATCH]]
+                vectors += asyncio.run(client.embed(texts, ledger))
+                meter.advance(len(texts))
+        failed = next((v for v in vectors if isinstance(v, CallFailure)), None)
+        if failed is not None:
+            raise SeirError(f"embedding dialogues for semantic dedup failed: {failed.reason}. Fix the embed role, "
+                            "or drop 'semantic' from dedup.methods, and run the same command again.")
+        store.commit_embeddings(run_id, embed_key, [(k, v) for (k, _), v in zip(missing, vectors, strict=True)],
+                                ledger, self.images.relative_path)
+        self._publish(run_id, ledger)
+
+    def _embed_key(self) -> str:
+        """What dialogue embeddings are stored under: the embed role's output config ('' when the job has none)."""
+        return content_key(self.spec.roles["embed"].output_config()) if "embed" in self.spec.roles else ""
+
+    def _publish(self, run_id: str, ledger: Ledger) -> None:
+        """After the output's own commit: a crash between the two loses the cache entries, never the output's."""
+        if self.shared_cache is not None:
+            self.shared_cache.publish(run_id, self.out_dir, ledger.calls, self.images)
+
+    def _finish(self, store: ProvenanceStore, run_id: str, kind: str, dialogue_keys: list[str],
+                started: float, partial: str | None = None) -> dict[str, Any]:
+        dedup_accepted(store, self.spec.dedup, self._embed_key(), self.images, run_id, dialogue_keys, self.stream)
+        failpoint("deduped")
+        with store.held() as con:
+            version: Version = write_version(store, self.out_dir, run_id, kind, self.spec.key(),
+                                             self.spec.model_dump(mode="json"), seir.__version__, dialogue_keys,
+                                             partial=partial is not None)
+            report = write_report(con, self.out_dir, version.number)
+            summary = run_summary(con, run_id)
+        summary.update(wall_s=time.monotonic() - started, **self.timings, version=version.number,
+                       version_path=str(version.path))
+        summary["report_path"] = str(report)
+        if partial is not None:
+            summary["partial"] = partial
+        store.finish_run(run_id, summary, "partial" if partial else "finished")
+        self.say(("partial version written\n" if partial else "done\n") + format_summary(summary))
+        return summary

@@ -1,0 +1,15 @@
+"""The job spec: what a job may say (job.py), its dedup section (dedup.py), the checks against what its operators
+declare (declared.py), and reading it from YAML with errors that name the file, line and key (load.py).
+
+Uses: the operators' declarations and the engine's keys, records and errors; nothing that runs, stores or loads a
+model. Everything else in the engine reads a ``JobSpec``.
+"""
+
+from seir.engine.spec.declared import VISION_WRITER, job_summary, role_needs
+from seir.engine.spec.dedup import METHODS as DEDUP_METHODS
+from seir.engine.spec.dedup import DedupConfig
+from seir.engine.spec.job import JobSpec, JobSpecError, RoleSpec, SamplingSpec, SeedSpec, SeirSpec
+from seir.engine.spec.load import load_job
+
+__all__ = ["DEDUP_METHODS", "VISION_WRITER", "DedupConfig", "JobSpec", "JobSpecError", "RoleSpec", "SamplingSpec",
+           "SeedSpec", "SeirSpec", "job_summary", "load_job", "role_needs"]

@@ -1,0 +1,198 @@
+"""A job checked against what its operators declare, before Ray starts or any model loads.
+
+Scorers named in ``scoring.weights`` and methods in ``dedup.methods`` are looked up in the operator registry (a
+built-in name or ``module:Class``); each declares the model roles it needs, with the backend capabilities it uses
+on each (``Operator.roles``), the roles it can use (``optional_roles``) and the inputs it reads. A role it needs that
+the job lacks, a backend without a capability it uses, a scorer weighted on a dimension it does not score, or an input
+the engine does not give is a problem naming the key and the fix. ``load_job`` reports them with file and line.
+
+Seeds that bring pictures need a writer that sees them: a ``vlm`` role, or an ``llm`` role whose backend offers
+``vision``. Whether they do is read from the seed files at load (a line naming images), so a job that would send
+pictures to a text-only writer is refused before Ray starts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from seir.engine.spec.dedup import method_class
+from seir.engine.spec.job import JobSpec, SeedSpec
+from seir.operators.backends.base import Backend
+from seir.operators.base import Operator
+from seir.operators.registry import lookup
+from seir.operators.scoring.base import TURN_INPUTS, Scorer
+
+Location = tuple[str | int, ...]  # a key path in the job spec
+Problem = tuple[Location, str]  # where, and what is wrong and how to fix it
+# Inputs the engine makes with a model role before a dedup method reads them.
+INPUT_ROLES = {"dialogue.embedding": {"embed": ("embed",)}}
+VISION_WRITER = "vlm"  # the optional role that writes the dialogues whose seeds bring pictures
+
+
+# What the SEIR loop itself calls on each role: it writes with the llm, critiques with the judge, renders with image.
+LOOP_NEEDS: dict[str, tuple[str, ...]] = {"llm": ("chat",), "judge": ("chat",), "image": ("render",)}
+
+
+def role_needs(spec: JobSpec) -> dict[str, frozenset[str]]:
+    """The backend capabilities the job uses on each of its roles: the loop's, its scorers' and its dedup methods'
+    (what a model server is probed for before any work)."""
+    needs: dict[str, set[str]] = {role: set(LOOP_NEEDS.get(role, ())) for role in spec.roles}
+    users: list[type[Operator]] = [lookup("scorer", name) for name in spec.scoring.scorers()]
+    users += [method_class(name) for name in spec.dedup.methods]
+    for cls in users:
+        uses = {**cls.optional_roles, **cls.roles, **INPUT_ROLES.get(cls.reads[0] if cls.reads else "", {})}
+        for role, capabilities in uses.items():
+            if role in needs:
+                needs[role].update(capabilities)
+    return {role: frozenset(used) for role, used in needs.items()}
+
+
+def check_job(spec: JobSpec) -> list[Problem]:
+    backends, problems = _backends(spec)
+    return problems + _scorer_problems(spec, backends) + _dedup_problems(spec, backends) + _vlm_problems(spec, backends)
+
+
+def _vlm_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[Problem]:
+    backend = backends.get(VISION_WRITER)
+    if backend is None or "vision" in backend.capabilities:
+        return []
+    return [(("roles", VISION_WRITER, "backend"),
+             f"the {VISION_WRITER} role writes about the pictures seeds bring, but backend "
+             f"{spec.roles[VISION_WRITER].backend!r} cannot see images: give it a vision backend (e.g. "
+             "transformers-vision-chat)")]
+
+
+def blind_writer_problems(spec: JobSpec) -> list[Problem]:
+    """A problem when a seed file brings pictures and no writer can see them (the spec's paths resolved)."""
+    if VISION_WRITER in spec.roles:
+        return []
+    backends, _ = _backends(spec)
+    writer = backends.get("llm")
+    if writer is None or "vision" in writer.capabilities:
+        return []
+    for index, file in enumerate(spec.seeds.files):
+        line = first_line_with_images(spec.seeds, file)
+        if line is not None:
+            return [(("seeds", "files", index),
+                     f"{file}:{line} brings images, but the writer cannot see them: roles.llm's backend "
+                     f"{spec.roles['llm'].backend!r} takes no image parts. Add a `{VISION_WRITER}` role served by a "
+                     "vision backend (e.g. backend: transformers-vision-chat), or serve llm with one")]
+    return []
+
+
+def first_line_with_images(seeds: SeedSpec, path: Path) -> int | None:
+    """The first line of a JSONL seed file that brings a picture: one of its ``images`` or ``turn_images`` is a file
+    inside the folders seeds may read (found by the path alone, nothing opened). Lines that do not parse, and images
+    that are missing or outside, are left to the seed loader, which quarantines them."""
+    if not path.is_file():
+        return None
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if b"images" not in raw:
+                continue
+            try:
+                row = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and any(_is_seed_image(seeds, path, ref) for ref in _image_refs(row)):
+                return number
+    return None
+
+
+def _image_refs(row: dict[str, Any]) -> list[Any]:
+    turns = row.get("turn_images")
+    refs = list(row.get("images") or []) if isinstance(row.get("images"), list) else []
+    if isinstance(turns, list):
+        refs += [ref for entry in turns if isinstance(entry, list) for ref in entry]
+    return refs
+
+
+def _is_seed_image(seeds: SeedSpec, seed_file: Path, ref: Any) -> bool:
+    if not isinstance(ref, str) or not ref:
+        return False
+    try:
+        found = seeds.inside_roots((seeds.images_root or seed_file.parent) / ref, seed_file.parent)
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return found is not None and found.is_file()
+
+
+def job_summary(spec: JobSpec) -> str:
+    scorers = spec.scoring.scorers()
+    return (f"{len(spec.roles)} roles, {len(scorers)} scorer{'s' * (len(scorers) != 1)} on "
+            f"{len(spec.scoring.weights)} dimensions, {len(spec.dedup.methods)} dedup methods")
+
+
+def _backends(spec: JobSpec) -> tuple[dict[str, type[Backend]], list[Problem]]:
+    found, problems = {}, []
+    for role, role_spec in spec.roles.items():
+        try:
+            found[role] = lookup("backend", role_spec.backend)
+        except KeyError as err:
+            problems.append((("roles", role, "backend"), err.args[0]))
+    return found, problems  # type: ignore[return-value]
+
+
+def _scorer_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[Problem]:
+    problems: list[Problem] = []
+    checked: set[str] = set()
+    for dimension, by_scorer in spec.scoring.weights.items():
+        for name in by_scorer:
+            where: Location = ("scoring", "weights", dimension, name)
+            try:
+                cls = lookup("scorer", name)
+            except KeyError as err:
+                problems.append((where, f"{err.args[0]}; fix the name, or remove it from scoring.weights.{dimension}"))
+                continue
+            if not issubclass(cls, Scorer):
+                problems.append((where, f"{name!r} is not a Scorer (seir.operators.scoring.base.Scorer)"))
+                continue
+            if dimension not in cls.informs:
+                scores = ", ".join(cls.informs) or "nothing"
+                problems.append((where, f"scorer {name!r} gives no {dimension} score (it scores {scores}): remove it "
+                                        f"from scoring.weights.{dimension}"))
+            if name in checked:
+                continue
+            checked.add(name)
+            unknown = [i for i in cls.reads if i not in TURN_INPUTS]
+            if unknown:
+                problems.append((where, f"scorer {name!r} reads {', '.join(unknown)}, which scorers are not given "
+                                        f"(they get {', '.join(TURN_INPUTS)})"))
+            problems += _role_problems(spec, backends, f"scorer {name!r}", cls, cls.roles, where,
+                                       f"remove {name!r} from scoring.weights")
+    return problems
+
+
+def _dedup_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[Problem]:
+    problems: list[Problem] = []
+    for position, name in enumerate(spec.dedup.methods):
+        cls = method_class(name)  # DedupConfig has resolved every name
+        needs = {**INPUT_ROLES.get(cls.reads[0], {}), **cls.roles}
+        problems += _role_problems(spec, backends, f"dedup method {name!r}", cls, needs, ("dedup", "methods", position),
+                                   f"remove {name!r} from dedup.methods")
+    return problems
+
+
+def _role_problems(spec: JobSpec, backends: dict[str, type[Backend]], who: str, cls: type[Operator],
+                   needs: Mapping[str, tuple[str, ...]], where: Location, otherwise: str) -> list[Problem]:
+    """Roles ``who`` needs that the job lacks, and capabilities it uses that a role's backend does not offer."""
+    problems: list[Problem] = []
+    optional = {role: uses for role, uses in cls.optional_roles.items() if role in spec.roles}
+    for role, uses in {**optional, **needs}.items():
+        if role not in spec.roles:
+            article = "an" if role[0] in "aeiou" else "a"
+            problems.append((where, f"{who} needs the {role} role: add {article} `{role}` role under roles, "
+                                    f"or {otherwise}"))
+            continue
+        backend = backends.get(role)
+        missing = [c for c in uses if backend is not None and c not in backend.capabilities]
+        if missing:
+            offers = ", ".join(sorted(backend.capabilities)) or "nothing"  # type: ignore[union-attr]
+            problems.append((("roles", role, "backend"),
+                             f"{who} uses {', '.join(missing)} on the {role} role, which backend "
+                             f"{spec.roles[role].backend!r} does not offer (it offers {offers}): give the role a "
+                             f"backend that does, or {otherwise}"))
+    return problems

@@ -1,0 +1,188 @@
+"""The job spec's sections as typed, frozen models: what a job may say, its defaults and its keys.
+
+``load_job`` (spec/load.py) reads one from YAML and checks it; an unknown key or a wrong type is an error there,
+naming the file, the line and the key path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from seir.engine.errors import SeirError
+from seir.engine.keys import content_key
+from seir.engine.spec.dedup import DedupConfig, default_methods
+from seir.operators.scoring.combine import ScoringConfig
+
+REQUIRED_ROLES = ("llm", "judge", "image")
+
+
+class JobSpecError(SeirError, ValueError):
+    """A job spec that cannot be used; the message names the file, line and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingSpec(_Strict):
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class RoleSpec(_Strict):
+    """One model role: which backend serves it, which model, and how its actor pool is sized and placed."""
+
+    backend: str
+    model: str  # hub id, local folder, "tiny:<name>" (built offline on first use) or "bundled:all-MiniLM-L6-v2"
+    revision: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the backend
+    sampling: SamplingSpec = SamplingSpec()
+    replicas: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1)  # most requests in one call to one actor
+    max_concurrency: int = Field(1, ge=1)  # batches one actor runs at once (async servers want more than 1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory_gb: float | None = Field(None, gt=0)
+    resources: dict[str, float] = Field(default_factory=dict)  # custom Ray resources, e.g. {"image_node": 0.1}
+    label_selector: dict[str, str] = Field(default_factory=dict)  # Ray node labels the actors must land on
+    timeout_s: float = Field(600.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _whole_gpus_above_one(cls, value: float) -> float:
+        if value > 1 and not value.is_integer():
+            raise ValueError(f"num_gpus above 1 must be a whole number (Ray packs fractions only within one GPU), "
+                             f"got {value}")
+        return value
+
+    OUTPUT_FIELDS: ClassVar[frozenset[str]] = frozenset({"backend", "model", "revision", "options", "sampling"})
+
+    def output_config(self) -> dict[str, Any]:
+        """What changes this role's outputs (pool sizing and placement do not)."""
+        return self.model_dump(include=set(self.OUTPUT_FIELDS))
+
+
+class SeedSpec(_Strict):
+    """InterSyn-style topics put into question templates, and/or JSONL seed files."""
+
+    topics: list[str] = Field(default_factory=list)
+    topics_file: Path | None = None  # JSON list of strings, or one topic per line
+    templates: list[str] = Field(default_factory=list)
+    templates_file: Path | None = None
+    slot: str = "***"  # where the topic goes in a template
+    templates_per_topic: int = Field(1, ge=1)
+    limit: int | None = Field(None, ge=1)  # first N topics only
+    files: list[Path] = Field(default_factory=list)  # JSONL: one seed per line
+    # Reads stay inside declared folders: the files above and seed images must resolve, `..` and symlinks followed,
+    # inside the job's folder, one of these, or (for an image) its seed file's folder; else nothing is opened.
+    images_root: Path | None = None  # where seed lines' relative image paths start (default: the seed file's folder)
+    roots: list[Path] = Field(default_factory=list)  # more folders seeds and their images may be read from
+    _job_folder: Path | None = PrivateAttr(None)  # set by load_job
+    # A seed whose words (punctuation aside) reach this Jaccard similarity with an earlier seed's is dropped before
+    # any model call; null keeps every seed. On InterSyn's 10,503 topic x template seeds 0.9 drops 1 (0.8: 105).
+    near_duplicates: float | None = Field(0.9, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _has_some_seeds(self) -> SeedSpec:
+        has_topics = bool(self.topics or self.topics_file)
+        has_templates = bool(self.templates or self.templates_file)
+        if has_topics != has_templates:
+            raise ValueError("topics and templates come together: give both (lists or files) or neither")
+        if not has_topics and not self.files:
+            raise ValueError("no seeds: give topics and templates, or seed files")
+        return self
+
+    def read_roots(self, *more: Path) -> list[Path]:
+        """The folders reads may reach: the job's, images_root, roots and ``more``, each with symlinks resolved."""
+        return [root.resolve() for root in (self._job_folder, self.images_root, *self.roots, *more) if root]
+
+    def inside_roots(self, path: Path, *more: Path) -> Path | None:
+        """``path`` with every `..` and symlink resolved when that lies inside a read root, else None; opens nothing."""
+        resolved = path.resolve()
+        return resolved if any(resolved.is_relative_to(root) for root in self.read_roots(*more)) else None
+
+
+class SeirSpec(_Strict):
+    """The loop: InterSyn's SEIR with a numeric gate."""
+
+    turns: int = Field(3, ge=1, le=10)
+    rounds: int = Field(3, ge=0, le=10)  # refinement rounds per stage after the first draft (InterSyn: 3)
+    question_words: int = Field(50, ge=1)
+    caption_words: int = Field(65, ge=1)
+    # Stop refining a stage once every dimension it is judged on reaches its gate. Generation depends on the gate,
+    # so it is part of every dialogue's key; acceptance thresholds (scoring.thresholds) are not.
+    gate: dict[str, float] = Field(default_factory=dict)  # per dimension; dimensions not named use gate_default
+    gate_default: float = Field(4.0, ge=0)
+
+    image_width: int = Field(512, ge=8)
+    image_height: int = Field(512, ge=8)
+    image_steps: int = Field(30, ge=1)
+    guidance_scale: float = Field(7.5, ge=0)
+
+    def gate_for(self, dimension: str) -> float:
+        return self.gate.get(dimension, self.gate_default)
+
+
+class BudgetSpec(_Strict):
+    """Caps on what one command spends on computed model calls; reached, the run stops at a shard boundary."""
+
+    calls: int | None = Field(None, ge=1)
+    tokens: int | None = Field(None, ge=1)
+    gpu_hours: float | None = Field(None, gt=0)
+
+
+class ExecutionSpec(_Strict):
+    shard_size: int = Field(8, ge=1)  # dialogues advanced together; one shard is committed in one transaction
+    shards_in_flight: int = Field(2, ge=1)  # bounds memory; more keeps more pools busy
+    seed: int = 0  # global random seed, part of every sampling seed
+    cache: Path | None = None  # a call cache shared with other outputs (relative to the spec); --cache overrides
+    budget: BudgetSpec = BudgetSpec()  # --max-calls, --max-tokens, --max-gpu-hours override
+
+
+class JobSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seeds: SeedSpec
+    roles: dict[str, RoleSpec]
+    seir: SeirSpec = SeirSpec()
+    scoring: ScoringConfig = ScoringConfig()
+    dedup: DedupConfig = DedupConfig()
+    execution: ExecutionSpec = ExecutionSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_dedup_methods(cls, data: Any) -> Any:
+        """Dedup methods a job does not list default to the built-in ones its roles allow (semantic needs embed)."""
+        if isinstance(data, dict) and isinstance(data.get("roles"), dict):
+            dedup = data.get("dedup", {})
+            if isinstance(dedup, dict) and "methods" not in dedup:
+                return {**data, "dedup": {**dedup, "methods": default_methods(data["roles"])}}
+        return data
+
+    @field_validator("roles")
+    @classmethod
+    def _required_roles(cls, roles: dict[str, RoleSpec]) -> dict[str, RoleSpec]:
+        missing = [role for role in REQUIRED_ROLES if role not in roles]
+        if missing:
+            raise ValueError(f"missing model roles: {', '.join(missing)} (every job needs llm, judge and image)")
+        return roles
+
+    def generation_key(self, prompt_fingerprint: str) -> str:
+        """The key of everything that determines how a dialogue is generated (not how it is accepted)."""
+        return content_key(
+            {
+                "roles": {name: role.output_config() for name, role in sorted(self.roles.items())},
+                "seir": self.seir.model_dump(mode="json"),
+                "weights": self.scoring.model_dump(mode="json", exclude={"thresholds"}),
+                "seed": self.execution.seed,
+                "prompts": prompt_fingerprint,
+            }
+        )
+
+    def key(self) -> str:
+        return content_key(self.model_dump(mode="json"))

@@ -1,0 +1,24 @@
+"""The provenance store and everything an output folder keeps: the DuckDB file (``ProvenanceStore``, a facade over
+one module per concern; schema and migrations in schema.py and connect.py), the acceptance rule decided from stored
+scores (acceptance.py), the writer's lock (lock.py), content-addressed images (images.py), the call cache shared
+between outputs (call_cache.py) and dataset versions (versions.py).
+
+Uses: the engine's keys, records, errors and failpoints; nothing of the run, the dedup pass or the exports, which
+all build on it.
+"""
+
+from seir.engine.store.acceptance import Decision, decide
+from seir.engine.store.base import StoreError, now
+from seir.engine.store.call_cache import SharedCallCache
+from seir.engine.store.connect import STORAGE_VERSION
+from seir.engine.store.decisions import KeptDraft
+from seir.engine.store.images import ImageStore, as_png
+from seir.engine.store.lock import OutputBusy, OutputLock
+from seir.engine.store.provenance import ProvenanceStore, open_read_only
+from seir.engine.store.runs import Committed
+from seir.engine.store.schema import SCHEMA_VERSION, keep_score_sql, turn_scores_sql
+from seir.engine.store.versions import Version, version_name, write_version
+
+__all__ = ["SCHEMA_VERSION", "STORAGE_VERSION", "Committed", "Decision", "ImageStore", "KeptDraft", "OutputBusy",
+           "OutputLock", "ProvenanceStore", "SharedCallCache", "StoreError", "Version", "as_png", "decide",
+           "keep_score_sql", "now", "open_read_only", "turn_scores_sql", "version_name", "write_version"]

@@ -1,0 +1,122 @@
+"""What every part of the provenance store shares: the connection, its transactions and columnar inserts.
+
+The store's concerns (the other modules of this package) are mixins over ``StoreBase``; ``ProvenanceStore``
+(provenance.py) composes them and opens the connection.
+
+DuckDB lets one process hold a database file for writing, and no other process may even read it meanwhile. So a
+run does not keep the file open: ``held()`` attaches it for one unit of work (a shard's commit, a cache look-up,
+the dedup pass), and when the outermost scope ends it checkpoints and detaches it, so readers in other processes
+see every committed shard between two units (docs/provenance.md, "Reading while a run writes").
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import duckdb
+import pyarrow as pa
+
+from seir.engine.errors import SeirError
+
+
+class StoreError(SeirError):
+    pass
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Transaction:
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def __enter__(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.con.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def held(method: Callable[P, R]) -> Callable[P, R]:
+    """A store method that opens the file for its own duration when no enclosing ``held()`` scope has."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with args[0].held():  # type: ignore[attr-defined]
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+class StoreBase:
+    path: Path
+    _con: duckdb.DuckDBPyConnection | None = None
+    _depth: int = 0
+    _keep_open: bool = True  # False: the file is open only inside held() scopes
+    _guard: threading.RLock
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        raise NotImplementedError
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            if not self._keep_open:
+                raise StoreError("internal error: provenance store used outside store.held()")
+            self._con = self._open()
+        return self._con
+
+    @contextmanager
+    def held(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The file open for writing for this scope (scopes nest); closed after the outermost one unless the store
+        keeps it open."""
+        with self._guard:
+            if self._con is None:
+                self._con = self._open()
+            self._depth += 1
+            try:
+                yield self._con
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and not self._keep_open:
+                    self._close()
+
+    def release_between_uses(self) -> None:
+        """From now on hold the file only inside ``held()`` scopes, so other processes can read it in between."""
+        with self._guard:
+            self._keep_open = False
+            if self._depth == 0 and self._con is not None:
+                self._close()
+
+    def _release(self, con: duckdb.DuckDBPyConnection) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        con, self._con = self._con, None
+        if con is not None:
+            self._release(con)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.held() as con, Transaction(con):
+            yield
+
+    def _insert(self, table: str, columns: dict[str, list[Any]], on_conflict_ignore: bool = False) -> None:
+        if next(iter(columns.values()), []):
+            self.insert_arrow(table, pa.table(columns), on_conflict_ignore)
+
+    def insert_arrow(self, table: str, incoming_rows: pa.Table, on_conflict_ignore: bool = False) -> None:
+        """Columns matched by name; DuckDB reads ``incoming_rows`` by a replacement scan of this frame."""
+        verb = "INSERT OR IGNORE INTO" if on_conflict_ignore else "INSERT INTO"
+        self.con.execute(f"{verb} {table} BY NAME SELECT * FROM incoming_rows")

@@ -1,0 +1,128 @@
+"""Scores and acceptance: score rows (per draft and per turn), what a rescore reads (dialogues scored under
+another config, the kept drafts) and writes, and acceptance decided again from the final scores."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from seir.engine.records import DialogueJudgement, Ledger, Score
+from seir.engine.store.acceptance import decide
+from seir.engine.store.base import held, now
+from seir.engine.store.call_records import CallRecords
+
+
+@dataclass(frozen=True)
+class KeptDraft:
+    draft_key: str
+    dialogue_key: str
+    turn_index: int
+    stage: str
+    question: str
+    answer: str
+    caption: str | None
+    image_key: str | None
+    history: list[tuple[str, str]]
+    turn_images: list[list[str]]  # the keys of the pictures the user brought in each turn (the seed's)
+
+
+class Decisions(CallRecords):
+    @held
+    def scored_under_other_config(self, dialogue_keys: Sequence[str], scoring_key: str) -> list[str]:
+        """Dialogues whose latest scores came from a run with another scoring config."""
+        return [row[0] for row in self.con.execute(
+            """SELECT ts.dialogue_key FROM turn_scores ts JOIN runs r USING (run_id)
+               WHERE ts.dialogue_key IN (SELECT unnest(?::VARCHAR[]))
+               GROUP BY ts.dialogue_key HAVING arg_max(r.scoring_key, r.started_at) IS DISTINCT FROM ?
+               ORDER BY ts.dialogue_key""", [list(dialogue_keys), scoring_key]).fetchall()]
+
+    @held
+    def kept_drafts(self, dialogue_keys: Sequence[str]) -> list[KeptDraft]:
+        """The kept draft of every stage of every turn, with what the scorers saw beside it."""
+        rows = self.con.execute(
+            """WITH kept AS (SELECT * FROM drafts WHERE best AND dialogue_key IN (SELECT unnest(?::VARCHAR[])))
+               SELECT k.draft_key, k.dialogue_key, k.turn_index, k.stage, q.text, a.text,
+                      CASE k.stage WHEN 'answer' THEN a.caption WHEN 'image' THEN k.text END, k.image_key,
+                      coalesce((SELECT list([t.question, t.answer] ORDER BY t.turn_index) FROM turns t
+                                WHERE t.dialogue_key = k.dialogue_key AND t.turn_index < k.turn_index), []),
+                      coalesce((SELECT any_value(s.turn_images) FROM dialogues d JOIN seeds s USING (seed_key)
+                                WHERE d.dialogue_key = k.dialogue_key), [])
+               FROM kept k
+               JOIN kept q ON q.dialogue_key = k.dialogue_key AND q.turn_index = k.turn_index AND q.stage = 'question'
+               JOIN kept a ON a.dialogue_key = k.dialogue_key AND a.turn_index = k.turn_index AND a.stage = 'answer'
+               JOIN turns t ON t.dialogue_key = k.dialogue_key AND t.turn_index = k.turn_index
+               ORDER BY k.dialogue_key, k.turn_index, k.stage""", [list(dialogue_keys)]).fetchall()
+        return [KeptDraft(*row[:8], history=[(q, a) for q, a in row[8]], turn_images=row[9]) for row in rows]
+
+    def commit_rescore(self, run_id: str, draft_scores: Sequence[tuple[str, str, Sequence[Score]]],
+                       turn_scores: Mapping[tuple[str, int], Mapping[str, float]], ledger: Ledger,
+                       image_path: Any, judged: Sequence[tuple[str, DialogueJudgement]] = ()) -> None:
+        """New scores of kept drafts, the turns' new final scores and the dialogues' own, with the calls that made
+        them."""
+        scores = [(draft, dialogue, s) for draft, dialogue, found in draft_scores for s in found]
+        with self.transaction():
+            self._insert_scores(run_id, scores)
+            self.insert_dialogue_scores(run_id, judged)
+            self.insert_turn_scores(run_id, [(key, index, values) for (key, index), values in turn_scores.items()])
+            self._insert_ledger(run_id, None, ledger, image_path, now())
+
+    @held
+    def redecide(self, run_id: str, dialogue_keys: Sequence[str], thresholds: Mapping[str, float]) -> None:
+        """Decide acceptance of ``dialogue_keys`` under ``thresholds`` from their final scores; a dialogue whose
+        decision changed (or that had none) gets a new decision row from ``run_id``."""
+        self.con.execute("CREATE OR REPLACE TEMP TABLE deciding AS SELECT unnest(?::VARCHAR[]) AS dialogue_key",
+                         [list(dialogue_keys)])
+        rows = self.con.execute("""
+            SELECT d.dialogue_key, d.failure,
+                   list(t ORDER BY t.turn_index) FILTER (WHERE t.turn_index IS NOT NULL),
+                   ld.accepted, ld.reason,
+                   (SELECT map(list(f.dimension), list(f.value)) FROM dialogue_final_scores f
+                    WHERE f.dialogue_key = d.dialogue_key)
+            FROM deciding JOIN dialogues d USING (dialogue_key)
+            LEFT JOIN turn_final_scores t USING (dialogue_key)
+            LEFT JOIN latest_decisions ld USING (dialogue_key)
+            GROUP BY ALL""").fetchall()
+        changed = []
+        for key, failure, turns, was_accepted, was_reason, whole in rows:
+            scores = [{k: v for k, v in t.items() if k not in ("dialogue_key", "turn_index") and v is not None}
+                      for t in turns or []]
+            decision = decide(failure or "", scores, thresholds, whole or {})
+            if (decision.accepted, decision.reason) != (was_accepted, was_reason):
+                changed.append((key, decision))
+        with self.transaction():
+            self._insert("decisions", {
+                "dialogue_key": [k for k, _ in changed], "run_id": [run_id] * len(changed),
+                "accepted": [d.accepted for _, d in changed], "reason": [d.reason for _, d in changed],
+                "turns_accepted": [list(d.turns_accepted) for _, d in changed], "decided_at": [now()] * len(changed),
+            })
+
+    def insert_dialogue_scores(self, run_id: str, judged: Sequence[tuple[str, DialogueJudgement]]) -> None:
+        """(dialogue key, its judgement on the dialogue-level dimensions) as scored by ``run_id``."""
+        rows = [(key, j, s) for key, j in judged for s in j.scores]
+        self._insert("dialogue_scores", {
+            "dialogue_key": [k for k, _, _ in rows], "dimension": [s.dimension for _, _, s in rows],
+            "scorer": [s.scorer for _, _, s in rows], "value": [s.value for _, _, s in rows],
+            "model_id": [s.model_id for _, _, s in rows], "raw": [json.dumps(s.raw) for _, _, s in rows],
+            "critique": [j.critique for _, j, _ in rows], "call_keys": [j.call_keys for _, j, _ in rows],
+            "run_id": [run_id] * len(rows),
+        })
+
+    def insert_turn_scores(self, run_id: str, turns: Sequence[tuple[str, int, dict[str, float]]]) -> None:
+        """(dialogue key, turn index, combined score per dimension) as scored by ``run_id``."""
+        rows = [(key, index, dim, value) for key, index, scores in turns for dim, value in scores.items()]
+        self._insert("turn_scores", {
+            "dialogue_key": [r[0] for r in rows], "turn_index": [r[1] for r in rows],
+            "dimension": [r[2] for r in rows], "value": [r[3] for r in rows], "run_id": [run_id] * len(rows),
+        })
+
+    def _insert_scores(self, run_id: str, scores: Sequence[tuple[str, str, Score]]) -> None:
+        """(draft key, dialogue key, score) of drafts, per scorer and combined, as scored by ``run_id``."""
+        self._insert("scores", {
+            "draft_key": [d for d, _, _ in scores], "dialogue_key": [k for _, k, _ in scores],
+            "dimension": [s.dimension for _, _, s in scores], "scorer": [s.scorer for _, _, s in scores],
+            "value": [s.value for _, _, s in scores], "model_id": [s.model_id for _, _, s in scores],
+            "raw": [json.dumps(s.raw) for _, _, s in scores], "run_id": [run_id] * len(scores),
+            "method": [s.method for _, _, s in scores],
+        })
