@@ -7,6 +7,6 @@ Uses: the job spec, the store (to read candidates and record decisions) and the 
 """
 
 from seir.engine.dedup.accepted import dedup_accepted
-from seir.engine.dedup.index import DedupDecision, DedupIndex, DedupItem, DedupResult, find_duplicates
+from seir.engine.dedup.index import DedupIndex, DedupItem, DedupResult, find_duplicates
 
-__all__ = ["DedupDecision", "DedupIndex", "DedupItem", "DedupResult", "dedup_accepted", "find_duplicates"]
+__all__ = ["DedupIndex", "DedupItem", "DedupResult", "dedup_accepted", "find_duplicates"]

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from seir.engine.dedup.index import DedupIndex, DedupItem, DedupResult
+from seir.engine.dedup.index import DedupIndex, DedupItem
 from seir.engine.progress import Meter, say
 from seir.engine.spec import DedupConfig
 from seir.engine.store import ImageStore, ProvenanceStore
 
 
 def dedup_accepted(store: ProvenanceStore, config: DedupConfig, embed_key: str, images: ImageStore, run_id: str,
-                   dialogue_keys: list[str], stream: TextIO) -> DedupResult | None:
-    """Duplicates among the accepted dialogues of ``dialogue_keys``, recorded under ``run_id``; None when the job
-    runs no dedup method. ``embed_key`` names the embeddings semantic dedup compares ('' without an embed role)."""
+                   dialogue_keys: list[str], stream: TextIO) -> None:
+    """Duplicates among the accepted dialogues of ``dialogue_keys``, recorded under ``run_id`` (nothing when the job
+    runs no dedup method). ``embed_key`` names the embeddings semantic dedup compares ('' without an embed role)."""
     if not config.methods:
-        return None
+        return
     rows = store.dedup_candidates(dialogue_keys, embed_key)
     with store.held() as con:  # the index's working tables live as long as this connection
         index = DedupIndex(config, con)
@@ -35,4 +35,3 @@ def dedup_accepted(store: ProvenanceStore, config: DedupConfig, embed_key: str, 
             by_method[decision.method] = by_method.get(decision.method, 0) + 1
         say(stream, f"dedup dropped {len(result.decisions)} of {len(rows)} accepted dialogues: "
                     + ", ".join(f"{m} {n}" for m, n in sorted(by_method.items())))
-    return result

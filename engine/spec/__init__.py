@@ -5,11 +5,11 @@ Uses: the operators' declarations and the engine's keys, records and errors; not
 model. Everything else in the engine reads a ``JobSpec``.
 """
 
-from seir.engine.spec.declared import VISION_WRITER, job_summary, role_needs
+from seir.engine.spec.declared import job_summary, role_needs
 from seir.engine.spec.dedup import METHODS as DEDUP_METHODS
 from seir.engine.spec.dedup import DedupConfig
-from seir.engine.spec.job import JobSpec, JobSpecError, RoleSpec, SamplingSpec, SeedSpec, SeirSpec
+from seir.engine.spec.job import JobSpec, JobSpecError, RoleSpec, SeedSpec, SeirSpec
 from seir.engine.spec.load import load_job
 
-__all__ = ["DEDUP_METHODS", "VISION_WRITER", "DedupConfig", "JobSpec", "JobSpecError", "RoleSpec", "SamplingSpec",
-           "SeedSpec", "SeirSpec", "job_summary", "load_job", "role_needs"]
+__all__ = ["DEDUP_METHODS", "DedupConfig", "JobSpec", "JobSpecError", "RoleSpec", "SeedSpec", "SeirSpec",
+           "job_summary", "load_job", "role_needs"]

@@ -7,7 +7,7 @@ Uses: the engine's keys, records, errors and failpoints; nothing of the run, the
 all build on it.
 """
 
-from seir.engine.store.acceptance import Decision, decide
+from seir.engine.store.acceptance import decide
 from seir.engine.store.base import StoreError, now
 from seir.engine.store.call_cache import SharedCallCache
 from seir.engine.store.connect import STORAGE_VERSION
@@ -19,6 +19,6 @@ from seir.engine.store.runs import Committed
 from seir.engine.store.schema import SCHEMA_VERSION, keep_score_sql, turn_scores_sql
 from seir.engine.store.versions import Version, version_name, write_version
 
-__all__ = ["SCHEMA_VERSION", "STORAGE_VERSION", "Committed", "Decision", "ImageStore", "KeptDraft", "OutputBusy",
+__all__ = ["SCHEMA_VERSION", "STORAGE_VERSION", "Committed", "ImageStore", "KeptDraft", "OutputBusy",
            "OutputLock", "ProvenanceStore", "SharedCallCache", "StoreError", "Version", "as_png", "decide",
            "keep_score_sql", "now", "open_read_only", "turn_scores_sql", "version_name", "write_version"]
