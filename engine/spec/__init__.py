@@ -8,8 +8,8 @@ model. Everything else in the engine reads a ``JobSpec``.
 from seir.engine.spec.declared import job_summary, role_needs
 from seir.engine.spec.dedup import METHODS as DEDUP_METHODS
 from seir.engine.spec.dedup import DedupConfig
-from seir.engine.spec.job import JobSpec, JobSpecError, RoleSpec, SeedSpec, SeirSpec
+from seir.engine.spec.job import MAX_TURNS, JobSpec, JobSpecError, RoleSpec, SeedSpec, SeirSpec
 from seir.engine.spec.load import load_job
 
-__all__ = ["DEDUP_METHODS", "DedupConfig", "JobSpec", "JobSpecError", "RoleSpec", "SeedSpec", "SeirSpec",
+__all__ = ["DEDUP_METHODS", "MAX_TURNS", "DedupConfig", "JobSpec", "JobSpecError", "RoleSpec", "SeedSpec", "SeirSpec",
            "job_summary", "load_job", "role_needs"]
