@@ -34,6 +34,11 @@ def say(stream: TextIO, message: str) -> None:
             bar.draw()
 
 
+def _amount(value: float) -> str:
+    """A count as is; a measure (megabytes read) to one decimal."""
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "?"
@@ -50,7 +55,7 @@ class Meter:
     ``BAR_EVERY_S``, elsewhere at most every ``every_s``), from a timer while nothing advances, and once at the end.
     ``detail`` adds what the step is doing now to every line."""
 
-    def __init__(self, label: str, total: int | None, unit: str, stream: TextIO = sys.stderr,
+    def __init__(self, label: str, total: float | None, unit: str, stream: TextIO = sys.stderr,
                  detail: Callable[[], str] | None = None, every_s: float = PLAIN_EVERY_S,
                  tty: bool | None = None) -> None:
         self.label, self.total, self.unit, self.stream = label, total, unit, stream
@@ -85,7 +90,7 @@ class Meter:
                 return
             print(f"[seir] {self.line()}", file=self.stream, flush=True)
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: float = 1) -> None:
         self.done += n
         self.show()
 
@@ -124,11 +129,11 @@ class Meter:
         rate = self.done / elapsed
         detail = self.detail()
         if self.total is None:  # counted as found (the end shows itself): no share, no ETA
-            counted, eta = f"{self.done} {self.unit}", ""
+            counted, eta = f"{_amount(self.done)} {self.unit}", ""
         else:
             left = (self.total - self.done) / rate if rate > 0 else None
             percent = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-            counted = f"{self.done}/{self.total} {self.unit}{percent}"
+            counted = f"{_amount(self.done)}/{_amount(self.total)} {self.unit}{percent}"
             eta = f"ETA {duration(left) if self.done < self.total else '0s'} | "
         return (f"{self.label} {counted} | {rate * 60:.1f} {self.unit}/min | {eta}elapsed {duration(elapsed)}"
                 + (f" | {detail}" if detail else ""))

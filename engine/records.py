@@ -6,6 +6,7 @@ Every record carries the content key of what produced it; the store adds ``run_i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -55,6 +56,27 @@ class Seed:
 
     def images_of_turn(self, index: int) -> tuple[str, ...]:
         return self.turn_images[index] if index < len(self.turn_images) else ()
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Seed:
+        """A seed from a table row of ``SEED_COLUMNS``."""
+        values = dict(zip(SEED_COLUMNS, row, strict=True))
+        values["turn_images"] = tuple(tuple(keys) for keys in values["turn_images"] or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class DialogueTask:
+    """One dialogue to make: its seed, the id it keeps across runs, its key and its number of turns."""
+
+    seed: Seed
+    dialogue_id: str
+    dialogue_key: str
+    turns: int
+
+
+# A seed's columns wherever seeds are tabled (the seeds being planned, the store's seeds table), in Seed's order.
+SEED_COLUMNS = ("seed_key", "seed_id", "source", "text", "topic", "template", "turn_images", "turns")
 
 
 @dataclass

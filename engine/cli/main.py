@@ -31,7 +31,7 @@ def _budget(args: argparse.Namespace, spec: JobSpec) -> Budget:
     from seir.engine.run import Budget
 
     return Budget.of(spec, getattr(args, "max_calls", None), getattr(args, "max_tokens", None),
-                     getattr(args, "max_gpu_hours", None))
+                     getattr(args, "max_gpu_hours", None), getattr(args, "target_accepted", None))
 
 
 def _add_budget(command: argparse.ArgumentParser) -> None:
@@ -40,6 +40,17 @@ def _add_budget(command: argparse.ArgumentParser) -> None:
     command.add_argument("--max-tokens", type=int, default=None, help="the same cap on tokens in and out")
     command.add_argument("--max-gpu-hours", type=float, default=None, help="the same cap on GPU hours (busy time "
                          "times the role's num_gpus)")
+    command.add_argument("--target-accepted", type=_positive, default=None, metavar="N", help="take seeds in order, "
+                         "shard by shard, until N dialogues are accepted after dedup, then stop at a shard boundary "
+                         "and write the version; run again with a larger N to go on (default: the job's "
+                         "execution.target_accepted, else every seed)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def _add_verbose(command: argparse.ArgumentParser) -> None:

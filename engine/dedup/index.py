@@ -65,6 +65,7 @@ import pyarrow.compute as pc
 
 from seir.engine.keys import canonical_json, content_key
 from seir.engine.spec import DedupConfig
+from seir.engine.store import ACCEPTED_IN_RUN
 from seir.operators.dedup import (
     DedupMethod,
     ExactImage,
@@ -77,7 +78,7 @@ from seir.operators.dedup.groups import resolve as resolve_groups
 from seir.operators.dedup.groups import strongest_links
 from seir.operators.dedup.shingles import normalized_utf8
 
-_VERIFY_CHUNK = 1 << 18  # candidate pairs verified per numpy step
+_VERIFY_CHUNK = 1 << 15  # candidate pairs verified per step: their sketches are all that is held at once
 _TEXT_KEYS, _IMAGE_KEYS = ExactText(), ExactImage()
 # Where each input's content key is kept: the key dialogues share when the input is the same, and under which
 # sketches are stored.
@@ -86,6 +87,7 @@ _KEY_COLUMN = {"dialogue.text": "text_key", "turn.image": "image_set_key", "dial
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dedup_index_items (dialogue_id VARCHAR NOT NULL, score DOUBLE NOT NULL,
     ord BIGINT NOT NULL, text_key VARCHAR, image_set_key VARCHAR, n_images INTEGER NOT NULL, embedding_key VARCHAR);
+CREATE TEMP TABLE IF NOT EXISTS dedup_index_session (dialogue_id VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS dedup_index_item_images (dialogue_id VARCHAR NOT NULL, image_key VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS dedup_index_skips (dialogue_id VARCHAR NOT NULL, method VARCHAR NOT NULL,
     reason VARCHAR NOT NULL);
@@ -221,7 +223,7 @@ class DedupIndex:
         self.config = config or DedupConfig()
         self.con = con if con is not None else duckdb.connect()
         self.con.execute(_SCHEMA)
-        self._seen: set[str] = set()
+        self.con.execute("DELETE FROM dedup_index_session")  # ids added in this session, checked at resolve
         self._operators = self.config.operators()
         self._methods = {name: op for name, op in self._operators.items() if isinstance(op, SketchMethod)}
         self._spaces = {name: self._space(name, op) for name, op in self._methods.items()}
@@ -252,18 +254,23 @@ class DedupIndex:
         """Forget every dialogue but these (a dataset's current candidates); cached sketches stay for reuse."""
         self.con.register("dedup_kept_ids", _arrow(dialogue_id=pa.array(list(dialogue_ids), pa.string())))
         try:
-            for table in ("items", "item_images", "skips"):
-                self.con.execute(f"DELETE FROM dedup_index_{table} WHERE dialogue_id NOT IN "
-                                 "(SELECT dialogue_id FROM dedup_kept_ids)")
+            self._retain("SELECT dialogue_id FROM dedup_kept_ids")
         finally:
             self.con.unregister("dedup_kept_ids")
 
+    def retain_run(self, run_id: str) -> None:
+        """``retain`` the accepted dialogues of a run of the provenance store this index lives in."""
+        self._retain(f"SELECT dialogue_id FROM ({ACCEPTED_IN_RUN})", {"run": run_id})
+
+    def _retain(self, kept: str, params: dict[str, Any] | None = None) -> None:
+        for table in ("items", "item_images", "skips"):
+            self.con.execute(f"DELETE FROM dedup_index_{table} WHERE dialogue_id NOT IN ({kept})", params)
+
     def _add_batch(self, batch: list[DedupItem]) -> None:
         ids = Counter(item.dialogue_id for item in batch)
-        repeated = sorted(i for i, n in ids.items() if n > 1 or i in self._seen)
+        repeated = sorted(i for i, n in ids.items() if n > 1)
         if repeated:
             raise ValueError(f"dialogue ids given twice to one dedup pass: {repeated[:5]}")
-        self._seen.update(ids)
         skips: Skips = []
         normalized = [normalized_utf8(item.text) for item in batch]  # keys, and the text methods' input
         text_keys = _TEXT_KEYS.keys(normalized)
@@ -395,6 +402,7 @@ class DedupIndex:
                                for i, name in enumerate(("dialogue_id", "method", "reason"))}),
         }
         self.con.register("dedup_new_ids", _arrow(dialogue_id=pa.array(ids, pa.string())))
+        self.con.execute("INSERT INTO dedup_index_session SELECT dialogue_id FROM dedup_new_ids")
         replaced = self.con.execute(
             "DELETE FROM dedup_index_items WHERE dialogue_id IN (SELECT * FROM dedup_new_ids) RETURNING dialogue_id"
         ).fetchall()
@@ -410,43 +418,68 @@ class DedupIndex:
     # ---- resolve: candidates, links, groups --------------------------------------------------------------------
 
     def resolve(self) -> DedupResult:
-        """Link, group and decide over every dialogue in the index."""
+        """Link, group and decide over every dialogue in the index, as Python records (for passes that are read
+        whole; ``decide`` keeps large passes in DuckDB)."""
+        links = self._decide()
+        decisions = tuple(DedupDecision(*row) for row in self.con.sql(
+            "SELECT dropped_id, kept_id, method, similarity, matched_id FROM dedup_decided "
+            "ORDER BY dropped_id").fetchall())
+        a, b, similarity, method = links
+        ids = self._ids(np.concatenate([a, b]))
+        members: dict[str, list[str]] = {}
+        for decision in sorted(decisions, key=lambda d: self._rank_of[d.dropped_id]):
+            members.setdefault(decision.kept_id, [decision.kept_id]).append(decision.dropped_id)
+        found = sorted(
+            (DedupLink(*sorted((ids[x], ids[y])), m, float(sim))
+             for x, y, m, sim in zip(a.tolist(), b.tolist(), method, similarity.tolist(), strict=True)),
+            key=lambda link: (link.a_id, link.b_id))
+        skipped = [SkippedInput(*row) for row in self.con.sql(
+            "SELECT dialogue_id, method, reason FROM dedup_index_skips SEMI JOIN dedup_ranked USING (dialogue_id) "
+            "ORDER BY ALL").fetchall()]
+        groups = tuple(tuple(group) for _, group in sorted(members.items(), key=lambda kv: self._rank_of[kv[0]]))
+        return DedupResult(decisions, groups, tuple(found), tuple(skipped), self.stats)
+
+    def decide(self) -> int:
+        """Link, group and decide over every dialogue in the index into temp table ``dedup_decided(dropped_id,
+        kept_id, method, similarity, matched_id)``; returns how many were dropped. Memory: the links as arrays."""
+        self._decide()
+        return self.con.sql("SELECT count(*) FROM dedup_decided").fetchall()[0][0]
+
+    def _decide(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        repeated = self.con.sql("SELECT dialogue_id FROM dedup_index_session GROUP BY ALL HAVING count(*) > 1 "
+                                "ORDER BY ALL LIMIT 5").fetchall()
+        if repeated:
+            raise ValueError(f"dialogue ids given twice to one dedup pass: {[r[0] for r in repeated]}")
         self.con.execute(
             "CREATE OR REPLACE TEMP TABLE dedup_ranked AS SELECT *, "
             "row_number() OVER (ORDER BY score DESC, ord ASC, dialogue_id ASC) - 1 AS rank FROM dedup_index_items"
         )
-        stats = {"items": self.con.sql("SELECT count(*) FROM dedup_ranked").fetchall()[0][0]}
-        found = {method: self._links(method, stats) for method in self._operators}
+        self.stats = {"items": self.con.sql("SELECT count(*) FROM dedup_ranked").fetchall()[0][0]}
+        found = {method: self._links(method, self.stats) for method in self._operators}
         a, b, similarity = (np.concatenate([np.zeros(0)] + [links[i] for links in found.values()]) for i in range(3))
         method = np.array([m for m, links in found.items() for _ in links[0]], dtype=object)
         priority = list(self._operators)
         keep = strongest_links(a.astype(np.int64), b.astype(np.int64), np.array([priority.index(m) for m in method]))
         a, b, similarity, method = a[keep].astype(np.int64), b[keep].astype(np.int64), similarity[keep], method[keep]
         drops = resolve_groups(a, b)
-        ids = self._ids(np.concatenate([a, b]))
-        decisions = sorted(
-            (DedupDecision(ids[n], ids[k], method[link], float(similarity[link]), ids[m])
-             for n, k, m, link in zip(drops.node.tolist(), drops.keeper.tolist(), drops.match.tolist(),
-                                      drops.link.tolist(), strict=True)),
-            key=lambda decision: decision.dropped_id)
-        members: dict[int, list[int]] = {}
-        for node, keeper in sorted(zip(drops.node.tolist(), drops.keeper.tolist(), strict=True)):
-            members.setdefault(keeper, [keeper]).append(node)
-        links = sorted(
-            (DedupLink(*sorted((ids[x], ids[y])), m, float(s))
-             for x, y, m, s in zip(a.tolist(), b.tolist(), method, similarity.tolist(), strict=True)),
-            key=lambda link: (link.a_id, link.b_id))
-        skipped = [SkippedInput(*row) for row in self.con.sql(
-            "SELECT dialogue_id, method, reason FROM dedup_index_skips SEMI JOIN dedup_ranked USING (dialogue_id) "
-            "ORDER BY ALL").fetchall()]
-        groups = tuple(tuple(ids[node] for node in group) for _, group in sorted(members.items()))
-        return DedupResult(tuple(decisions), groups, tuple(links), tuple(skipped), stats)
+        self.con.register("dedup_drops", _arrow(
+            node=drops.node, keeper=drops.keeper, match=drops.match, similarity=similarity[drops.link],
+            method=pa.array(method[drops.link].tolist(), pa.string())))
+        self.con.execute("""
+            CREATE OR REPLACE TEMP TABLE dedup_decided AS
+            SELECT n.dialogue_id AS dropped_id, k.dialogue_id AS kept_id, d.method, d.similarity,
+                   m.dialogue_id AS matched_id
+            FROM dedup_drops d JOIN dedup_ranked n ON n.rank = d.node JOIN dedup_ranked k ON k.rank = d.keeper
+            JOIN dedup_ranked m ON m.rank = d.match""")
+        self.con.unregister("dedup_drops")
+        return a, b, similarity, method
 
     def _ids(self, ranks: np.ndarray) -> dict[int, str]:
         self.con.register("dedup_wanted_ranks", _arrow(rank=np.unique(ranks)))
         ids = dict(self.con.sql(
             "SELECT rank, dialogue_id FROM dedup_ranked SEMI JOIN dedup_wanted_ranks USING (rank)").fetchall())
         self.con.unregister("dedup_wanted_ranks")
+        self._rank_of = {dialogue_id: rank for rank, dialogue_id in ids.items()}
         return ids
 
     def _links(self, method: str, stats: dict[str, int]) -> Links:
@@ -484,56 +517,60 @@ class DedupIndex:
 
     def _verify(self, method: str, live_keys: str, stats: dict[str, int]) -> None:
         """Candidate key pairs from the band table, verified into temp table ``dedup_verified(a, b, similarity)``.
-        ``live_keys`` selects the keys of current dialogues (a replaced dialogue's old keys stay in the tables)."""
+        ``live_keys`` selects the keys of current dialogues (a replaced dialogue's old keys stay in the tables).
+        Pairs are verified ``_VERIFY_CHUNK`` at a time, each chunk meeting its sketches in a join, so what is held
+        is one chunk's sketches, however many pairs there are."""
         op, params = self._methods[method], {"s": self._spaces[method]}
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE dedup_pairs AS
             WITH banded AS (SELECT band, bucket, key FROM dedup_index_bands
                             WHERE space = $s AND key IN ({live_keys})),
-                 shared AS (SELECT band, bucket FROM banded GROUP BY band, bucket HAVING count(*) > 1)
-            SELECT DISTINCT x.key AS a, y.key AS b
-            FROM banded x JOIN shared s ON x.band = s.band AND x.bucket = s.bucket
-            JOIN banded y ON y.band = s.band AND y.bucket = s.bucket AND x.key < y.key""", params)
-        self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE dedup_pair_keys AS SELECT key, row_number() OVER (ORDER BY key) - 1 AS i "
-            "FROM (SELECT a AS key FROM dedup_pairs UNION SELECT b FROM dedup_pairs)")
-        sketches = _blob_rows(self.con.sql(
-            "SELECT s.sketch FROM dedup_pair_keys k JOIN dedup_index_sketches s ON s.key = k.key "
-            "WHERE s.space = $s ORDER BY k.i", params=params).to_arrow_table().column(0),
-            op.sketch_dtype)
-        pairs = self.con.sql(
-            "SELECT ka.i AS ia, kb.i AS ib, p.a, p.b FROM dedup_pairs p JOIN dedup_pair_keys ka ON ka.key = p.a "
-            "JOIN dedup_pair_keys kb ON kb.key = p.b").to_arrow_table()
-        ia, ib = pairs.column("ia").to_numpy(), pairs.column("ib").to_numpy()
-        similarity = np.concatenate([np.zeros(0)] + [
-            op.similarity(sketches[ia[lo:lo + _VERIFY_CHUNK]], sketches[ib[lo:lo + _VERIFY_CHUNK]])
-            for lo in range(0, len(ia), _VERIFY_CHUNK)])
-        unsure = op.unsure(similarity)
-        if unsure is not None:
-            stats[f"{method}.exact"] = self._settle(method, unsure, ia, ib, similarity)
-        keep = pa.array(similarity >= op.min_similarity)
-        verified = _arrow(a=pairs.column("a"), b=pairs.column("b"), similarity=similarity).filter(keep)
-        self.con.register("dedup_verified_rows", verified)
-        self.con.execute("CREATE OR REPLACE TEMP TABLE dedup_verified AS SELECT * FROM dedup_verified_rows")
-        self.con.unregister("dedup_verified_rows")
-        stats[f"{method}.candidates"] = len(ia)
-        stats[f"{method}.verified"] = verified.num_rows
+                 shared AS (SELECT band, bucket FROM banded GROUP BY band, bucket HAVING count(*) > 1),
+                 pairs AS (SELECT DISTINCT x.key AS a, y.key AS b
+                           FROM banded x JOIN shared s ON x.band = s.band AND x.bucket = s.bucket
+                           JOIN banded y ON y.band = s.band AND y.bucket = s.bucket AND x.key < y.key)
+            SELECT row_number() OVER (ORDER BY a, b) - 1 AS i, a, b FROM pairs""", params)
+        self.con.execute("CREATE OR REPLACE TEMP TABLE dedup_verified (a VARCHAR, b VARCHAR, similarity DOUBLE)")
+        total = self.con.sql("SELECT count(*) FROM dedup_pairs").fetchall()[0][0]
+        stats[f"{method}.candidates"], stats[f"{method}.verified"] = total, 0
+        for lo in range(0, total, _VERIFY_CHUNK):
+            chunk = self.con.sql(
+                "SELECT p.a, p.b, x.sketch AS sa, y.sketch AS sb FROM dedup_pairs p "
+                "JOIN dedup_index_sketches x ON x.space = $s AND x.key = p.a "
+                "JOIN dedup_index_sketches y ON y.space = $s AND y.key = p.b "
+                "WHERE p.i >= $lo AND p.i < $hi", params={**params, "lo": lo, "hi": lo + _VERIFY_CHUNK},
+            ).to_arrow_table()
+            similarity = op.similarity(_blob_rows(chunk.column("sa"), op.sketch_dtype),
+                                       _blob_rows(chunk.column("sb"), op.sketch_dtype))
+            unsure = op.unsure(similarity)
+            if unsure is not None:
+                stats[f"{method}.exact"] = stats.get(f"{method}.exact", 0) + self._settle(
+                    method, unsure, chunk.column("a"), chunk.column("b"), similarity)
+            verified = _arrow(a=chunk.column("a"), b=chunk.column("b"), similarity=similarity).filter(
+                pa.array(similarity >= op.min_similarity))
+            self.con.register("dedup_verified_rows", verified)
+            self.con.execute("INSERT INTO dedup_verified SELECT * FROM dedup_verified_rows")
+            self.con.unregister("dedup_verified_rows")
+            stats[f"{method}.verified"] += verified.num_rows
 
-    def _settle(self, method: str, unsure_mask: np.ndarray, ia: np.ndarray, ib: np.ndarray,
+    def _settle(self, method: str, unsure_mask: np.ndarray, a: pa.ChunkedArray, b: pa.ChunkedArray,
                 similarity: np.ndarray) -> int:
-        """Replace the estimates of the pairs ``(ia, ib)`` (rows of ``dedup_pair_keys``) that ``method`` is unsure of by
-        the exact Jaccard of the stored set members (a text's shingle hashes); returns how many it replaced."""
+        """Replace the estimates of the key pairs ``(a, b)`` that ``method`` is unsure of by the exact Jaccard of the
+        stored set members (a text's shingle hashes); returns how many it replaced."""
         unsure = np.flatnonzero(unsure_mask)
         if len(unsure) == 0:
             return 0
-        rows = np.unique(np.concatenate([ia[unsure], ib[unsure]]))
-        self.con.register("dedup_unsure_keys", _arrow(i=rows))
+        picked = pa.array(unsure)
+        key_a, key_b = np.array(a.take(picked).to_pylist()), np.array(b.take(picked).to_pylist())
+        keys = np.unique(np.concatenate([key_a, key_b]))
+        self.con.register("dedup_unsure_keys", _arrow(key=pa.array(keys.tolist(), pa.string())))
         sets = _ragged_rows(self.con.sql(
-            "SELECT s.members FROM dedup_unsure_keys u JOIN dedup_pair_keys k ON k.i = u.i "
-            "JOIN dedup_index_sets s ON s.key = k.key WHERE s.space = $s ORDER BY k.i",
-            params={"s": self._spaces[method]}).to_arrow_table().column(0)).as_sets()
+            "SELECT s.members FROM dedup_unsure_keys u JOIN dedup_index_sets s ON s.key = u.key "
+            "WHERE s.space = $s ORDER BY u.key", params={"s": self._spaces[method]},
+        ).to_arrow_table().column(0)).as_sets()
         self.con.unregister("dedup_unsure_keys")
-        similarity[unsure] = sets.jaccard(np.searchsorted(rows, ia[unsure]), np.searchsorted(rows, ib[unsure]))
+        ia, ib = np.searchsorted(keys, key_a), np.searchsorted(keys, key_b)
+        similarity[unsure] = sets.jaccard(ia, ib)
         return len(unsure)
 
     def _coverage_links(self) -> Links:

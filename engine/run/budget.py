@@ -19,14 +19,17 @@ class Budget:
     calls: int | None = None
     tokens: int | None = None
     gpu_hours: float | None = None
+    accepted: int | None = None  # a target, not a cap: stop once this many dialogues are accepted after dedup
 
     @classmethod
     def of(cls, spec: JobSpec, calls: int | None = None, tokens: int | None = None,
-           gpu_hours: float | None = None) -> Budget:
-        """The job's ``execution.budget``, with the command line's caps in place of the job's where given."""
+           gpu_hours: float | None = None, accepted: int | None = None) -> Budget:
+        """The job's ``execution.budget`` and ``execution.target_accepted``, with the command line's in place of
+        the job's where given."""
         job = spec.execution.budget
         return cls(calls if calls is not None else job.calls, tokens if tokens is not None else job.tokens,
-                   gpu_hours if gpu_hours is not None else job.gpu_hours)
+                   gpu_hours if gpu_hours is not None else job.gpu_hours,
+                   accepted if accepted is not None else spec.execution.target_accepted)
 
     def any(self) -> bool:
         return any(cap is not None for cap in (self.calls, self.tokens, self.gpu_hours))

@@ -11,12 +11,12 @@ output: "at most". A stage that may fail may also end the dialogue, so the cache
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from seir.engine.records import STAGE_DIMENSIONS, PriorDraft, Stage
-from seir.engine.run.planning import Changes, Plan
+from seir.engine.run.planning import Changes
 from seir.engine.spec import JobSpec, RoleSpec
 from seir.operators.registry import lookup
 
@@ -97,22 +97,17 @@ def changed_parts(previous: Mapping[str, Any] | None, spec: JobSpec) -> tuple[se
     return writers, scorers, bool(elsewhere)
 
 
-def forecast(plan: Plan, changes: Changes, priors: Sequence[PriorDraft], previous: Mapping[str, Any] | None,
-             spec: JobSpec) -> Forecast:
-    """``priors``: every draft of the latest committed dialogue of each seed in the output."""
+def forecast(remade: Iterable[tuple[int, Sequence[PriorDraft]]], per_draft: Mapping[tuple[Stage, str], int],
+             changes: Changes, previous: Mapping[str, Any] | None, spec: JobSpec) -> Forecast:
+    """``remade``: each dialogue to make, as its number of turns and every draft of its seed's latest committed
+    dialogue; ``per_draft``: the most calls one draft of a stage made, per role, over the planned seeds' latest
+    dialogues (empty when none has any)."""
     result = Forecast()
-    if not priors:
-        result.known = not (changes.new or changes.changed_seeds or changes.regenerated)
+    if not per_draft:
+        result.known = not changes.remakes()
         return result
-    per_draft: dict[tuple[Stage, str], int] = {}  # the most calls one draft of a stage made, per role
-    for draft in priors:
-        for role, n in draft.calls.items():
-            per_draft[(draft.stage, role)] = max(per_draft.get((draft.stage, role), 0), n)
     rounds = spec.seir.rounds + 1
     writers, scorers, everything = changed_parts(previous, spec)
-    by_seed: dict[str, list[PriorDraft]] = {}
-    for draft in priors:
-        by_seed.setdefault(draft.seed_key, []).append(draft)
     order = {stage: i for i, stage in enumerate(Stage)}
     unclean_stages: set[Stage] = set()
 
@@ -124,11 +119,10 @@ def forecast(plan: Plan, changes: Changes, priors: Sequence[PriorDraft], previou
             if s is stage:
                 role(name).computed_max += n * n_rounds
 
-    remade = {t.seed.seed_key: t for t in plan.pending}
-    for seed_key, task in remade.items():
-        drafts = sorted(by_seed.get(seed_key, []), key=lambda d: (d.turn_index, order[d.stage], d.round))
+    for turns, priors in remade:
+        drafts = sorted(priors, key=lambda d: (d.turn_index, order[d.stage], d.round))
         certain, text_clean = True, not everything
-        for turn in range(task.turns):
+        for turn in range(turns):
             for stage in Stage:
                 stage_drafts = [d for d in drafts if d.turn_index == turn and d.stage is stage]
                 clean_rounds, clean = 0, text_clean and bool(stage_drafts)

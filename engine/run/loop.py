@@ -25,9 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from seir.engine.keys import content_key
-from seir.engine.records import Dialogue, DialogueJudgement, Draft, Ledger, Stage, Turn
+from seir.engine.records import Dialogue, DialogueJudgement, DialogueTask, Draft, Ledger, Stage, Turn
 from seir.engine.run.clients import ModelClient
-from seir.engine.run.planning import DialogueTask
 from seir.engine.run.pools import CallFailure
 from seir.engine.run.scoring import StageScorer
 from seir.engine.spec import JobSpec

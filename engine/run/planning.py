@@ -7,67 +7,68 @@ changed is redone, and the call cache answers every model call whose own key did
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from seir.engine.keys import content_key
-from seir.engine.records import Seed
 from seir.engine.run.scoring import scorer_roles
 from seir.engine.spec import JobSpec
-from seir.engine.store import Committed
+from seir.engine.store import ProvenanceStore
 from seir.operators.backends.base import fingerprint_model
 from seir.operators.backends.tiny import resolve_model_ref
 from seir.operators.scoring import rubrics
 from seir.operators.seir import prompts
 
+PLAN_ROWS = 65536  # seeds keyed per step while planning
+
 
 @dataclass(frozen=True)
-class DialogueTask:
-    seed: Seed
-    dialogue_id: str
-    dialogue_key: str
-    turns: int
-
-
-@dataclass
 class Plan:
+    """A run's plan; its dialogues are in the store's temp table ``plan_dialogues``, in seed order."""
+
     generation_key: str
     scoring_key: str
-    tasks: list[DialogueTask]  # every current seed's dialogue
-    pending: list[DialogueTask]  # those not committed yet
+    dialogues: int  # every current seed's dialogue
+    pending: int  # those not committed yet
 
-    def keys(self) -> list[str]:
-        return [t.dialogue_key for t in self.tasks]
+
+_KINDS = {  # what a refresh does with each kind of planned dialogue (store.plan_changes), in the order it says them
+    "reused": "reuse {} committed dialogues",
+    "new": "make {} dialogues for new seeds",
+    "changed_seeds": "remake {} dialogues whose seed changed",
+    "regenerated": "remake {} dialogues whose generation config or models changed",
+    "removed": "drop {} dialogues whose seed is gone (they stay in provenance)",
+}
 
 
 @dataclass
 class Changes:
-    """What a refresh will do, for the plan it prints."""
+    """What a refresh will do, for the plan it prints: per kind, how many dialogues and the first few ids."""
 
-    reused: list[str] = field(default_factory=list)
-    new: list[str] = field(default_factory=list)
-    changed_seeds: list[str] = field(default_factory=list)
-    regenerated: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
     config_changes: list[str] = field(default_factory=list)
 
+    def count(self, kind: str) -> int:
+        return self.counts.get(kind, 0)
+
+    def remakes(self) -> bool:
+        return any(self.count(kind) for kind in ("new", "changed_seeds", "regenerated"))
+
     def describe(self) -> str:
-        lines = [
-            f"reuse {len(self.reused)} committed dialogues",
-            f"make {len(self.new)} dialogues for new seeds",
-            f"remake {len(self.changed_seeds)} dialogues whose seed changed",
-            f"remake {len(self.regenerated)} dialogues whose generation config or models changed",
-            f"drop {len(self.removed)} dialogues whose seed is gone (they stay in provenance)",
-        ]
+        lines = [text.format(self.count(kind)) for kind, text in _KINDS.items()]
         if self.config_changes:
             lines.append("changes since the last run (calls whose own key is unchanged come from the cache):")
             lines += [f"  {change}" for change in self.config_changes]
-        for name in ("new", "changed_seeds", "regenerated", "removed"):
-            ids = getattr(self, name)
-            if ids:
-                shown = ", ".join(ids[:8]) + (f", ... ({len(ids) - 8} more)" if len(ids) > 8 else "")
-                lines.append(f"  {name.replace('_', ' ')}: {shown}")
+        for kind in ("new", "changed_seeds", "regenerated", "removed"):
+            ids, n = self.examples.get(kind, []), self.count(kind)
+            if n:
+                shown = ", ".join(ids) + (f", ... ({n - len(ids)} more)" if n > len(ids) else "")
+                lines.append(f"  {kind.replace('_', ' ')}: {shown}")
         return "\n".join(lines)
 
 
@@ -92,46 +93,38 @@ def scoring_key(spec: JobSpec, revisions: Mapping[str, str]) -> str:
     })
 
 
-def plan_dialogues(spec: JobSpec, seeds: list[Seed], revisions: Mapping[str, str], committed: set[str]) -> Plan:
+def run_keys(spec: JobSpec, revisions: Mapping[str, str]) -> Plan:
+    """A plan of no dialogues: the keys a run records (a rescore's, a dedup's, a judge evaluation's)."""
     generation_key = content_key([spec.generation_key(prompt_fingerprint()), dict(sorted(revisions.items()))])
-    # A seed without its own turns runs the job's, or as many as its turn_images need to show every picture.
-    tasks = [
-        DialogueTask(seed, seed.seed_id, content_key([seed.seed_key, generation_key]),
-                     seed.turns or max(spec.seir.turns, len(seed.turn_images)))
-        for seed in seeds
-    ]
-    pending = [t for t in tasks if t.dialogue_key not in committed]
-    return Plan(generation_key, scoring_key(spec, revisions), tasks, pending)
+    return Plan(generation_key, scoring_key(spec, revisions), 0, 0)
 
 
-def pack_shards(run_id: str, tasks: list[DialogueTask], shard_size: int) -> list[tuple[str, list[str]]]:
-    """Consecutive dialogues in seed order; a shard's id names its run and members, so replanning is stable."""
-    shards = []
-    for start in range(0, len(tasks), shard_size):
-        keys = [t.dialogue_key for t in tasks[start : start + shard_size]]
-        shards.append((content_key([run_id, keys]), keys))
-    return shards
+def plan_dialogues(store: ProvenanceStore, spec: JobSpec, revisions: Mapping[str, str]) -> Plan:
+    """The dialogue of every seed in ``planned_seeds`` (left by seed planning), keyed, into ``plan_dialogues``."""
+    generation_key = run_keys(spec, revisions).generation_key
+    with store.held():
+        store.start_plan()
+        for page in store.planned_seed_pages(PLAN_ROWS):
+            seed_keys = page.column("seed_key").to_pylist()
+            # A seed without its own turns runs the job's, or as many as its turn_images need to show every picture.
+            store.add_to_plan(pa.table({
+                "n": page.column("n"), "seed_key": page.column("seed_key"), "dialogue_id": page.column("seed_id"),
+                "dialogue_key": [content_key([key, generation_key]) for key in seed_keys],
+                "turns": pa.array([turns or max(spec.seir.turns, shown) for turns, shown in
+                                   zip(page.column("turns").to_pylist(), page.column("shown").to_pylist(),
+                                       strict=True)], pa.int32()),
+            }))
+        dialogues, pending = store.plan_counts()
+    return dataclasses.replace(run_keys(spec, revisions), dialogues=dialogues, pending=pending)
 
 
-def changes(plan: Plan, committed: Mapping[str, Committed], latest_ids: Iterable[str],
-            previous_spec: dict[str, Any] | None, spec: JobSpec) -> Changes:
-    """Sort every current seed's dialogue into reused / new / changed seed / regenerated, and list what left."""
-    seen_ids = {c.dialogue_id for c in committed.values()}
-    seen_seeds = {c.seed_key for c in committed.values()}
-    result = Changes()
-    for task in plan.tasks:
-        if task.dialogue_key in committed:
-            result.reused.append(task.dialogue_id)
-        elif task.seed.seed_key in seen_seeds:
-            result.regenerated.append(task.dialogue_id)
-        elif task.dialogue_id in seen_ids:
-            result.changed_seeds.append(task.dialogue_id)
-        else:
-            result.new.append(task.dialogue_id)
-    current = {t.dialogue_id for t in plan.tasks}
-    result.removed = sorted(set(latest_ids) - current)
-    if previous_spec is not None:
-        result.config_changes = _differences(previous_spec, spec.model_dump(mode="json"))
+def changes(store: ProvenanceStore, spec: JobSpec) -> Changes:
+    """Sort every planned dialogue into reused / new / changed seed / regenerated, and count what left."""
+    found = store.plan_changes()
+    result = Changes({kind: n for kind, (n, _) in found.items()}, {kind: ids for kind, (_, ids) in found.items()})
+    previous = store.previous_job_spec()
+    if previous is not None:
+        result.config_changes = _differences(previous, spec.model_dump(mode="json"))
     return result
 
 

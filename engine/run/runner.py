@@ -14,7 +14,7 @@ import dataclasses
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,18 +29,19 @@ from seir.engine.failpoints import failpoint
 from seir.engine.keys import content_key
 from seir.engine.logs import log_path, quiet
 from seir.engine.progress import Meter, say
-from seir.engine.records import DialogueJudgement, Ledger, SeedDuplicate, Stage
+from seir.engine.records import DialogueJudgement, Ledger, PriorDraft, Stage
 from seir.engine.run.budget import Budget, Spend
 from seir.engine.run.clients import LayeredCache, ModelClient
 from seir.engine.run.forecast import Forecast, forecast
 from seir.engine.run.loop import SeirLoop
-from seir.engine.run.planning import DialogueTask, Plan, changes, model_revisions, pack_shards, plan_dialogues
+from seir.engine.run.planning import PLAN_ROWS, Plan, changes, model_revisions, plan_dialogues, run_keys
 from seir.engine.run.pools import CallFailure, RolePool
 from seir.engine.run.scoring import StageScorer, blocking_call, judge_sampling, scorer_roles
 from seir.engine.run.summary import Progress, format_summary, run_summary
-from seir.engine.seeds import SeedLoad, image_key_only, load_seeds, near_duplicate_seeds
+from seir.engine.seeds import image_key_only, plan_seeds
 from seir.engine.spec import JobSpec, role_needs
 from seir.engine.store import (
+    LATEST_CANDIDATES,
     ImageStore,
     KeptDraft,
     OutputLock,
@@ -129,45 +130,59 @@ class Runner:
         self.images = ImageStore(self.out_dir)
         self.forecast: Forecast | None = None  # what the last printed plan predicted
         self.timings: dict[str, float] = {}  # seconds: starting the model pools, running the shards
+        self.target_note: str | None = None  # how a target of accepted dialogues was met, and from how many seeds
 
     def say(self, message: str) -> None:
         say(self.stream, message)
 
     # -- run / refresh ----------------------------------------------------------------------------------------------
     def run(self, show_plan: bool = False, dry_run: bool = False) -> dict[str, Any] | None:
-        """Make every dialogue the job's seeds call for that is not committed yet; reuse the rest."""
+        """Make every dialogue the job's seeds call for that is not committed yet; reuse the rest. A run that was
+        interrupted is resumed from its own plan; the seed files are read again by the next run."""
         started = time.monotonic()
         with self._session() as store:
-            seeds = load_seeds(self.spec.seeds, image_key_only if dry_run else self.images.put)
-            duplicates = self._drop_near_duplicate_seeds(seeds)
-            self.say(f"{len(seeds.seeds)} seeds, {len(seeds.quarantined)} quarantined lines, "
-                     f"{len(duplicates)} near-duplicate seeds dropped")
-            revisions = model_revisions(self.spec)
-            plan = plan_dialogues(self.spec, seeds.seeds, revisions, store.committed_dialogue_keys())
-            if show_plan or dry_run:
-                self.say("plan:\n" + self._plan_text(store, plan))
-            if dry_run:
-                return None
-            run_id, shards = self._start_or_resume(store, "run", plan, seeds, duplicates)
+            run_id = None if dry_run else store.unfinished_run("run", self.spec.key())
+            if run_id is None:
+                plan = self._plan(store, image_key_only if dry_run else self.images.put, show_plan or dry_run)
+                if dry_run:
+                    return None
+                run_id = self._begin(store, "run", plan, "SELECT * FROM plan_dialogues")
+            else:
+                self.say(f"resuming run {run_id}: {store.shards_left(run_id)[0]} shards left")
             failpoint("run-begun")
-            by_key = {t.dialogue_key: t for t in plan.tasks}
-            work = [(shard_id, [by_key[k] for k in keys]) for shard_id, keys in shards]
             with self._pools(store, run_id) as pools:
-                if work:
-                    clients = pools.ensure(list(self.spec.roles))
-                    self.stopped = self._run_shards(store, run_id, plan, clients, work)
-                store.redecide(run_id, plan.keys(), self.spec.scoring.thresholds)
-                self._embed_missing(store, run_id, plan.keys(), pools)
+                self.stopped = self._run_shards(store, run_id, pools)
+                self._decide_all(store, run_id, pools)
                 self.timings["startup_s"] = pools.startup_s
-            return self._finish(store, run_id, "run", plan.keys(), started, partial=self.stopped)
+            return self._finish(store, run_id, "run", started, partial=self.stopped)
+
+    def _plan(self, store: ProvenanceStore, put_image: Callable[[bytes], str], show: bool) -> Plan:
+        """Read and plan the job's seeds into the store's temp tables; print the plan when ``show``."""
+        counts = plan_seeds(store.scratch(), self.spec.seeds, put_image, self.stream)
+        self.say(f"{counts.kept} seeds, {counts.quarantined} quarantined lines, "
+                 f"{counts.near_duplicates} near-duplicate seeds dropped")
+        plan = plan_dialogues(store, self.spec, model_revisions(self.spec))
+        if show:
+            self.say("plan:\n" + self._plan_text(store, plan))
+        return plan
 
     def _plan_text(self, store: ProvenanceStore, plan: Plan) -> str:
-        latest = [i for i, _ in store.latest_candidates()]
-        previous = store.previous_job_spec()
-        found = changes(plan, store.committed_dialogues(), latest, previous, self.spec)
-        self.forecast = forecast(plan, found, store.prior_drafts([t.seed.seed_key for t in plan.tasks]), previous,
-                                 self.spec)
+        found = changes(store, self.spec)
+        with store.held():
+            self.forecast = forecast(self._remade(store), store.prior_call_maxima(), found,
+                                     store.previous_job_spec(), self.spec)
         return found.describe() + "\n" + self.forecast.describe() + "\n" + self._cost_text(store)
+
+    @staticmethod
+    def _remade(store: ProvenanceStore) -> Iterator[tuple[int, list[PriorDraft]]]:
+        """Each planned dialogue not committed yet: its turns and its seed's earlier drafts, a page at a time."""
+        for page in store.pending_plan_pages(PLAN_ROWS):
+            seed_keys = page.column("seed_key").to_pylist()
+            by_seed: dict[str, list[PriorDraft]] = {}
+            for draft in store.prior_drafts(seed_keys):
+                by_seed.setdefault(draft.seed_key, []).append(draft)
+            for seed_key, turns in zip(seed_keys, page.column("turns").to_pylist(), strict=True):
+                yield turns, by_seed.get(seed_key, [])
 
     def _cost_text(self, store: ProvenanceStore) -> str:
         """The forecast's computed calls priced at the rates this output measured."""
@@ -186,74 +201,103 @@ class Runner:
                      f"{total[3]:.3f} GPU hours")
         return "\n".join(lines)
 
-    def _drop_near_duplicate_seeds(self, seeds: SeedLoad) -> list[SeedDuplicate]:
-        threshold = self.spec.seeds.near_duplicates
-        if threshold is None:
-            return []
-        duplicates = near_duplicate_seeds(seeds.seeds, threshold)
-        dropped = {d.seed.seed_key for d in duplicates}
-        seeds.seeds = [seed for seed in seeds.seeds if seed.seed_key not in dropped]
-        return duplicates
-
-    def _start_or_resume(self, store: ProvenanceStore, kind: str, plan: Plan, seeds: SeedLoad | None = None,
-                         seed_duplicates: Sequence[SeedDuplicate] = ()) -> tuple[str, list[tuple[str, list[str]]]]:
-        job_key = self.spec.key()
-        run_id = store.unfinished_run(kind, job_key)
-        if run_id is not None:
-            shards = store.planned_shards(run_id)
-            self.say(f"resuming {kind} {run_id}: {len(shards)} shards left")
-            return run_id, shards
+    def _begin(self, store: ProvenanceStore, kind: str, plan: Plan, candidates: str | None) -> str:
+        """Record a new run of ``kind`` over ``candidates`` (a query of its dialogues); a run also packs its shards."""
         run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        shards = pack_shards(run_id, plan.pending, self.spec.execution.shard_size) if kind == "run" else []
-        store.begin_run(run_id, kind, self.spec.name, job_key, plan.generation_key, plan.scoring_key,
-                        self.spec.model_dump(mode="json"), seir.__version__,
-                        seeds.seeds if seeds else [], seeds.quarantined if seeds else [], shards, seed_duplicates)
+        shards = store.begin_run(run_id, kind, self.spec.name, self.spec.key(), plan.generation_key,
+                                 plan.scoring_key, self.spec.model_dump(mode="json"), seir.__version__, candidates,
+                                 self.spec.execution.shard_size if kind == "run" else None)
         if kind == "run":
-            reused = len(plan.tasks) - len(plan.pending)
-            self.say(f"run {run_id}: {len(plan.pending)} dialogues to make in {len(shards)} shards, {reused} reused")
+            self.say(f"run {run_id}: {plan.pending} dialogues to make in {shards} shards, "
+                     f"{plan.dialogues - plan.pending} reused")
         else:
             self.say(f"{kind} {run_id}")
-        return run_id, shards
+        return run_id
 
-    def _run_shards(self, store: ProvenanceStore, run_id: str, plan: Plan, clients: dict[str, ModelClient],
-                    work: list[tuple[str, list[DialogueTask]]]) -> str | None:
-        """Run and commit the shards; returns why the budget stopped them early (None when all ran)."""
+    def _run_shards(self, store: ProvenanceStore, run_id: str, pools: ModelPools) -> str | None:
+        """Run and commit the run's planned shards in order; returns why a budget or the target stopped them early
+        (None when all ran). With a target of accepted dialogues, each pass ends with the dedup pass, and shards go
+        on until the target holds after dedup."""
+        target = self.budget.accepted
+        shards, dialogues = store.shards_left(run_id)
+        if not shards:
+            return None
+        clients = pools.ensure(list(self.spec.roles))
         loop = SeirLoop(self.spec, clients, StageScorer(self.spec, clients), self.images)
-        spend, left, reason = Spend(), [], None
+        generation_key = store.generation_key_of(run_id)
+        spend = Spend()
         num_gpus = {role: spec.num_gpus for role, spec in self.spec.roles.items()}
-        progress = Progress(sum(len(tasks) for _, tasks in work), len(work), self.stream)
+        progress = Progress(dialogues, shards, self.stream)
         loop.on_round = progress.note_round
-        in_flight = asyncio.Semaphore(self.spec.execution.shards_in_flight)
-
-        async def one(shard_id: str, tasks: list[DialogueTask]) -> None:
-            nonlocal reason
-            async with in_flight:
-                reason = reason or spend.over(self.budget)
-                if reason is not None:  # a shard boundary: this one and every later one wait for the next run
-                    left.append(len(tasks))
-                    return
-                outcome = await loop.run_shard(tasks)
-            store.commit_shard(run_id, shard_id, outcome.dialogues, outcome.ledger, plan.generation_key,
-                               self.images.relative_path)
-            spend.add(outcome.ledger, len(outcome.dialogues), num_gpus)
-            self._publish(run_id, outcome.ledger)
-            progress.shard_committed(outcome.dialogues, outcome.ledger, self.spec.scoring.thresholds)
-            failpoint("shard-committed")
-
-        async def all_shards() -> None:
-            await asyncio.gather(*(one(shard_id, tasks) for shard_id, tasks in work))
-
         started = time.monotonic()
+        accepted_before = 0  # accepted after dedup when this pass began
+        if target is not None:
+            accepted_before = self._decide_all(store, run_id, pools)
+            self.say(f"target: {target} accepted dialogues; {accepted_before} accepted so far")
+        reason = None
         with progress:
-            asyncio.run(all_shards())
+            while True:
+                # this pass's goal, in the progress's count of accepted (before dedup, so at least the target)
+                goal = None if target is None else progress.accepted + target - accepted_before
+                reason = asyncio.run(self._shard_pass(store, run_id, loop, generation_key, spend, num_gpus, progress,
+                                                      goal))
+                if target is None or reason is not None or not store.shards_left(run_id)[0]:
+                    break
+                accepted_before = self._decide_all(store, run_id, pools)
+                if accepted_before >= target:
+                    break
         self.timings["shards_s"] = time.monotonic() - started
+        left, left_dialogues = store.shards_left(run_id)
+        if target is not None and reason is None and left:
+            self.target_note = (f"target reached: {accepted_before} accepted after dedup from "
+                                f"{store.seeds_used(run_id)} seeds")
+            self.say(f"{self.target_note}; stopped at a shard boundary with {left_dialogues} dialogues left, run "
+                     "again with a larger target to make more")
+            return None
         if reason is None:
             return None
-        stopped = (f"budget reached ({reason}): stopped after {progress.shards} of {len(work)} shards "
-                   f"({progress.dialogues} of {progress.total_dialogues} dialogues); the other {sum(left)} would "
-                   f"cost {spend.rest(sum(left))} at this run's rate. Run again with a larger cap to make them.")
+        stopped = (f"budget reached ({reason}): stopped after {progress.shards} of {shards} shards "
+                   f"({progress.dialogues} of {dialogues} dialogues); the other {left_dialogues} would "
+                   f"cost {spend.rest(left_dialogues)} at this run's rate. Run again with a larger cap to make them.")
         self.say(stopped)
         return stopped
+
+    async def _shard_pass(self, store: ProvenanceStore, run_id: str, loop: SeirLoop, generation_key: str,
+                          spend: Spend, num_gpus: dict[str, float], progress: Progress,
+                          goal: int | None) -> str | None:
+        """Shards in plan order, ``shards_in_flight`` at a time, read from the store as they are started; each
+        committed when done. Stops starting shards once a budget is spent (returning why) or ``goal`` dialogues
+        are accepted."""
+        planned = store.planned_shards(run_id)
+        reason: str | None = None
+
+        async def worker() -> None:
+            nonlocal reason
+            while True:
+                reason = reason or spend.over(self.budget)
+                reached = goal is not None and progress.accepted >= goal
+                shard = None if reason is not None or reached else next(planned, None)
+                if shard is None:  # a shard boundary: every later shard waits for the next pass or run
+                    return
+                shard_id, tasks = shard
+                outcome = await loop.run_shard(tasks)
+                store.commit_shard(run_id, shard_id, outcome.dialogues, outcome.ledger, generation_key,
+                                   self.images.relative_path)
+                spend.add(outcome.ledger, len(outcome.dialogues), num_gpus)
+                self._publish(run_id, outcome.ledger)
+                progress.shard_committed(outcome.dialogues, outcome.ledger, self.spec.scoring.thresholds)
+                failpoint("shard-committed")
+
+        await asyncio.gather(*(worker() for _ in range(self.spec.execution.shards_in_flight)))
+        return reason
+
+    def _decide_all(self, store: ProvenanceStore, run_id: str, pools: ModelPools) -> int:
+        """Acceptance of every dialogue of the run under this job's thresholds, then the dedup pass; returns how
+        many are accepted after it."""
+        store.redecide(run_id, self.spec.scoring.thresholds)
+        self._embed_missing(store, run_id, pools)
+        dedup_accepted(store, self.spec.dedup, self._embed_key(), self.images, run_id, self.stream)
+        return store.accepted_after_dedup(run_id)
 
     # -- rescore ----------------------------------------------------------------------------------------------------
     def rescore(self) -> dict[str, Any]:
@@ -262,8 +306,8 @@ class Runner:
         started = time.monotonic()
         with self._session() as store:
             run_id, plan, candidates = self._begin_on_latest(store, "rescore")
-            stale = store.scored_under_other_config(candidates, plan.scoring_key)
-            self.say(f"rescoring {len(stale)} of {len(candidates)} dialogues; re-deciding all of them")
+            stale = store.scored_under_other_config(run_id, plan.scoring_key)
+            self.say(f"rescoring {len(stale)} of {candidates} dialogues; re-deciding all of them")
             with self._pools(store, run_id) as pools:
                 if stale:
                     roles = scorer_roles(self.spec)
@@ -273,9 +317,8 @@ class Runner:
                             batch = stale[start : start + RESCORE_BATCH]
                             asyncio.run(self._rescore_batch(store, run_id, scorer, batch))
                             meter.advance(len(batch))
-                store.redecide(run_id, candidates, self.spec.scoring.thresholds)
-                self._embed_missing(store, run_id, candidates, pools)
-            return self._finish(store, run_id, "rescore", candidates, started)
+                self._decide_all(store, run_id, pools)
+            return self._finish(store, run_id, "rescore", started)
 
     async def _rescore_batch(self, store: ProvenanceStore, run_id: str, scorer: StageScorer,
                              dialogue_keys: list[str]) -> None:
@@ -330,10 +373,11 @@ class Runner:
         """The dedup pass over the latest version's dialogues, written as a new version."""
         started = time.monotonic()
         with self._session() as store:
-            run_id, _, candidates = self._begin_on_latest(store, "dedup")
+            run_id, _, _ = self._begin_on_latest(store, "dedup")
             with self._pools(store, run_id) as pools:
-                self._embed_missing(store, run_id, candidates, pools)
-            return self._finish(store, run_id, "dedup", candidates, started)
+                self._embed_missing(store, run_id, pools)
+                dedup_accepted(store, self.spec.dedup, self._embed_key(), self.images, run_id, self.stream)
+            return self._finish(store, run_id, "dedup", started)
 
     # -- judge evaluation -------------------------------------------------------------------------------------------
     def judge_eval(self, data: Path, rubric: str, limit: int | None = None) -> JudgeEvalReport:
@@ -342,8 +386,7 @@ class Runner:
         if limit is not None:
             eval_set = dataclasses.replace(eval_set, items=eval_set.items[:limit])
         with self._session() as store:
-            plan = plan_dialogues(self.spec, [], model_revisions(self.spec), set())
-            run_id, _ = self._start_or_resume(store, "judge-eval", plan)
+            run_id = self._begin(store, "judge-eval", run_keys(self.spec, model_revisions(self.spec)), None)
             self.say(f"judging {len(eval_set.items)} items of {data} on the {rubric} rubric")
             with self._pools(store, run_id) as pools:
                 judge = pools.ensure(["judge"])["judge"]
@@ -371,13 +414,16 @@ class Runner:
 
     # -- shared -----------------------------------------------------------------------------------------------------
     def _begin_on_latest(self, store: ProvenanceStore, kind: str) -> tuple[str, Plan, list[str]]:
-        """Start (or resume) a run that works on the latest version's dialogues: its id, plan and dialogue keys."""
-        candidates = [key for _, key in store.latest_candidates()]
-        if not candidates:
+        """Start (or resume) a run that works on the latest version's dialogues: its id, plan and how many."""
+        plan = run_keys(self.spec, model_revisions(self.spec))
+        run_id = store.unfinished_run(kind, self.spec.key())
+        if run_id is not None:
+            self.say(f"resuming {kind} {run_id}")
+        elif not store.latest_version_size():
             raise SeirError(f"{self.out_dir} has no dataset version to {kind}: run a job into it first")
-        plan = plan_dialogues(self.spec, [], model_revisions(self.spec), set())
-        run_id, _ = self._start_or_resume(store, kind, plan)
-        return run_id, plan, candidates
+        else:
+            run_id = self._begin(store, kind, plan, LATEST_CANDIDATES)
+        return run_id, plan, store.run_size(run_id)
 
     @contextmanager
     def _session(self) -> Iterator[ProvenanceStore]:
@@ -394,30 +440,31 @@ class Runner:
         finally:
             pools.shutdown()
 
-    def _embed_missing(self, store: ProvenanceStore, run_id: str, dialogue_keys: list[str],
-                       pools: ModelPools) -> None:
+    def _embed_missing(self, store: ProvenanceStore, run_id: str, pools: ModelPools) -> None:
         """Semantic dedup compares dialogue embeddings: make those the embed role has not made yet."""
         if not self.spec.dedup.judges("dialogue.embedding"):
             return
         embed_key = self._embed_key()
-        missing = store.missing_embeddings(dialogue_keys, embed_key)
-        if not missing:
+        total = store.missing_embedding_count(run_id, embed_key)
+        if not total:
             return
         client = pools.ensure(["embed"])["embed"]
-        ledger = Ledger()
-        vectors: list[list[float] | CallFailure] = []
-        with Meter("embedding for dedup", len(missing), "dialogues", self.stream) as meter:
-            for start in range(0, len(missing), EMBED_BATCH):
-                texts = [text for _, text in missing[start : start + EMBED_BATCH]]
-                vectors += asyncio.run(client.embed(texts, ledger))
-                meter.advance(len(texts))
-        failed = next((v for v in vectors if isinstance(v, CallFailure)), None)
-        if failed is not None:
-            raise SeirError(f"embedding dialogues for semantic dedup failed: {failed.reason}. Fix the embed role, "
-                            "or drop 'semantic' from dedup.methods, and run the same command again.")
-        store.commit_embeddings(run_id, embed_key, [(k, v) for (k, _), v in zip(missing, vectors, strict=True)],
-                                ledger, self.images.relative_path)
-        self._publish(run_id, ledger)
+        with Meter("embedding for dedup", total, "dialogues", self.stream) as meter:
+            for missing in store.missing_embeddings(run_id, embed_key):  # each page committed when embedded
+                ledger = Ledger()
+                vectors: list[list[float] | CallFailure] = []
+                for start in range(0, len(missing), EMBED_BATCH):
+                    texts = [text for _, text in missing[start : start + EMBED_BATCH]]
+                    vectors += asyncio.run(client.embed(texts, ledger))
+                    meter.advance(len(texts))
+                failed = next((v for v in vectors if isinstance(v, CallFailure)), None)
+                if failed is not None:
+                    raise SeirError(f"embedding dialogues for semantic dedup failed: {failed.reason}. Fix the embed "
+                                    "role, or drop 'semantic' from dedup.methods, and run the same command again.")
+                store.commit_embeddings(run_id, embed_key,
+                                        [(k, v) for (k, _), v in zip(missing, vectors, strict=True)],
+                                        ledger, self.images.relative_path)
+                self._publish(run_id, ledger)
 
     def _embed_key(self) -> str:
         """What dialogue embeddings are stored under: the embed role's output config ('' when the job has none)."""
@@ -428,13 +475,12 @@ class Runner:
         if self.shared_cache is not None:
             self.shared_cache.publish(run_id, self.out_dir, ledger.calls, self.images)
 
-    def _finish(self, store: ProvenanceStore, run_id: str, kind: str, dialogue_keys: list[str],
-                started: float, partial: str | None = None) -> dict[str, Any]:
-        dedup_accepted(store, self.spec.dedup, self._embed_key(), self.images, run_id, dialogue_keys, self.stream)
+    def _finish(self, store: ProvenanceStore, run_id: str, kind: str, started: float,
+                partial: str | None = None) -> dict[str, Any]:
         failpoint("deduped")
         with store.held() as con:
             version: Version = write_version(store, self.out_dir, run_id, kind, self.spec.key(),
-                                             self.spec.model_dump(mode="json"), seir.__version__, dialogue_keys,
+                                             self.spec.model_dump(mode="json"), seir.__version__,
                                              partial=partial is not None)
             report = write_report(con, self.out_dir, version.number)
             summary = run_summary(con, run_id)
@@ -443,6 +489,8 @@ class Runner:
         summary["report_path"] = str(report)
         if partial is not None:
             summary["partial"] = partial
+        if self.target_note is not None:
+            summary["target"] = self.target_note
         store.finish_run(run_id, summary, "partial" if partial else "finished")
         self.say(("partial version written\n" if partial else "done\n") + format_summary(summary))
         return summary

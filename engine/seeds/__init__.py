@@ -1,5 +1,6 @@
 """Seeds: reading seed files and InterSyn topic x template seeds into typed ``Seed`` records, with bad lines
-quarantined (read.py); dropping near-duplicate seeds before any model call (near_duplicates.py); and grouping a
+quarantined (read.py); planning them in DuckDB at any size, where repeated seeds and ids are quarantined and
+near-duplicate seeds dropped before any model call (plan.py); and grouping a
 folder of pictures into a seed file (from_images.py).
 
 Uses: the job spec, the dedup index (for near-duplicate seeds) and the image store (seed pictures are stored by key
@@ -16,9 +17,22 @@ from seir.engine.seeds.from_images import (
     read_texts,
     seed_lines,
 )
-from seir.engine.seeds.near_duplicates import near_duplicate_seeds
-from seir.engine.seeds.read import MAX_SEED_IMAGES, SeedLoad, image_key_only, load_seeds
+from seir.engine.seeds.plan import SeedCounts, load_seeds, plan_seeds
+from seir.engine.seeds.read import MAX_SEED_IMAGES, SeedLoad, image_key_only
 
-__all__ = ["DEFAULT_SIMILARITY", "EMBEDDINGS", "IMAGE_SUFFIXES", "MAX_SEED_IMAGES", "SeedLoad", "clip_embeddings",
-           "group_images", "image_key_only", "images_in", "load_seeds", "near_duplicate_seeds", "read_texts",
-           "seed_lines"]
+__all__ = [
+    "DEFAULT_SIMILARITY",
+    "EMBEDDINGS",
+    "IMAGE_SUFFIXES",
+    "MAX_SEED_IMAGES",
+    "SeedCounts",
+    "SeedLoad",
+    "clip_embeddings",
+    "group_images",
+    "image_key_only",
+    "images_in",
+    "load_seeds",
+    "plan_seeds",
+    "read_texts",
+    "seed_lines",
+]

@@ -23,8 +23,9 @@ loading a seed file of 100k image seeds never holds 100k images in memory.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,113 @@ def image_key_only(data: bytes) -> str:
 
 @dataclass
 class SeedLoad:
+    """A small job's seeds in memory (``seir validate``, tests): what ``plan_seeds`` keeps, and what it refused."""
+
     seeds: list[Seed] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
-    put_image: Callable[[bytes], str] = image_key_only  # stores image bytes, returns their key
+
+
+@dataclass
+class SeedReader:
+    """Reads the job's seeds one at a time, in seed order (topic x template seeds first, then each file's lines).
+
+    ``put_image`` stores each seed picture as it is read and returns its key; ``on_bytes`` hears how many bytes of
+    the seed files were read (progress). Nothing grows with the number of seeds: lines are read one by one and the
+    remembered image paths are bounded."""
+
+    spec: SeedSpec
+    put_image: Callable[[bytes], str] = image_key_only
+    on_bytes: Callable[[int], None] = lambda n: None
     # resolved path -> key, so a picture many seeds share is read once; bounded (emptied when full) so a file of 100k
     # image seeds does not keep 100k paths either
     image_keys: dict[Path, str] = field(default_factory=dict)
+
+    def total_bytes(self) -> int:
+        files = [*self.spec.files, self.spec.topics_file]
+        return sum(path.stat().st_size for path in files if path is not None and path.is_file())
+
+    def __iter__(self) -> Iterator[tuple[Seed, str] | Quarantined]:
+        """Each seed with where it was read ('source:line'), or the bad line's quarantine record."""
+        yield from self._intersyn_seeds()
+        yield from self._file_seeds()
+
+    def _intersyn_seeds(self) -> Iterator[tuple[Seed, str] | Quarantined]:
+        spec = self.spec
+        templates = list(self._listed(spec.templates, spec.templates_file, "templates"))
+        usable = []
+        for item in templates:
+            if isinstance(item, Quarantined):
+                yield item
+                continue
+            template, where = item
+            if spec.slot not in template:
+                source, _, line = where.rpartition(":")
+                yield Quarantined(source, int(line), "template", f"template has no {spec.slot!r} slot for the topic",
+                                  template)
+            else:
+                usable.append(template)
+        topics = self._listed(spec.topics, spec.topics_file, "topics")
+        taken = 0
+        for item in topics:
+            if isinstance(item, Quarantined):
+                yield item
+                continue
+            if spec.limit is not None and taken >= spec.limit:
+                break
+            taken += 1
+            if not usable:
+                raise ValueError(f"none of the {len(templates)} question templates has a {spec.slot!r} slot")
+            topic, where = item
+            # Each topic's templates are chosen by key, so adding topics or templates leaves earlier pairs alone.
+            chosen = sorted(usable, key=lambda t, topic=topic: content_key([topic, t]))[: spec.templates_per_topic]
+            for template in chosen:
+                text = template.replace(spec.slot, topic)
+                key = content_key({"text": text, "topic": topic, "template": template, "images": [], "turns": None})
+                yield Seed(key, f"intersyn-{key[:12]}", "intersyn", text, topic, template), where
+
+    def _listed(self, inline: list[str], path: Path | None,
+                what: str) -> Iterator[tuple[str, str] | Quarantined]:
+        """Strings from the spec and/or a file (a JSON list, or one per line), each with 'source:line'."""
+        items: Iterable[tuple[Any, str]] = ((text, f"job spec {what}:{i + 1}") for i, text in enumerate(inline))
+        if path is not None:
+            items = itertools.chain(items, self._file_items(path))
+        for value, where in items:
+            if isinstance(value, str) and value.strip():
+                yield value.strip(), where
+            else:
+                source, _, line = where.rpartition(":")
+                yield Quarantined(source, int(line), what, "not a non-empty string", repr(value))
+
+    def _file_items(self, path: Path) -> Iterator[tuple[Any, str]]:
+        with path.open("rb") as lines:
+            first = lines.read(4096)
+        if first.lstrip().startswith(b"["):  # a JSON list is parsed whole: lists are topics, not millions of seeds
+            text = path.read_text(encoding="utf-8")
+            self.on_bytes(len(text))
+            yield from ((s, f"{path}:{line}") for s, line in _json_list_with_lines(text, path))
+            return
+        for number, raw in self._lines(path):
+            if raw.strip():
+                yield raw.decode("utf-8", errors="replace").strip(), f"{path}:{number}"
+
+    def _lines(self, path: Path) -> Iterator[tuple[int, bytes]]:
+        with path.open("rb") as lines:
+            for number, raw in enumerate(lines, start=1):
+                self.on_bytes(len(raw))
+                yield number, raw.rstrip(b"\r\n")
+
+    def _file_seeds(self) -> Iterator[tuple[Seed, str] | Quarantined]:
+        for path in self.spec.files:
+            if not path.is_file():
+                raise FileNotFoundError(f"seed file {path} does not exist (named in the job's seeds.files)")
+            for number, raw in self._lines(path):
+                if not raw.strip():
+                    continue
+                try:
+                    yield _parse_line(raw, path, number, self), f"{path}:{number}"
+                except _BadLine as bad:
+                    shown = raw[:500].decode("utf-8", errors="replace")
+                    yield Quarantined(str(path), number, bad.field_name, bad.reason, shown)
 
 
 class _BadLine(Exception):
@@ -63,63 +165,6 @@ class _BadLine(Exception):
         super().__init__(reason)
         self.field_name = field_name
         self.reason = reason
-
-
-def load_seeds(spec: SeedSpec, put_image: Callable[[bytes], str] = image_key_only) -> SeedLoad:
-    """The job's seeds and quarantined lines; ``put_image`` stores each seed image as it is read (default: none)."""
-    load = SeedLoad(put_image=put_image)
-    seen: dict[str, str] = {}  # seed key -> where it was first seen
-    for seed, where in _intersyn_seeds(spec, load) + _file_seeds(spec, load):
-        first = seen.setdefault(seed.seed_key, where)
-        if first != where:
-            source, _, line = where.rpartition(":")
-            load.quarantined.append(Quarantined(source, int(line), "text", f"duplicate of the seed at {first}", ""))
-            continue
-        load.seeds.append(seed)
-    return load
-
-
-def _intersyn_seeds(spec: SeedSpec, load: SeedLoad) -> list[tuple[Seed, str]]:
-    topics = _listed(spec.topics, spec.topics_file, "topics", load)
-    templates = _listed(spec.templates, spec.templates_file, "templates", load)
-    usable = []
-    for template, where in templates:
-        if spec.slot not in template:
-            source, _, line = where.rpartition(":")
-            reason = f"template has no {spec.slot!r} slot for the topic"
-            load.quarantined.append(Quarantined(source, int(line), "template", reason, template))
-        else:
-            usable.append(template)
-    if topics and not usable:
-        raise ValueError(f"none of the {len(templates)} question templates has a {spec.slot!r} slot")
-    seeds = []
-    for topic, where in topics[: spec.limit]:
-        # Each topic's templates are chosen by key, so adding topics or templates leaves earlier pairs alone.
-        chosen = sorted(usable, key=lambda t, topic=topic: content_key([topic, t]))[: spec.templates_per_topic]
-        for template in chosen:
-            text = template.replace(spec.slot, topic)
-            key = content_key({"text": text, "topic": topic, "template": template, "images": [], "turns": None})
-            seeds.append((Seed(key, f"intersyn-{key[:12]}", "intersyn", text, topic, template), where))
-    return seeds
-
-
-def _listed(inline: list[str], path: Path | None, what: str, load: SeedLoad) -> list[tuple[str, str]]:
-    """Strings from the spec and/or a file (a JSON list, or one per line), each with 'source:line'."""
-    items = [(text, f"job spec {what}:{i + 1}") for i, text in enumerate(inline)]
-    if path is not None:
-        text = path.read_text(encoding="utf-8")
-        if text.lstrip().startswith("["):
-            items += [(s, f"{path}:{line}") for s, line in _json_list_with_lines(text, path)]
-        else:
-            items += [(s.strip(), f"{path}:{i + 1}") for i, s in enumerate(text.splitlines()) if s.strip()]
-    good = []
-    for value, where in items:
-        if isinstance(value, str) and value.strip():
-            good.append((value.strip(), where))
-        else:
-            source, _, line = where.rpartition(":")
-            load.quarantined.append(Quarantined(source, int(line), what, "not a non-empty string", repr(value)))
-    return good
 
 
 def _json_list_with_lines(text: str, path: Path) -> list[tuple[Any, int]]:
@@ -146,23 +191,7 @@ def _skip(text: str, pos: int, separators: str) -> int:
     return pos
 
 
-def _file_seeds(spec: SeedSpec, load: SeedLoad) -> list[tuple[Seed, str]]:
-    seeds = []
-    for path in spec.files:
-        if not path.is_file():
-            raise FileNotFoundError(f"seed file {path} does not exist (named in the job's seeds.files)")
-        for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                seeds.append((_parse_line(raw, path, number, spec, load), f"{path}:{number}"))
-            except _BadLine as bad:
-                shown = raw[:500].decode("utf-8", errors="replace")
-                load.quarantined.append(Quarantined(str(path), number, bad.field_name, bad.reason, shown))
-    return seeds
-
-
-def _parse_line(raw: bytes, path: Path, number: int, spec: SeedSpec, load: SeedLoad) -> Seed:
+def _parse_line(raw: bytes, path: Path, number: int, reader: SeedReader) -> Seed:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -196,7 +225,7 @@ def _parse_line(raw: bytes, path: Path, number: int, spec: SeedSpec, load: SeedL
     turns = row.get("turns")
     if turns is not None and not 1 <= turns <= MAX_TURNS:
         raise _BadLine("turns", f"turns must be 1..{MAX_TURNS}, got {turns}")
-    turn_images = _turn_images(row, path, spec, turns, load)
+    turn_images = _turn_images(row, path, turns, reader)
     key_fields: dict[str, Any] = {"text": opening.strip(), "topic": topic, "template": template,
                                   "images": list(turn_images[0]) if turn_images else [], "turns": turns}
     if len(turn_images) > 1:  # a seed with first-turn images only keys as before turn_images existed
@@ -206,8 +235,8 @@ def _parse_line(raw: bytes, path: Path, number: int, spec: SeedSpec, load: SeedL
     return Seed(key, seed_id, f"{path}:{number}", opening.strip(), topic, template, turn_images, turns)
 
 
-def _turn_images(row: dict[str, Any], path: Path, spec: SeedSpec, turns: int | None,
-                 load: SeedLoad) -> tuple[tuple[str, ...], ...]:
+def _turn_images(row: dict[str, Any], path: Path, turns: int | None,
+                 reader: SeedReader) -> tuple[tuple[str, ...], ...]:
     """Image keys per user turn, from ``images`` (the first turn) or ``turn_images``; trailing empty turns dropped."""
     if "images" in row and "turn_images" in row:
         raise _BadLine("turn_images", "give images (the first turn's) or turn_images (per turn), not both")
@@ -229,14 +258,15 @@ def _turn_images(row: dict[str, Any], path: Path, spec: SeedSpec, turns: int | N
         field_name = "images"
     if len(named) > MAX_SEED_IMAGES:
         raise _BadLine(field_name, f"{len(named)} images, over the {MAX_SEED_IMAGES} a seed may bring")
-    keys = iter([_load_image(spec, path, ref, where, load) for where, ref in named])
+    keys = iter([_load_image(reader, path, ref, where) for where, ref in named])
     per_turn = [tuple(next(keys) for _ in entry) for entry in refs]
     while per_turn and not per_turn[-1]:
         per_turn.pop()
     return tuple(per_turn)
 
 
-def _load_image(spec: SeedSpec, seed_file: Path, ref: Any, field_name: str, load: SeedLoad) -> str:
+def _load_image(reader: SeedReader, seed_file: Path, ref: Any, field_name: str) -> str:
+    spec = reader.spec
     if not isinstance(ref, str) or not ref:
         raise _BadLine(field_name, "an image is a path relative to the seed file")
     try:  # containment is decided on the resolved path, before anything is opened; the resolved path is what is read
@@ -247,8 +277,8 @@ def _load_image(spec: SeedSpec, seed_file: Path, ref: Any, field_name: str, load
         roots = ", ".join(map(str, spec.read_roots(seed_file.parent)))
         raise _BadLine(field_name, f"image {ref} is outside the folders seeds may read ({roots}), so it was not "
                                    "opened; add its folder to the job's seeds.roots")
-    if image_path in load.image_keys:
-        return load.image_keys[image_path]
+    if image_path in reader.image_keys:
+        return reader.image_keys[image_path]
     if image_path.exists() and not image_path.is_file():
         raise _BadLine(field_name, f"image {image_path} is not a regular file")
     try:
@@ -262,8 +292,8 @@ def _load_image(spec: SeedSpec, seed_file: Path, ref: Any, field_name: str, load
     ready, reasons = model_ready_image(data)
     if ready is None:
         raise _BadLine(field_name, f"image {image_path} is not a readable image: {'; '.join(reasons)}")
-    key = load.put_image(as_png(ready))
-    if len(load.image_keys) >= _PATHS_REMEMBERED:
-        load.image_keys.clear()
-    load.image_keys[image_path] = key
+    key = reader.put_image(as_png(ready))
+    if len(reader.image_keys) >= _PATHS_REMEMBERED:
+        reader.image_keys.clear()
+    reader.image_keys[image_path] = key
     return key

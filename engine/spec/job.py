@@ -142,6 +142,9 @@ class ExecutionSpec(_Strict):
     seed: int = 0  # global random seed, part of every sampling seed
     cache: Path | None = None  # a call cache shared with other outputs (relative to the spec); --cache overrides
     budget: BudgetSpec = BudgetSpec()  # --max-calls, --max-tokens, --max-gpu-hours override
+    # Take seeds in order, shard by shard, until this many dialogues are accepted after dedup; --target-accepted
+    # overrides. A later run with a larger target goes on from there.
+    target_accepted: int | None = Field(None, ge=1)
 
 
 class JobSpec(_Strict):

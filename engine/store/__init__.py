@@ -8,17 +8,38 @@ all build on it.
 """
 
 from seir.engine.store.acceptance import decide
-from seir.engine.store.base import StoreError, now
+from seir.engine.store.base import StoreError, limit_memory, now, pages
 from seir.engine.store.call_cache import SharedCallCache
 from seir.engine.store.connect import STORAGE_VERSION
 from seir.engine.store.decisions import KeptDraft
 from seir.engine.store.images import ImageStore, as_png
 from seir.engine.store.lock import OutputBusy, OutputLock
 from seir.engine.store.provenance import ProvenanceStore, open_read_only
-from seir.engine.store.runs import Committed
-from seir.engine.store.schema import SCHEMA_VERSION, keep_score_sql, turn_scores_sql
+from seir.engine.store.runs import LATEST_CANDIDATES
+from seir.engine.store.schema import ACCEPTED_IN_RUN, SCHEMA_VERSION, keep_score_sql, turn_scores_sql
 from seir.engine.store.versions import Version, version_name, write_version
 
-__all__ = ["SCHEMA_VERSION", "STORAGE_VERSION", "Committed", "ImageStore", "KeptDraft", "OutputBusy",
-           "OutputLock", "ProvenanceStore", "SharedCallCache", "StoreError", "Version", "as_png", "decide",
-           "keep_score_sql", "now", "open_read_only", "turn_scores_sql", "version_name", "write_version"]
+__all__ = [
+           "ACCEPTED_IN_RUN",
+           "LATEST_CANDIDATES",
+           "SCHEMA_VERSION",
+           "STORAGE_VERSION",
+           "ImageStore",
+           "KeptDraft",
+           "OutputBusy",
+           "OutputLock",
+           "ProvenanceStore",
+           "SharedCallCache",
+           "StoreError",
+           "Version",
+           "as_png",
+           "decide",
+           "keep_score_sql",
+           "limit_memory",
+           "now",
+           "open_read_only",
+           "pages",
+           "turn_scores_sql",
+           "version_name",
+           "write_version",
+]

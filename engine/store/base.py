@@ -12,6 +12,8 @@ see every committed shard between two units (docs/provenance.md, "Reading while 
 from __future__ import annotations
 
 import functools
+import itertools
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -112,6 +114,17 @@ class StoreBase:
         with self.held() as con, Transaction(con):
             yield
 
+    def paged(self, query: str, order: str, size: int,
+              params: list[Any] | dict[str, Any] | None = None) -> Iterator[pa.Table]:
+        """``pages`` of a query over the store: the query runs while the file is held, its pages are read from a
+        temp table, so the file is free between them (a commit may come in between)."""
+        with self.held():
+            rows = pages(self.con, query, order, size, params)
+            first = next(rows, None)
+        if first is not None:
+            yield first
+            yield from rows
+
     def _insert(self, table: str, columns: dict[str, list[Any]], on_conflict_ignore: bool = False) -> None:
         if next(iter(columns.values()), []):
             self.insert_arrow(table, pa.table(columns), on_conflict_ignore)
@@ -120,3 +133,35 @@ class StoreBase:
         """Columns matched by name; DuckDB reads ``incoming_rows`` by a replacement scan of this frame."""
         verb = "INSERT OR IGNORE INTO" if on_conflict_ignore else "INSERT INTO"
         self.con.execute(f"{verb} {table} BY NAME SELECT * FROM incoming_rows")
+
+
+# DuckDB's working memory in the driver: large joins, sorts and temp tables spill to disk beyond it, so the driver's
+# footprint does not grow with the dataset ($SEIR_DUCKDB_MEMORY, a DuckDB size such as '1GB').
+DUCKDB_MEMORY = "256MB"
+_paged = itertools.count()
+
+
+def limit_memory(con: duckdb.DuckDBPyConnection, spill_dir: Path) -> None:
+    """Cap ``con``'s working memory and let it spill into ``spill_dir``."""
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    quoted = str(spill_dir).replace("'", "''")
+    con.execute(f"SET memory_limit = '{os.environ.get('SEIR_DUCKDB_MEMORY', DUCKDB_MEMORY)}'")
+    con.execute(f"SET temp_directory = '{quoted}'")
+
+
+def pages(con: duckdb.DuckDBPyConnection, query: str, order: str, size: int,
+          params: list[Any] | dict[str, Any] | None = None) -> Iterator[pa.Table]:
+    """The rows of ``query`` in its column order, ``size`` at a time, sorted by ``order`` (an expression over its
+    columns), holding one page at a time. The query runs once into a temp table numbered
+    in order; each page reads a range of that number, which skips every other row group by its min/max, so reading
+    all pages stays linear. Statements may run on ``con`` between pages."""
+    table = f"paged_{next(_paged)}"
+    con.execute(f"CREATE TEMP TABLE {table} AS SELECT row_number() OVER (ORDER BY {order}) - 1 AS page_row, * "
+                f"FROM ({query}) ORDER BY page_row", params)
+    try:
+        total = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+        for start in range(0, total, size):
+            yield con.sql(f"SELECT * EXCLUDE (page_row) FROM {table} WHERE page_row >= $lo AND page_row < $hi "
+                          "ORDER BY page_row", params={"lo": start, "hi": start + size}).to_arrow_table()
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {table}")

@@ -10,8 +10,10 @@ from typing import Any
 
 from seir.engine.records import DialogueJudgement, Ledger, Score
 from seir.engine.store.acceptance import decide
-from seir.engine.store.base import held, now
+from seir.engine.store.base import held, now, pages
 from seir.engine.store.call_records import CallRecords
+
+REDECIDE_ROWS = 16384  # dialogues decided per page
 
 
 @dataclass(frozen=True)
@@ -30,13 +32,13 @@ class KeptDraft:
 
 class Decisions(CallRecords):
     @held
-    def scored_under_other_config(self, dialogue_keys: Sequence[str], scoring_key: str) -> list[str]:
-        """Dialogues whose latest scores came from a run with another scoring config."""
+    def scored_under_other_config(self, run_id: str, scoring_key: str) -> list[str]:
+        """The run's dialogues whose latest scores came from a run with another scoring config."""
         return [row[0] for row in self.con.execute(
             """SELECT ts.dialogue_key FROM turn_scores ts JOIN runs r USING (run_id)
-               WHERE ts.dialogue_key IN (SELECT unnest(?::VARCHAR[]))
+               WHERE ts.dialogue_key IN (SELECT dialogue_key FROM run_dialogues WHERE run_id = ?)
                GROUP BY ts.dialogue_key HAVING arg_max(r.scoring_key, r.started_at) IS DISTINCT FROM ?
-               ORDER BY ts.dialogue_key""", [list(dialogue_keys), scoring_key]).fetchall()]
+               ORDER BY ts.dialogue_key""", [run_id, scoring_key]).fetchall()]
 
     @held
     def kept_drafts(self, dialogue_keys: Sequence[str]) -> list[KeptDraft]:
@@ -69,34 +71,37 @@ class Decisions(CallRecords):
             self._insert_ledger(run_id, None, ledger, image_path, now())
 
     @held
-    def redecide(self, run_id: str, dialogue_keys: Sequence[str], thresholds: Mapping[str, float]) -> None:
-        """Decide acceptance of ``dialogue_keys`` under ``thresholds`` from their final scores; a dialogue whose
-        decision changed (or that had none) gets a new decision row from ``run_id``."""
-        self.con.execute("CREATE OR REPLACE TEMP TABLE deciding AS SELECT unnest(?::VARCHAR[]) AS dialogue_key",
-                         [list(dialogue_keys)])
-        rows = self.con.execute("""
-            SELECT d.dialogue_key, d.failure,
-                   list(t ORDER BY t.turn_index) FILTER (WHERE t.turn_index IS NOT NULL),
-                   ld.accepted, ld.reason,
-                   (SELECT map(list(f.dimension), list(f.value)) FROM dialogue_final_scores f
-                    WHERE f.dialogue_key = d.dialogue_key)
-            FROM deciding JOIN dialogues d USING (dialogue_key)
+    def redecide(self, run_id: str, thresholds: Mapping[str, float]) -> None:
+        """Decide acceptance of the run's dialogues under ``thresholds`` from their final scores; a dialogue whose
+        decision changed (or that had none) gets a new decision row from ``run_id``. The inputs are gathered in one
+        query and decided a page at a time."""
+        inputs = """
+            SELECT d.dialogue_key, any_value(d.failure) AS failure,
+                   list(t ORDER BY t.turn_index) FILTER (WHERE t.turn_index IS NOT NULL) AS turns,
+                   any_value(ld.accepted) AS accepted, any_value(ld.reason) AS reason,
+                   any_value((SELECT map(list(f.dimension), list(f.value)) FROM dialogue_final_scores f
+                              WHERE f.dialogue_key = d.dialogue_key)) AS whole
+            FROM (SELECT DISTINCT dialogue_key FROM run_dialogues WHERE run_id = ?) rd
+            JOIN dialogues d USING (dialogue_key)
             LEFT JOIN turn_final_scores t USING (dialogue_key)
             LEFT JOIN latest_decisions ld USING (dialogue_key)
-            GROUP BY ALL""").fetchall()
-        changed = []
-        for key, failure, turns, was_accepted, was_reason, whole in rows:
-            scores = [{k: v for k, v in t.items() if k not in ("dialogue_key", "turn_index") and v is not None}
-                      for t in turns or []]
-            decision = decide(failure or "", scores, thresholds, whole or {})
-            if (decision.accepted, decision.reason) != (was_accepted, was_reason):
-                changed.append((key, decision))
-        with self.transaction():
-            self._insert("decisions", {
-                "dialogue_key": [k for k, _ in changed], "run_id": [run_id] * len(changed),
-                "accepted": [d.accepted for _, d in changed], "reason": [d.reason for _, d in changed],
-                "turns_accepted": [list(d.turns_accepted) for _, d in changed], "decided_at": [now()] * len(changed),
-            })
+            GROUP BY d.dialogue_key"""
+        for page in pages(self.con, inputs, "dialogue_key", REDECIDE_ROWS, [run_id]):
+            changed = []
+            for key, failure, turns, was_accepted, was_reason, whole in zip(
+                    *(page.column(i).to_pylist() for i in range(6)), strict=True):
+                scores = [{k: v for k, v in t.items() if k not in ("dialogue_key", "turn_index") and v is not None}
+                          for t in turns or []]
+                decision = decide(failure or "", scores, thresholds, dict(whole or {}))
+                if (decision.accepted, decision.reason) != (was_accepted, was_reason):
+                    changed.append((key, decision))
+            with self.transaction():
+                self._insert("decisions", {
+                    "dialogue_key": [k for k, _ in changed], "run_id": [run_id] * len(changed),
+                    "accepted": [d.accepted for _, d in changed], "reason": [d.reason for _, d in changed],
+                    "turns_accepted": [list(d.turns_accepted) for _, d in changed],
+                    "decided_at": [now()] * len(changed),
+                })
 
     def insert_dialogue_scores(self, run_id: str, judged: Sequence[tuple[str, DialogueJudgement]]) -> None:
         """(dialogue key, its judgement on the dialogue-level dimensions) as scored by ``run_id``."""

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 
+from seir.engine.store.base import StoreError, limit_memory
 from seir.engine.store.connect import attach_writer, detach_writer, open_reader
 from seir.engine.store.dedup_inputs import DedupInputs
 from seir.engine.store.runs import RunRecords
@@ -38,6 +39,8 @@ class ProvenanceStore(RunRecords, ShardCommits, DedupInputs):
         self._guard = threading.RLock()
         # A writer's connection is in memory and outlives the file's attachments (temp tables included).
         self._memory = None if read_only else duckdb.connect()
+        if self._memory is not None:
+            limit_memory(self._memory, self.out_dir / ".spill")
         self._migrated = False
         self._con = self._open()  # created or migrated now, so a bad file is reported before any work
 
@@ -46,6 +49,12 @@ class ProvenanceStore(RunRecords, ShardCommits, DedupInputs):
             return open_reader(self.path, self.out_dir)
         attach_writer(self._memory, self.path, prepare=not self._migrated)
         self._migrated = True
+        return self._memory
+
+    def scratch(self) -> duckdb.DuckDBPyConnection:
+        """The writer's own connection, for temp tables (seeds being planned) that need the file not attached."""
+        if self._memory is None:
+            raise StoreError("a read-only store has no scratch tables")
         return self._memory
 
     def _release(self, con: duckdb.DuckDBPyConnection) -> None:

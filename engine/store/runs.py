@@ -4,21 +4,37 @@ planning the next run reads back (unfinished runs, committed dialogues, prior dr
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import pyarrow as pa
 
-from seir.engine.records import PriorDraft, Quarantined, Seed, SeedDuplicate, Stage
-from seir.engine.store.base import StoreBase, held, now
+from seir.engine.keys import content_key
+from seir.engine.records import SEED_COLUMNS, DialogueTask, PriorDraft, Seed, Stage
+from seir.engine.store.base import StoreBase, held, now, pages
+from seir.engine.store.schema import VERSION_ROWS
 
+# The latest version's dialogues, accepted or not, as a run's candidates (what a rescore or a dedup works on).
+LATEST_CANDIDATES = """
+    SELECT row_number() OVER (ORDER BY vd.dialogue_id) - 1 AS n, vd.dialogue_key, vd.dialogue_id, d.seed_key,
+           d.n_turns AS turns
+    FROM version_dialogues vd JOIN (SELECT DISTINCT dialogue_key, seed_key, n_turns FROM dialogues) d
+         USING (dialogue_key)
+    WHERE vd.version = (SELECT max(version) FROM versions)"""
 
-@dataclass(frozen=True)
-class Committed:
-    dialogue_id: str
-    seed_key: str
+# Every draft of the newest committed dialogue of each seed in $seeds (a list; NULL: the planned seeds): how many
+# calls it made per role, a row per draft and role.
+_PRIOR_CALLS = """
+    WITH wanted AS (SELECT unnest($seeds::VARCHAR[]) AS seed_key WHERE $seeds IS NOT NULL
+                    UNION ALL SELECT seed_key FROM plan_dialogues WHERE $seeds IS NULL),
+         latest AS (SELECT seed_key, arg_max(dialogue_key, created_at) AS dialogue_key FROM dialogues
+                    SEMI JOIN wanted USING (seed_key) GROUP BY seed_key),
+         roles AS (SELECT DISTINCT call_key, role FROM model_calls),
+         calls AS (SELECT l.seed_key, dr.turn_index, dr.stage, dr.round, r.role, count(*) AS n
+                   FROM latest l JOIN drafts dr USING (dialogue_key), unnest(dr.call_keys) AS u(call_key)
+                   JOIN roles r ON r.call_key = u.call_key GROUP BY ALL)
+    SELECT * FROM calls"""
 
 
 class RunRecords(StoreBase):
@@ -31,11 +47,16 @@ class RunRecords(StoreBase):
         return rows[0][0] if rows else None
 
     def begin_run(self, run_id: str, kind: str, job_name: str, job_key: str, generation_key: str,
-                  scoring_key: str, job_spec: dict[str, Any], engine_version: str, seeds: Sequence[Seed],
-                  quarantined: Sequence[Quarantined], plan: Sequence[tuple[str, list[str]]],
-                  seed_duplicates: Sequence[SeedDuplicate] = ()) -> None:
-        """Record a new run, its new seeds, its quarantined input and its planned shards, all at once. Older
-        unfinished runs are marked superseded: their committed shards stay, their plan is dropped."""
+                  scoring_key: str, job_spec: dict[str, Any], engine_version: str, candidates: str | None,
+                  shard_size: int | None = None) -> int:
+        """Record a new run and its dialogues all at once; returns how many shards it planned. Older unfinished runs
+        are marked superseded: their committed shards stay, their plan is dropped.
+
+        ``candidates`` is a query of the run's dialogues ``(n, dialogue_key, dialogue_id, seed_key, turns)`` (None:
+        a run of no dialogues, such as a judge evaluation). With
+        ``shard_size`` (a run that makes dialogues) the seeds just planned are recorded too, from the temp tables
+        seed planning leaves (``planned_seeds``, ``seed_refused``, ``seed_dropped``), and the candidates not yet
+        committed are packed into shards of that size, in order."""
         with self.transaction():
             self.con.execute("UPDATE runs SET status = 'superseded' WHERE status = 'running'")
             self.con.execute(
@@ -45,35 +66,37 @@ class RunRecords(StoreBase):
                 [run_id, kind, job_name, job_key, generation_key, scoring_key, json.dumps(job_spec), engine_version,
                  now()],
             )
-            known = {row[0] for row in self.con.execute("SELECT seed_key FROM seeds").fetchall()}
-            fresh = [s for s in seeds if s.seed_key not in known]
-            self._insert("seeds", {
-                "seed_key": [s.seed_key for s in fresh], "seed_id": [s.seed_id for s in fresh],
-                "source": [s.source for s in fresh], "text": [s.text for s in fresh],
-                "topic": [s.topic for s in fresh], "template": [s.template for s in fresh],
-                "images": [list(s.images) for s in fresh], "turns": [s.turns for s in fresh],
-                "turn_images": pa.array([[list(keys) for keys in s.turn_images] for s in fresh],
-                                        pa.list_(pa.list_(pa.string()))),
-                "run_id": [run_id] * len(fresh),
-            })
-            self._insert("quarantine", {
-                "run_id": [run_id] * len(quarantined), "source": [q.source for q in quarantined],
-                "line": [q.line for q in quarantined], "field": [q.field for q in quarantined],
-                "reason": [q.reason for q in quarantined], "raw": [q.raw for q in quarantined],
-            })
-            self._insert("seed_duplicates", {
-                "run_id": [run_id] * len(seed_duplicates), "seed_key": [d.seed.seed_key for d in seed_duplicates],
-                "seed_id": [d.seed.seed_id for d in seed_duplicates],
-                "source": [d.seed.source for d in seed_duplicates], "text": [d.seed.text for d in seed_duplicates],
-                "kept_seed_key": [d.kept.seed_key for d in seed_duplicates],
-                "kept_seed_id": [d.kept.seed_id for d in seed_duplicates],
-                "method": [d.method for d in seed_duplicates], "similarity": [d.similarity for d in seed_duplicates],
-            })
+            if candidates is not None:
+                self.con.execute(f"INSERT INTO run_dialogues BY NAME SELECT ? AS run_id, * FROM ({candidates})",
+                                 [run_id])
+            if shard_size is None:
+                return 0
+            columns = ", ".join(SEED_COLUMNS)
+            self.con.execute(f"INSERT INTO seeds BY NAME SELECT {columns}, flatten(turn_images) AS images, "
+                             "? AS run_id FROM planned_seeds ANTI JOIN (SELECT DISTINCT seed_key FROM seeds) "
+                             "USING (seed_key) ORDER BY n", [run_id])
+            for table, planned in (("quarantine", "seed_refused"), ("seed_duplicates", "seed_dropped")):
+                self.con.execute(f"INSERT INTO {table} BY NAME SELECT ? AS run_id, * FROM {planned}", [run_id])
+            return self._pack_shards(run_id, shard_size)
+
+    def _pack_shards(self, run_id: str, shard_size: int) -> int:
+        """Consecutive uncommitted dialogues in plan order; a shard's id names its run and members."""
+        packed = ("SELECT (row_number() OVER (ORDER BY rd.n) - 1) // ? AS position, rd.dialogue_key, rd.n "
+                  "FROM run_dialogues rd ANTI JOIN (SELECT DISTINCT dialogue_key FROM dialogues) USING (dialogue_key) "
+                  "WHERE rd.run_id = ?")
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE packing AS SELECT position, list(dialogue_key ORDER BY n) "
+                         f"AS dialogue_keys FROM ({packed}) GROUP BY position", [shard_size, run_id])
+        shards = 0
+        for page in pages(self.con, "SELECT position, dialogue_keys FROM packing", "position", 8192):
+            keys = page.column("dialogue_keys").to_pylist()
             self._insert("shards", {
-                "shard_id": [shard_id for shard_id, _ in plan], "run_id": [run_id] * len(plan),
-                "position": list(range(len(plan))), "dialogue_keys": [keys for _, keys in plan],
-                "status": ["planned"] * len(plan), "committed_at": [None] * len(plan),
+                "shard_id": [content_key([run_id, members]) for members in keys], "run_id": [run_id] * len(keys),
+                "position": page.column("position").to_pylist(), "dialogue_keys": keys,
+                "status": ["planned"] * len(keys), "committed_at": [None] * len(keys),
             })
+            shards += len(keys)
+        self.con.execute("DROP TABLE packing")
+        return shards
 
     def record_models(self, run_id: str, models: dict[str, tuple[str, dict[str, Any]]],
                       probes: Mapping[str, Any] | None = None) -> None:
@@ -101,42 +124,129 @@ class RunRecords(StoreBase):
         )
 
     @held
-    def planned_shards(self, run_id: str) -> list[tuple[str, list[str]]]:
-        """The run's shards not yet committed, in plan order."""
-        return [(r[0], list(r[1])) for r in self.con.execute(
-            "SELECT shard_id, dialogue_keys FROM shards WHERE run_id = ? AND status = 'planned' ORDER BY position",
-            [run_id],
-        ).fetchall()]
+    def shards_left(self, run_id: str) -> tuple[int, int]:
+        """(shards, dialogues) of the run not committed yet."""
+        return self.con.execute("SELECT count(*), coalesce(sum(len(dialogue_keys)), 0) FROM shards "
+                                "WHERE run_id = ? AND status = 'planned'", [run_id]).fetchall()[0]
+
+    def planned_shards(self, run_id: str, batch: int = 1024) -> Iterator[tuple[str, list[DialogueTask]]]:
+        """The run's shards not yet committed, in plan order, each with its dialogues' tasks; read ``batch`` shards
+        at a time, so a plan of millions of dialogues is never held whole."""
+        columns = ", ".join(f"s.{name}" for name in SEED_COLUMNS)
+        after = -1
+        while True:
+            with self.held():
+                rows = self.con.execute(f"""
+                    WITH wanted AS (SELECT shard_id, position, unnest(dialogue_keys) AS dialogue_key,
+                                           generate_subscripts(dialogue_keys, 1) AS i
+                                    FROM shards WHERE run_id = $run AND status = 'planned' AND position > $after
+                                    ORDER BY position LIMIT $batch)
+                    SELECT w.shard_id, w.position, rd.dialogue_key, rd.dialogue_id, rd.turns, {columns}
+                    FROM wanted w JOIN run_dialogues rd ON rd.run_id = $run AND rd.dialogue_key = w.dialogue_key
+                    JOIN seeds s ON s.seed_key = rd.seed_key  -- one row per key: only new seeds are inserted
+                    ORDER BY w.position, w.i""", {"run": run_id, "after": after, "batch": batch}).fetchall()
+            if not rows:
+                return
+            shards: dict[str, list[DialogueTask]] = {}
+            for shard_id, position, key, dialogue_id, turns, *seed in rows:
+                shards.setdefault(shard_id, []).append(DialogueTask(Seed.from_row(seed), dialogue_id, key, turns))
+                after = position
+            yield from shards.items()
+
+    def start_plan(self) -> None:
+        """An empty ``plan_dialogues`` (a temp table: a dry run's plan is never written)."""
+        self.con.execute("CREATE OR REPLACE TEMP TABLE plan_dialogues (n BIGINT, dialogue_key VARCHAR, "
+                         "dialogue_id VARCHAR, seed_key VARCHAR, turns INTEGER)")
+
+    def planned_seed_pages(self, size: int) -> Iterator[pa.Table]:
+        """``planned_seeds`` (left by seed planning) in seed order, with how many turns their pictures need."""
+        return pages(self.con, "SELECT n, seed_key, seed_id, turns, len(turn_images) AS shown FROM planned_seeds",
+                     "n", size)
+
+    def add_to_plan(self, rows: pa.Table) -> None:
+        self.insert_arrow("plan_dialogues", rows)
+
+    def plan_counts(self) -> tuple[int, int]:
+        """(planned dialogues, those not committed yet)."""
+        return self.con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE dialogue_key NOT IN (SELECT dialogue_key FROM dialogues)) "
+            "FROM plan_dialogues").fetchall()[0]
+
+    def pending_plan_pages(self, size: int) -> Iterator[pa.Table]:
+        """(seed_key, turns) of the planned dialogues not committed yet, in seed order."""
+        return pages(self.con, "SELECT n, seed_key, turns FROM plan_dialogues ANTI JOIN "
+                               "(SELECT DISTINCT dialogue_key FROM dialogues) USING (dialogue_key)", "n", size)
 
     @held
-    def committed_dialogue_keys(self) -> set[str]:
-        return {row[0] for row in self.con.execute("SELECT dialogue_key FROM dialogues").fetchall()}
+    def generation_key_of(self, run_id: str) -> str:
+        return self.con.execute("SELECT generation_key FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]
 
     @held
-    def committed_dialogues(self) -> dict[str, Committed]:
-        rows = self.con.execute("SELECT dialogue_key, dialogue_id, seed_key FROM dialogues").fetchall()
-        return {key: Committed(dialogue_id, seed_key) for key, dialogue_id, seed_key in rows}
+    def plan_changes(self, examples: int = 8) -> dict[str, tuple[int, list[str]]]:
+        """How the dialogues in temp table ``plan_dialogues`` relate to what the output has: per kind (reused: made
+        already; regenerated: its seed was made under another config; changed_seeds: its id was made from another
+        seed; new; removed: in the latest version, not planned) the count and the first ``examples`` ids."""
+        self.con.execute("""
+            CREATE OR REPLACE TEMP TABLE plan_kinds AS
+            SELECT p.n, p.dialogue_id,
+                   CASE WHEN m.dialogue_key IS NOT NULL THEN 'reused' WHEN s.seed_key IS NOT NULL THEN 'regenerated'
+                        WHEN i.dialogue_id IS NOT NULL THEN 'changed_seeds' ELSE 'new' END AS kind
+            FROM plan_dialogues p
+            LEFT JOIN (SELECT DISTINCT dialogue_key FROM dialogues) m USING (dialogue_key)
+            LEFT JOIN (SELECT DISTINCT seed_key FROM dialogues) s USING (seed_key)
+            LEFT JOIN (SELECT DISTINCT dialogue_id FROM dialogues) i USING (dialogue_id)
+            UNION ALL
+            SELECT NULL, dialogue_id, 'removed' FROM (
+                SELECT dialogue_id FROM version_dialogues WHERE version = (SELECT max(version) FROM versions)
+                EXCEPT SELECT dialogue_id FROM plan_dialogues)""")
+        counts = dict(self.con.execute("SELECT kind, count(*) FROM plan_kinds GROUP BY kind").fetchall())
+        shown: dict[str, list[str]] = {}
+        first = self.con.execute("SELECT kind, dialogue_id FROM plan_kinds QUALIFY row_number() OVER (PARTITION BY "
+                                 "kind ORDER BY n, dialogue_id) <= ? ORDER BY kind, n, dialogue_id", [examples])
+        for kind, dialogue_id in first.fetchall():
+            shown.setdefault(kind, []).append(dialogue_id)
+        self.con.execute("DROP TABLE plan_kinds")
+        return {kind: (n, shown.get(kind, [])) for kind, n in counts.items()}
 
-    @held
     def prior_drafts(self, seed_keys: Sequence[str]) -> list[PriorDraft]:
         """Every draft of the newest committed dialogue of each of these seeds, with its calls per role."""
-        rows = self.con.execute(
-            """WITH latest AS (SELECT seed_key, arg_max(dialogue_key, created_at) AS dialogue_key FROM dialogues
-                               WHERE seed_key IN (SELECT unnest(?::VARCHAR[])) GROUP BY seed_key),
-                    roles AS (SELECT DISTINCT call_key, role FROM model_calls)
-               SELECT l.seed_key, dr.turn_index, dr.stage, dr.round, list(r.role)
-               FROM latest l JOIN drafts dr USING (dialogue_key), unnest(dr.call_keys) AS u(call_key)
-               JOIN roles r ON r.call_key = u.call_key
-               GROUP BY ALL""", [list(seed_keys)]).fetchall()
-        return [PriorDraft(seed_key, turn, Stage(stage), round_, dict(Counter(roles)))
-                for seed_key, turn, stage, round_, roles in rows]
+        with self.held():
+            rows = self.con.execute(f"SELECT * FROM ({_PRIOR_CALLS}) ORDER BY ALL",
+                                    {"seeds": list(seed_keys)}).fetchall()
+        drafts: dict[tuple[str, int, str, int], dict[str, int]] = {}
+        for seed_key, turn, stage, round_, role, n in rows:
+            drafts.setdefault((seed_key, turn, stage, round_), {})[role] = n
+        return [PriorDraft(seed_key, turn, Stage(stage), round_, calls)
+                for (seed_key, turn, stage, round_), calls in drafts.items()]
 
     @held
-    def latest_candidates(self) -> list[tuple[str, str]]:
-        """(dialogue id, dialogue key) of every dialogue the latest version considered, accepted or not."""
-        return [tuple(row) for row in self.con.execute(
-            """SELECT dialogue_id, dialogue_key FROM version_dialogues
-               WHERE version = (SELECT max(version) FROM versions) ORDER BY dialogue_id""").fetchall()]
+    def prior_call_maxima(self) -> dict[tuple[Stage, str], int]:
+        """Over the newest committed dialogue of each seed in ``plan_dialogues``: the most calls one draft of a stage
+        made, per role."""
+        rows = self.con.execute(
+            f"SELECT stage, role, max(n) FROM ({_PRIOR_CALLS}) GROUP BY ALL", {"seeds": None}).fetchall()
+        return {(Stage(stage), role): n for stage, role, n in rows}
+
+    @held
+    def run_size(self, run_id: str) -> int:
+        return self.con.execute("SELECT count(*) FROM run_dialogues WHERE run_id = ?", [run_id]).fetchall()[0][0]
+
+    @held
+    def latest_version_size(self) -> int:
+        """How many dialogues the latest version considered, accepted or not (0 without a version)."""
+        return self.con.execute(f"SELECT count(*) FROM ({LATEST_CANDIDATES})").fetchall()[0][0]
+
+    @held
+    def seeds_used(self, run_id: str) -> int:
+        """How many of the run's planned dialogues (one per seed) are committed."""
+        return self.con.execute("SELECT count(*) FROM run_dialogues SEMI JOIN dialogues USING (dialogue_key) "
+                                "WHERE run_id = ?", [run_id]).fetchall()[0][0]
+
+    @held
+    def accepted_after_dedup(self, run_id: str) -> int:
+        """How many of the run's dialogues its version would accept now."""
+        return self.con.execute(f"SELECT count(*) FILTER (WHERE accepted) FROM ({VERSION_ROWS})",
+                                {"run": run_id}).fetchall()[0][0]
 
     @held
     def previous_job_spec(self) -> dict[str, Any] | None:

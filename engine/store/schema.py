@@ -14,11 +14,13 @@ from seir.engine.records import CONTENT_DIMENSIONS, TURN_DIMENSIONS
 # that needs it is generated here.
 
 
-def dialogue_text_sql(dialogue: str = "d") -> str:
+def dialogue_text_sql(dialogue: str = "d", turns: str = "turns") -> str:
     """A dialogue's text, as dedup compares it and embeddings embed it: every turn's question, answer and caption,
-    in turn order ('' for a dialogue without turns). ``dialogue`` is the alias of a row with a ``dialogue_key``."""
+    in turn order ('' for a dialogue without turns). ``dialogue`` is the alias of a row with a ``dialogue_key``;
+    ``turns`` a table of turns holding at least that dialogue's (a page's own, so the ordered aggregate never spans
+    every dialogue of the output)."""
     return (f"coalesce((SELECT string_agg(t.question || ' ' || t.answer || ' ' || t.caption, ' ' "
-            f"ORDER BY t.turn_index) FROM turns t WHERE t.dialogue_key = {dialogue}.dialogue_key), '')")
+            f"ORDER BY t.turn_index) FROM {turns} t WHERE t.dialogue_key = {dialogue}.dialogue_key), '')")
 
 
 def keep_score_sql(dialogue: str = "d") -> str:
@@ -27,6 +29,27 @@ def keep_score_sql(dialogue: str = "d") -> str:
     columns = ", ".join(f"f.{name}" for name in CONTENT_DIMENSIONS)
     return (f"coalesce((SELECT avg(x) FROM turn_final_scores f, unnest([{columns}]) AS u(x) "
             f"WHERE f.dialogue_key = {dialogue}.dialogue_key), 0)")
+
+
+# The dialogues of run $run (its ``run_dialogues``) that their latest decision accepts: what the dedup pass compares.
+ACCEPTED_IN_RUN = """
+    SELECT d.* FROM dialogues d JOIN latest_decisions ld USING (dialogue_key)
+    WHERE ld.accepted AND d.dialogue_key IN (SELECT dialogue_key FROM run_dialogues WHERE run_id = $run)"""
+
+
+# Every dialogue of run $run as its version records it: accepted unless its latest decision or the run's dedup says
+# otherwise, with the reason.
+VERSION_ROWS = """
+    SELECT d.dialogue_id, d.dialogue_key, ld.accepted AND dd.dropped_id IS NULL AS accepted,
+           CASE WHEN dd.dropped_id IS NOT NULL
+                THEN 'duplicate of ' || dd.matched_id || ' (' || dd.method || ', similarity '
+                     || round(dd.similarity, 3) || '), kept ' || dd.kept_id
+                ELSE ld.reason END AS reason,
+           d.messages, d.run_id
+    FROM (SELECT DISTINCT dialogue_key FROM run_dialogues WHERE run_id = $run)
+    JOIN dialogues d USING (dialogue_key)
+    JOIN latest_decisions ld USING (dialogue_key)
+    LEFT JOIN dedup dd ON dd.run_id = $run AND dd.dropped_id = d.dialogue_id"""
 
 
 def turn_scores_sql(turns: str = "t") -> str:
@@ -161,8 +184,17 @@ ALTER TABLE models ADD COLUMN IF NOT EXISTS probe JSON;
 ALTER TABLE scores ADD COLUMN IF NOT EXISTS method VARCHAR;
 """
 
+# v6 -> v7: a run's dialogues are a table (a run's plan: every current seed's dialogue in seed order; a rescore's or
+# dedup's: the candidates it works on), so no step holds millions of keys in memory. A run an older seir left
+# unfinished kept its plan in memory only: it is superseded (its committed shards stay; the next run reuses them).
+_TO_V7 = """
+CREATE TABLE IF NOT EXISTS run_dialogues (run_id VARCHAR, n BIGINT, dialogue_key VARCHAR, dialogue_id VARCHAR,
+                                          seed_key VARCHAR, turns INTEGER);
+UPDATE runs SET status = 'superseded' WHERE status = 'running';
+"""
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4, 4: _TO_V5, 5: _TO_V6}
+MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4, 4: _TO_V5, 5: _TO_V6, 6: _TO_V7}
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 VIEWS = """

@@ -53,3 +53,33 @@ def test_a_budget_in_the_job_is_checked(tmp_path: Path) -> None:
     job = write_job(tmp_path, job_dict("bad-budget", execution={"budget": {"calls": 0}}))
     with pytest.raises(JobSpecError, match="budget"):
         load_job(job)
+
+
+def test_a_target_of_accepted_dialogues_stops_at_a_shard_boundary_and_a_larger_one_goes_on(
+        ray_local: None, tmp_path: Path) -> None:
+    # Thresholds of 0 accept every dialogue the models finish, and no dedup method runs, so the counts below do not
+    # depend on what the random weights write.
+    spec = job_dict("target", topics=TOPICS[:6], seir={"turns": 1, "rounds": 1},
+                    scoring={"thresholds": dict.fromkeys(("question", "text_content", "image_content",
+                                                          "image_quality", "image_text_synergy"), 0.0)},
+                    dedup={"methods": []}, execution={"shard_size": 2, "shards_in_flight": 1})
+    job, out = write_job(tmp_path, spec), tmp_path / "out"
+
+    stream = io.StringIO()
+    summary = Runner(load_job(job), out, stream=stream, budget=Budget(accepted=3)).run()
+    first = FinishedRun(out, summary, stream.getvalue(), job)
+    accepted = first.sql("SELECT count(*) FROM version_dialogues WHERE accepted")[0][0]
+    assert accepted >= 3 and accepted == first.sql("SELECT count(*) FROM dialogues WHERE failure = ''")[0][0]
+    assert first.sql("SELECT status FROM shards ORDER BY position") == [("committed",), ("committed",),
+                                                                        ("planned",)]
+    assert "target reached" in summary["target"] and "from 4 seeds" in summary["target"]
+    assert first.sql("SELECT status FROM runs") == [("finished",)]
+
+    stream = io.StringIO()
+    Runner(load_job(job), out, stream=stream, budget=Budget(accepted=6)).run()
+    second = FinishedRun(out, {}, stream.getvalue(), job)
+    assert "2 dialogues to make in 1 shards, 4 reused" in second.log
+    assert second.sql("SELECT count(DISTINCT dialogue_key) FROM dialogues") == [(6,)]
+    assert second.sql("SELECT r.run_id = max(r.run_id) OVER (), count(*) FROM shards s JOIN runs r USING (run_id) "
+                      "WHERE s.status = 'committed' GROUP BY r.run_id ORDER BY 1") == [(False, 2), (True, 1)]
+    assert second.sql("SELECT count(*) FROM version_dialogues WHERE version = 2") == [(6,)]
