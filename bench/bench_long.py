@@ -26,7 +26,7 @@ from seir.engine.run import Runner
 from seir.engine.spec import load_job
 
 ROOT = Path(__file__).resolve().parent.parent
-FITTED = ("%omitted]%", "%shown here, left out]%", "%words omitted ...]%")  # the markers of operators/context.py
+FITTED = ("%omitted]%", "%shown here, left out]%", "% [...] %")  # the markers of operators/context.py
 
 
 def main() -> None:

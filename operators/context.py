@@ -68,12 +68,13 @@ def left_out_note(count: int) -> str:
 
 
 def cut_middle(text: str, words: int) -> str:
-    """``text`` with its middle words replaced by a marker, keeping the first and last ``words // 2``."""
+    """``text`` with its middle words replaced by a short marker (it must cost fewer tokens than it saves), keeping
+    the first ``words - words // 2`` and the last ``words // 2``."""
     parts = text.split()
     if len(parts) <= words:
         return text
     head, tail = words - words // 2, words // 2
-    return " ".join([*parts[:head], f"[... {len(parts) - words} words omitted ...]", *parts[len(parts) - tail:]])
+    return " ".join([*parts[:head], "[...]", *parts[len(parts) - tail:]])
 
 
 def trims(turns: Sequence[tuple[str, str, Sequence[bytes]]]) -> list[Trim]:

@@ -93,9 +93,9 @@ class Endpoint:
                     break
                 excerpt = self._excerpt(err.response)
                 if status in (400, 413, 422) and _OVERFLOW.search(excerpt):
-                    raise ContextOverflow(f"the server at {self.base_url} refused a request as longer than its "
-                                          f"context window (HTTP {status}: {excerpt}); set the role's context_length "
-                                          "to the server's window so seir fits requests to it", status) from None
+                    raise ContextOverflow(f"the server refused a request as longer than its context window: set "
+                                          "the role's context_length to the server's window, so seir fits requests "
+                                          f"to it (HTTP {status} from {url}: {excerpt})", status) from None
                 raise EndpointError(f"POST {url} -> HTTP {status}: {excerpt}; {self._hint(status, body)}",
                                     status) from None
             except openai.APITimeoutError:

@@ -25,7 +25,7 @@ def picture(shade: int) -> bytes:
     return out.getvalue()
 
 
-EARLIER = History(tuple((f"question {n} about the harbor and its boats", " ".join(["answer"] * 30) + f" {n}")
+EARLIER = History(tuple((f"question {n} about the harbor and its boats", " ".join(["answer"] * 60) + f" {n}")
                         for n in range(1, 9)),
                   ((picture(1),), (), (picture(2), picture(3)), (), (), (), (), (picture(4),)))
 SHOWN_NOW = (picture(9),)
@@ -50,9 +50,9 @@ def test_the_steps_leave_out_pictures_then_turns_then_the_middle_of_a_reply() ->
     steps = trims(EARLIER.earlier())
     assert steps[:4] == [Trim(), Trim(pictures=1), Trim(pictures=3), Trim(pictures=8)]  # turns with pictures only
     assert steps[4:11] == [Trim(8, turns) for turns in range(1, 8)]
-    assert [s.reply_words for s in steps[11:-1]] == [15]  # the last earlier reply (31 words) halved while >= 8
+    assert [s.reply_words for s in steps[11:-1]] == [30, 15]  # the last earlier reply (61 words) halved while >= 8
     assert steps[-1] == Trim(8, 8)
-    assert cut_middle("a b c d e f g h i j", 4) == "a b [... 6 words omitted ...] i j"
+    assert cut_middle("a b c d e f g h i j", 4) == "a b [...] i j"
 
 
 def test_every_step_is_smaller_than_the_last(vision_window: Window) -> None:
@@ -65,7 +65,7 @@ def test_a_request_that_fits_goes_whole(vision_window: Window) -> None:
     assert fitted.trim == Trim() and fitted.messages == answer(EARLIER)
 
 
-@pytest.mark.parametrize("cut", [1, 3, 6, 9, 11])
+@pytest.mark.parametrize("cut", [1, 3, 6, 9, 11, 12])
 def test_the_least_cut_that_fits_is_chosen_and_the_current_turn_is_whole(vision_window: Window, cut: int) -> None:
     """A window just big enough for step ``cut``: that step is chosen (not a deeper one), the marker says what was
     left out, and the picture the user shows now is in the request whatever was cut."""

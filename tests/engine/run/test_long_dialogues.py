@@ -58,6 +58,7 @@ def long_job(name: str, limits: dict[str, int], **seir: int) -> dict:
     job["roles"]["judge"]["context_length"] = limits["judge"]
     job["seir"] = {**job["seir"], "turns": TURNS, "rounds": 0, **seir}
     job["execution"] = {"shard_size": 2, "shards_in_flight": 1}
+    job["seeds"] = {"topics": [], "templates": []}  # the seed file's alone
     return job
 
 
@@ -74,7 +75,7 @@ def long_run(ray_local: None, tiny_models: dict[str, Path],
              {"id": "plain", "text": "Walk me through a museum of astronomy, room by room, drawing each exhibit."}]
     _, counter = TransformersVisionChat.offline_context(str(tiny_models["judge"]))
     limits = windows(counter, OPENING)
-    run = run_job(write_job(folder, long_job("long", limits), seed_lines=seeds), folder / "out")
+    run = run_job(write_job(folder, long_job("long", limits), seed_lines=seeds), folder / "out", folder / "cache")
     return run, limits, [[keys[name.removesuffix(".png")] for name in names] for names in turn_images]
 
 
@@ -117,11 +118,17 @@ def test_the_pictures_shown_in_a_turn_are_in_every_request_of_that_turn(long_run
             assert shown(run, call_key)[-len(now):] == now, (turn, call_key)
 
 
-def test_a_refresh_replays_every_call_from_the_cache(long_run) -> None:
+def test_the_same_job_elsewhere_replays_every_call_from_the_cache(long_run, tmp_path: Path) -> None:
+    """Into a new output with the first run's call cache: every fitted request is made again exactly as before, so
+    every call is answered from the cache and nothing is computed."""
     run, _, _ = long_run
-    again = run_job(run.job, run.out)
-    assert {c["computed"] for c in again.summary["calls"].values()} == {0}
-    assert again.sql("SELECT count(DISTINCT dialogue_key) FROM dialogues") == [(2,)]
+    again = run_job(run.job, tmp_path / "again", run.out.parent / "cache")
+    calls = again.summary["calls"]
+    assert {"llm", "judge", "image"} <= calls.keys()
+    assert {role: c["computed"] for role, c in calls.items()} == dict.fromkeys(calls, 0)
+    assert again.sql("SELECT count(*) FROM dialogues") == run.sql("SELECT count(*) FROM dialogues") == [(2,)]
+    assert again.sql("SELECT list(messages ORDER BY dialogue_id) FROM dialogues") == \
+        run.sql("SELECT list(messages ORDER BY dialogue_id) FROM dialogues")
 
 
 def test_a_window_too_small_for_the_fixed_parts_fails_those_drafts_unsent(
