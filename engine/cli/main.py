@@ -59,8 +59,7 @@ def _add_verbose(command: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from seir.engine.run.windows import window_report
-    from seir.engine.spec import job_summary, load_job
+    from seir.engine.spec import job_summary, load_job, window_report
 
     spec = load_job(args.job)
     print(f"{args.job}: OK ({job_summary(spec)})")

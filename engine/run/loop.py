@@ -65,10 +65,6 @@ class _Working:
         index = len(self.turns)
         return self.shown[index] if index < len(self.shown) else ()
 
-    def shown_so_far(self) -> tuple[bytes, ...]:
-        """Every picture the user has brought up to and including the current turn, in order."""
-        return tuple(data for images in self.shown[: len(self.turns) + 1] for data in images)
-
     def history(self) -> History:
         return History(tuple((t.question, t.answer) for t in self.turns), tuple(self.shown[: len(self.turns)]))
 
@@ -198,8 +194,7 @@ class SeirLoop:
             _take_text(draft, reply, "answer")
         writing = [(w, d, q, p) for w, d, q, p in zip(group, drafts, questions, previous, strict=True) if d.ok]
         caption_prompts = [
-            _Prompt.fixed(caption_messages(q, d.text or "", self.spec.seir.caption_words,
-                                           _revision(p, p.caption if p else None), w.shown_so_far()))
+            self._caption_prompt(w, q, d.text or "", _revision(p, p.caption if p else None))
             for w, d, q, p in writing
         ]
         captions = await self._chat(caption_prompts, [w for w, _, _, _ in writing], [d for _, d, _, _ in writing],
@@ -221,9 +216,8 @@ class SeirLoop:
                 rewrite.append(i)
         if rewrite:
             prompts = [
-                _Prompt.fixed(caption_messages(group[i].kept[Stage.QUESTION].text or "",
-                                               group[i].kept[Stage.ANSWER].text or "", self.spec.seir.caption_words,
-                                               _revision(previous[i]), group[i].shown_so_far()))
+                self._caption_prompt(group[i], group[i].kept[Stage.QUESTION].text or "",
+                                     group[i].kept[Stage.ANSWER].text or "", _revision(previous[i]))
                 for i in rewrite
             ]
             replies = await self._chat(prompts, [group[i] for i in rewrite], [drafts[i] for i in rewrite],
@@ -251,6 +245,15 @@ class SeirLoop:
                 group[i].images[image.key] = image.png
         for draft in drafts:
             draft.caption = draft.text
+
+    def _caption_prompt(self, w: _Working, question: str, answer: str, revision: Revision | None) -> _Prompt:
+        """A caption request shows every picture the user has brought so far: those of earlier turns are history
+        (left out first, oldest first, when the window needs it), those of this turn are not."""
+        def build(history: History) -> list[dict]:
+            return caption_messages(question, answer, self.spec.seir.caption_words, revision,
+                                    [*history.pictures(), *w.shown_now()])
+
+        return _Prompt.over(w.history(), build)
 
     async def _chat(self, prompts: list[_Prompt], group: list[_Working], drafts: list[Draft],
                     previous: list[Draft | None], purpose: str, ledger: Ledger) -> list[str | CallFailure]:
@@ -307,16 +310,11 @@ class _Prompt:
     """A writer's request before it is fitted: how to build it with some earlier turns left out, and those turns."""
 
     build: Callable[[Trim], list[dict]]
-    earlier: list[tuple[str, str, tuple[bytes, ...]]] = field(default_factory=list)
+    earlier: list[tuple[str, str, tuple[bytes, ...]]]
 
     @classmethod
     def over(cls, history: History, write: Callable[[History], list[dict]]) -> _Prompt:
         return cls(lambda trim: write(history.fitted(trim)), history.earlier())
-
-    @classmethod
-    def fixed(cls, messages: list[dict]) -> _Prompt:
-        """A request that shows no earlier turns (a caption's): it fits whole or not at all."""
-        return cls(lambda _: messages)
 
     def fitted(self, window: Window | None, reply: int, what: str) -> list[dict]:
         if window is None:

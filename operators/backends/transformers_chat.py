@@ -116,10 +116,10 @@ class TransformersChat(LocalBackend):
         self._labels: dict[tuple[str, tuple[str, ...]], tuple[str, list[int]]] = {}
 
     @classmethod
-    def load_processor(cls, path: str, revision: str | None) -> Any:
+    def load_processor(cls, path: str, revision: str | None, **options: Any) -> Any:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(path, revision=revision)
+        return AutoTokenizer.from_pretrained(path, revision=revision, **options)
 
     @classmethod
     def offline_context(cls, model: str, revision: str | None = None) -> tuple[int | None, TokenCounter | None]:
@@ -127,9 +127,9 @@ class TransformersChat(LocalBackend):
 
         from seir.operators.backends.tiny import resolve_model_ref
 
-        path = resolve_model_ref(model)
-        window = config_window(AutoConfig.from_pretrained(path, revision=revision))
-        return window, ChatTokenCounter(cls.load_processor(path, revision))
+        path = resolve_model_ref(model)  # files already here only: a check never waits on the network
+        window = config_window(AutoConfig.from_pretrained(path, revision=revision, local_files_only=True))
+        return window, ChatTokenCounter(cls.load_processor(path, revision, local_files_only=True))
 
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM

@@ -19,10 +19,10 @@ class TransformersVisionChat(TransformersChat):
     capabilities = frozenset({"chat", "score", "vision"})
 
     @classmethod
-    def load_processor(cls, path: str, revision: str | None) -> Any:
+    def load_processor(cls, path: str, revision: str | None, **options: Any) -> Any:
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(path, revision=revision)
+        return AutoProcessor.from_pretrained(path, revision=revision, **options)
 
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoModelForImageTextToText

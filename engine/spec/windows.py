@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 
 from seir.engine.records import STAGE_DIMENSIONS, Stage
-from seir.engine.spec import JobSpec
+from seir.engine.spec.job import JobSpec
 from seir.operators.backends.base import Backend
 from seir.operators.context import TokenCounter
 from seir.operators.registry import lookup
@@ -31,7 +31,13 @@ def window_report(spec: JobSpec) -> list[str]:
         backend: type[Backend] = lookup("backend", role_spec.backend)  # type: ignore[assignment]
         if "chat" not in backend.capabilities:
             continue
-        declared, counter = backend.offline_context(role_spec.model, role_spec.revision)
+        try:
+            declared, counter = backend.offline_context(role_spec.model, role_spec.revision)
+        except (OSError, ValueError):  # a hub id not downloaded here: its window is read when it loads
+            set_here = f"{role_spec.context_length:,} tokens (job)" if role_spec.context_length else None
+            lines.append(f"{role}: context window {set_here or 'read when the model loads'} (its config and "
+                         "tokenizer are not on this machine, so the requests were not measured)")
+            continue
         limit = role_spec.context_length or declared
         source = "job" if role_spec.context_length else "model config"
         if limit is None or counter is None:
