@@ -59,9 +59,16 @@ def _add_verbose(command: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from seir.engine.spec import job_summary, load_job
+    from seir.engine.spec import job_summary, load_job, window_report
 
-    print(f"{args.job}: OK ({job_summary(load_job(args.job))})")
+    spec = load_job(args.job)
+    print(f"{args.job}: OK ({job_summary(spec)})")
+    import transformers  # reading a model's config and tokenizer (and building a tiny one) is quiet here
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    for line in window_report(spec):
+        print("  " + line)
     return 0
 
 
@@ -192,8 +199,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     validate = commands.add_parser("validate", help="check a job spec against what its operators need, loading "
-                                   "no model and starting no Ray", description="check a job spec: keys, types, and "
-                                   "the roles and inputs its scorers and dedup methods declare")
+                                   "no model weights and starting no Ray", description="check a job spec: keys, "
+                                   "types, the roles and inputs its scorers and dedup methods declare, and each chat "
+                                   "role's context window against the job's longest requests (read from the "
+                                   "models' configs and tokenizers)")
     validate.add_argument("job", type=Path, help="job spec (YAML)")
     validate.set_defaults(handler=_validate)
     _add_budget(_job_command(commands, "run", "run a job: make every dialogue its seeds call for that is not made yet",

@@ -92,6 +92,7 @@ class ModelClient:
                  images: ImageStore) -> None:
         self.role = role
         self.pool = pool
+        self.window = pool.window  # requests to this role are fitted to it before they are keyed
         self.backend_config = backend_config
         self.model_id = str(backend_config.get("model", ""))
         self.revision = str(backend_config.get("revision", ""))

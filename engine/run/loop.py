@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from seir.engine.keys import content_key
 from seir.engine.records import Dialogue, DialogueJudgement, DialogueTask, Draft, Ledger, Stage, Turn
@@ -32,6 +33,7 @@ from seir.engine.run.scoring import StageScorer
 from seir.engine.spec import JobSpec
 from seir.engine.store import ImageStore
 from seir.operators.backends.base import ChatRequest, ChatResult, RenderRequest, Sampling
+from seir.operators.context import DoesNotFit, Trim, Window
 from seir.operators.scoring.rubrics import DialogueView, TurnView, critique_finds_nothing, suggested_caption
 from seir.operators.seir.prompts import (
     History,
@@ -62,10 +64,6 @@ class _Working:
         """The pictures the user brings with the current turn's question."""
         index = len(self.turns)
         return self.shown[index] if index < len(self.shown) else ()
-
-    def shown_so_far(self) -> tuple[bytes, ...]:
-        """Every picture the user has brought up to and including the current turn, in order."""
-        return tuple(data for images in self.shown[: len(self.turns) + 1] for data in images)
 
     def history(self) -> History:
         return History(tuple((t.question, t.answer) for t in self.turns), tuple(self.shown[: len(self.turns)]))
@@ -179,8 +177,9 @@ class SeirLoop:
     async def _write_questions(self, group: list[_Working], drafts: list[Draft], previous: list[Draft | None],
                                ledger: Ledger) -> None:
         limit = self.spec.seir.question_words
-        prompts = [question_messages(w.task.seed.text, w.history(), limit, _revision(p), w.shown_now()) for w, p in
-                   zip(group, previous, strict=True)]
+        prompts = [_Prompt.over(w.history(), partial(question_messages, w.task.seed.text, max_words=limit,
+                                                     revision=_revision(p), images=w.shown_now()))
+                   for w, p in zip(group, previous, strict=True)]
         replies = await self._chat(prompts, group, drafts, previous, "question", ledger)
         for draft, reply in zip(drafts, replies, strict=True):
             _take_text(draft, reply, "question")
@@ -188,15 +187,14 @@ class SeirLoop:
     async def _write_answers(self, group: list[_Working], drafts: list[Draft], previous: list[Draft | None],
                              ledger: Ledger) -> None:
         questions = [w.kept[Stage.QUESTION].text or "" for w in group]
-        prompts = [answer_messages(q, w.history(), _revision(p), w.shown_now()) for w, q, p in
-                   zip(group, questions, previous, strict=True)]
+        prompts = [_Prompt.over(w.history(), partial(answer_messages, q, revision=_revision(p), images=w.shown_now()))
+                   for w, q, p in zip(group, questions, previous, strict=True)]
         replies = await self._chat(prompts, group, drafts, previous, "answer", ledger)
         for draft, reply in zip(drafts, replies, strict=True):
             _take_text(draft, reply, "answer")
         writing = [(w, d, q, p) for w, d, q, p in zip(group, drafts, questions, previous, strict=True) if d.ok]
         caption_prompts = [
-            caption_messages(q, d.text or "", self.spec.seir.caption_words,
-                             _revision(p, p.caption if p else None), w.shown_so_far())
+            self._caption_prompt(w, q, d.text or "", _revision(p, p.caption if p else None))
             for w, d, q, p in writing
         ]
         captions = await self._chat(caption_prompts, [w for w, _, _, _ in writing], [d for _, d, _, _ in writing],
@@ -218,8 +216,8 @@ class SeirLoop:
                 rewrite.append(i)
         if rewrite:
             prompts = [
-                caption_messages(group[i].kept[Stage.QUESTION].text or "", group[i].kept[Stage.ANSWER].text or "",
-                                 self.spec.seir.caption_words, _revision(previous[i]), group[i].shown_so_far())
+                self._caption_prompt(group[i], group[i].kept[Stage.QUESTION].text or "",
+                                     group[i].kept[Stage.ANSWER].text or "", _revision(previous[i]))
                 for i in rewrite
             ]
             replies = await self._chat(prompts, [group[i] for i in rewrite], [drafts[i] for i in rewrite],
@@ -248,9 +246,19 @@ class SeirLoop:
         for draft in drafts:
             draft.caption = draft.text
 
-    async def _chat(self, prompts: list[list[dict]], group: list[_Working], drafts: list[Draft],
+    def _caption_prompt(self, w: _Working, question: str, answer: str, revision: Revision | None) -> _Prompt:
+        """A caption request shows every picture the user has brought so far: those of earlier turns are history
+        (left out first, oldest first, when the window needs it), those of this turn are not."""
+        def build(history: History) -> list[dict]:
+            return caption_messages(question, answer, self.spec.seir.caption_words, revision,
+                                    [*history.pictures(), *w.shown_now()])
+
+        return _Prompt.over(w.history(), build)
+
+    async def _chat(self, prompts: list[_Prompt], group: list[_Working], drafts: list[Draft],
                     previous: list[Draft | None], purpose: str, ledger: Ledger) -> list[str | CallFailure]:
-        """One batched call per writer: the vision writer for dialogues whose seed brings pictures, else ``llm``."""
+        """One batched call per writer: the vision writer for dialogues whose seed brings pictures, else ``llm``.
+        Each request is fitted to the writer's window first; one that cannot fit fails its draft unsent."""
         by_writer: dict[str, list[int]] = {}
         for i, w in enumerate(group):
             by_writer.setdefault((self.vlm if w.task.seed.turn_images else self.llm).role, []).append(i)
@@ -258,22 +266,31 @@ class SeirLoop:
 
         async def write(role: str, members: list[int]) -> list[ChatResult | CallFailure]:
             sampling = self.spec.roles[role].sampling
-            requests = []
+            window = writers[role].window
+            requests, sent, results = [], [], {}
             for i in members:
                 prior = previous[i]
                 temperature = sampling.temperature
                 if prior is not None and not prior.ok:
                     temperature = max(temperature, RETRY_TEMPERATURE)
-                requests.append(ChatRequest(prompts[i], Sampling(sampling.max_new_tokens, temperature, sampling.top_p,
-                                                                 _seed(self.spec, group[i], drafts[i], purpose))))
-            return await writers[role].chat(requests, ledger)
+                try:
+                    messages = prompts[i].fitted(window, sampling.max_new_tokens, purpose)
+                except DoesNotFit as err:
+                    results[i] = CallFailure(str(err))
+                    continue
+                sent.append(i)
+                requests.append(ChatRequest(messages, Sampling(sampling.max_new_tokens, temperature, sampling.top_p,
+                                                               _seed(self.spec, group[i], drafts[i], purpose))))
+            results.update(zip(sent, await writers[role].chat(requests, ledger), strict=True))
+            return [results[i] for i in members]
 
         answers = await asyncio.gather(*(write(role, members) for role, members in by_writer.items()))
         placed = {i: result for members, found in zip(by_writer.values(), answers, strict=True)
                   for i, result in zip(members, found, strict=True)}
         results = [placed[i] for i in range(len(group))]
         for draft, result in zip(drafts, results, strict=True):
-            draft.call_keys.append(result.call_key)
+            if result.call_key:  # a request that did not fit was never sent
+                draft.call_keys.append(result.call_key)
         return [r if isinstance(r, CallFailure) else r.text for r in results]
 
     def _finish_turn(self, w: _Working, turn_index: int) -> Turn:
@@ -286,6 +303,23 @@ class SeirLoop:
     def _finish_dialogue(self, w: _Working, judgement: DialogueJudgement | None) -> Dialogue:
         return Dialogue(dialogue_id=w.task.dialogue_id, dialogue_key=w.task.dialogue_key, seed=w.task.seed,
                         turns=w.turns, drafts=w.drafts, failure=w.failure, judgement=judgement)
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """A writer's request before it is fitted: how to build it with some earlier turns left out, and those turns."""
+
+    build: Callable[[Trim], list[dict]]
+    earlier: list[tuple[str, str, tuple[bytes, ...]]]
+
+    @classmethod
+    def over(cls, history: History, write: Callable[[History], list[dict]]) -> _Prompt:
+        return cls(lambda trim: write(history.fitted(trim)), history.earlier())
+
+    def fitted(self, window: Window | None, reply: int, what: str) -> list[dict]:
+        if window is None:
+            return self.build(Trim())
+        return window.fit(self.build, self.earlier, reply, what).messages
 
 
 def _view(stage: Stage, working: _Working, draft: Draft) -> TurnView:

@@ -23,6 +23,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from seir.engine.logs import redirect_worker_output
 from seir.engine.spec import RoleSpec
 from seir.operators.backends.base import LocalBackend, ProbeReport
+from seir.operators.context import Window
 from seir.operators.registry import lookup
 
 
@@ -58,11 +59,14 @@ class RoleActor:
     def config(self) -> dict[str, Any]:
         return self.backend.config()
 
-    def start(self, needs: frozenset[str]) -> tuple[dict[str, Any], ProbeReport | None]:
+    def start(self, needs: frozenset[str]) -> tuple[dict[str, Any], ProbeReport | None, Window]:
         """Probe the model server (if any) for what the job needs of this role, then the config, which holds what
-        the probe chose."""
+        the probe chose, and the model's context window with its token counter (shipped to where requests are
+        built, so they are fitted before they are keyed)."""
         report = self.backend.probe(needs)
-        return self.backend.config(), report
+        limit, counter = self.backend.context()
+        source = "server" if report is not None else "model config"
+        return self.backend.config(), report, Window(self.role, limit, counter, source) if counter else None
 
     def call(self, method: str, requests: list[Any]) -> tuple[list[Any], float]:
         started = time.perf_counter()
@@ -112,12 +116,16 @@ class RolePool:
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._batches = 0
         self.report: ProbeReport | None = None  # what the model server said it can do (endpoint backends)
+        self.window: Window | None = None  # None: the role takes no chat requests
 
     def ready(self, timeout_s: float, needs: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Wait for every actor to load its model and probe its server for ``needs``; returns the backend's config
-        (model, revision, options) and keeps the first actor's probe report in ``report``."""
+        (model, revision, options) and keeps the first actor's probe report in ``report`` and its context window in
+        ``window``, where the role's own ``context_length`` wins."""
         started = ray.get([actor.start.remote(needs) for actor in self.actors], timeout=timeout_s)
-        config, self.report = started[0]
+        config, self.report, self.window = started[0]
+        if self.window is not None and self.spec.context_length is not None:
+            self.window.limit, self.window.source = self.spec.context_length, "job"
         return config
 
     async def call(self, method: str, requests: list[Any]) -> tuple[list[Any], list[ChunkStats]]:

@@ -93,6 +93,9 @@ class ModelPools:
             self.store.record_models(self.run_id, {role: (content_key(cfg), cfg) for role, cfg in configs.items()},
                                      reports)
             self._refuse_unable(reports)
+            windows = [f"{role} {pool.window.describe()}" for role, pool in fresh.items() if pool.window]
+            if windows:
+                self.say("context windows: " + ", ".join(windows))
             for role, config in configs.items():
                 self.clients[role] = ModelClient(role, fresh[role], config, self.cache, self.images)
         return self.clients

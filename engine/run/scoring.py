@@ -122,6 +122,9 @@ class StageScorer:
 
     def _verdict(self, by_scorer: dict[str, ScorerResult], dimensions: Sequence[str],
                  gates: dict[str, float]) -> Verdict:
+        failure = next((result.failure for result in by_scorer.values() if result.failure), "")
+        if failure:
+            return Verdict(failure=f"not judged: {failure}")
         combined = combine(by_scorer, self.spec.scoring)
         verdict = Verdict(critique=next((r.critique for r in by_scorer.values() if r.critique), ""),  # the judge's
                           combined={d: combined.scores[d] for d in dimensions if d in combined.scores},
@@ -154,6 +157,8 @@ class StageScorer:
                                     "caption_words": seir.caption_words,
                                     "target_side": max(seir.image_width, seir.image_height)}
         if cls.roles:
-            settings["sampling"] = role_sampling(self.spec, next(iter(cls.roles)))
+            first = next(iter(cls.roles))
+            settings["sampling"] = role_sampling(self.spec, first)
+            settings["window"] = self.clients[first].window
         accepted = inspect.signature(cls).parameters
         return cls(**calls, **{key: value for key, value in settings.items() if key in accepted})

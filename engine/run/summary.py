@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from seir.engine.progress import PLAIN_EVERY_S, Meter
 from seir.engine.records import Dialogue, Ledger, Stage
 from seir.engine.store import decide
+from seir.operators.context import DOES_NOT_FIT_ROLE
 
 
 @dataclass
@@ -94,6 +95,10 @@ def run_summary(con: Any, run_id: str) -> dict[str, Any]:
         """SELECT role, error, count(*) AS n FROM model_calls WHERE run_id = ? AND error IS NOT NULL
            GROUP BY role, error QUALIFY row_number() OVER (PARTITION BY role ORDER BY n DESC, error) <= 3
            ORDER BY role, n DESC, error""", [run_id]).fetchall()
+    unfitted = con.execute(
+        """SELECT regexp_extract(reason, $fit, 1) AS role, count(*) FROM drafts
+           WHERE run_id = $run AND regexp_matches(reason, $fit) GROUP BY ALL ORDER BY ALL""",
+        {"fit": DOES_NOT_FIT_ROLE, "run": run_id}).fetchall()
     return {
         "accepted": status.get("accepted", 0),
         "rejected": status.get("rejected", 0),
@@ -101,6 +106,7 @@ def run_summary(con: Any, run_id: str) -> dict[str, Any]:
         "mean_score_by_round": [{"dimension": d, "round": r, "mean": m, "n": n} for d, r, m, n in by_round],
         "calls": {role: {"computed": n, "cached": c, "batches": b, "failed": f} for role, n, c, b, f in calls},
         "top_errors": [{"role": role, "error": error, "count": n} for role, error, n in errors],  # 3 per role
+        "did_not_fit": dict(unfitted),  # role -> drafts failed because a request could not fit its window
     }
 
 
@@ -121,6 +127,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     for role, c in summary["calls"].items():
         lines.append(f"  calls {role:<6} computed {c['computed']} in {c['batches']} batches, cached {c['cached']}, "
                      f"failed {c['failed']}")
+    if summary.get("did_not_fit"):
+        counts = ", ".join(f"{role} {n}" for role, n in summary["did_not_fit"].items())
+        lines.append(f"  drafts failed as too long for a role's window: {counts} (see drafts.reason; a larger "
+                     "context_length, fewer turns or shorter replies)")
     for row in summary.get("top_errors", []):
         lines.append(f"  error  {row['role']:<6} x{row['count']}: {row['error'][:240]}")
     if "version" in summary:

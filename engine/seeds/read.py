@@ -32,7 +32,7 @@ from typing import Any
 
 from seir.engine.keys import bytes_key, content_key
 from seir.engine.records import Quarantined, Seed
-from seir.engine.spec import SeedSpec
+from seir.engine.spec import MAX_TURNS, SeedSpec
 from seir.engine.store import as_png
 from seir.operators.scoring.guards import model_ready_image
 
@@ -40,7 +40,6 @@ _SEED_FIELDS = {"id": str, "text": str, "topic": str, "template": str, "images":
                 "turns": int, "meta": dict}
 MAX_SEED_TEXT_CHARS = 20_000
 MAX_SEED_IMAGES = 20  # MMDU's dialogues show 2 to 20 related images
-MAX_TURNS = 10
 _PATHS_REMEMBERED = 4096
 
 

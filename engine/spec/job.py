@@ -16,6 +16,8 @@ from seir.engine.keys import content_key
 from seir.engine.spec.dedup import DedupConfig, default_methods
 from seir.operators.scoring.combine import ScoringConfig
 
+MAX_TURNS = 32  # MMDU's dialogues run to 27 turns; a job's turns and a seed line's alike
+
 REQUIRED_ROLES = ("llm", "judge", "image")
 
 
@@ -51,6 +53,9 @@ class RoleSpec(_Strict):
     label_selector: dict[str, str] = Field(default_factory=dict)  # Ray node labels the actors must land on
     timeout_s: float = Field(600.0, gt=0)
     max_retries: int = Field(3, ge=0)
+    # Tokens the model reads at most: wins over what the model's config or the server says. Requests are fitted to
+    # it; the fitted request is keyed, so it is no output field of its own.
+    context_length: int | None = Field(None, ge=16)
 
     @field_validator("num_gpus")
     @classmethod
@@ -110,7 +115,7 @@ class SeedSpec(_Strict):
 class SeirSpec(_Strict):
     """The loop: InterSyn's SEIR with a numeric gate."""
 
-    turns: int = Field(3, ge=1, le=10)
+    turns: int = Field(3, ge=1, le=MAX_TURNS)
     rounds: int = Field(3, ge=0, le=10)  # refinement rounds per stage after the first draft (InterSyn: 3)
     question_words: int = Field(50, ge=1)
     caption_words: int = Field(65, ge=1)

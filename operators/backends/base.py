@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import xxhash
 
 from seir.operators.base import Operator
+from seir.operators.context import TokenCounter
 
 SCORE_LABELS_0_TO_5 = ("0", "1", "2", "3", "4", "5")
 
@@ -168,6 +169,17 @@ class Backend(Operator):
         """Ask the model server whether it can do ``needs`` (capabilities the job uses on this role), once, before
         any work. None: nothing to ask (the model is loaded here)."""
         return None
+
+    @classmethod
+    def offline_context(cls, model: str, revision: str | None = None) -> tuple[int | None, TokenCounter | None]:
+        """``context`` without loading the weights or asking a server (for ``seir validate``): what the model's files
+        say, or (None, None) where only the running backend knows."""
+        return None, None
+
+    def context(self) -> tuple[int | None, TokenCounter | None]:
+        """The model's context window in tokens (None: unknown) and how to count a request's tokens as it reads
+        them (None: the backend takes no chat requests)."""
+        return None, None
 
     def chat(self, requests: list[ChatRequest]) -> list[ChatResult]:
         raise NotImplementedError(f"backend {self.name!r} cannot chat")

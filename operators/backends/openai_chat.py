@@ -231,6 +231,8 @@ class OpenAIChat(OpenAIBackend):
         reply, why = self._ask(CHAT_PATH, self._body(shown, _ONE_TOKEN))
         if reply is not None and 0 < _prompt_tokens(reply) <= _prompt_tokens(text_reply):
             reply, why = None, "the server took the image but the prompt did not grow: it dropped the image"
+        elif reply is not None and _prompt_tokens(text_reply) > 0:  # what one picture costs on this server
+            self.picture_tokens = max(self.picture_tokens, _prompt_tokens(reply) - _prompt_tokens(text_reply))
         report.checks["images"] = why or "ok"
         if reply is None:
             report.problems.append(f"the server rejects images ({why}): serve a vision-language model there, with "

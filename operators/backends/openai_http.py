@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import openai
 
 from seir.operators.backends.base import Backend, ProbeReport
+from seir.operators.context import TokenCounter
 
 log = logging.getLogger(__name__)
+
+ESTIMATED_PICTURE_TOKENS = 1536  # vision models spend ~256-2,900 tokens a picture; a probe measures the server's
+BYTES_PER_TOKEN = 2  # BPE tokenizers average ~4 bytes a token in English; digits, code and other scripts go lower
+TOKENS_PER_MESSAGE = 8  # a chat template's role markers
 
 
 class EndpointError(RuntimeError):
@@ -33,6 +40,18 @@ class EndpointError(RuntimeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ContextOverflow(EndpointError):
+    """The server refused a request as longer than its context window. Not transient, so never retried; and not a
+    reason to stop the run: only the drafts whose requests were too long fail."""
+
+    stops_run = False
+
+
+# How servers word a request over their window (vLLM, SGLang, llama.cpp, TGI, OpenAI).
+_OVERFLOW = re.compile(r"context length|context window|context_length_exceeded|max_model_len|maximum model length|"
+                       r"too many tokens|exceeds? the (?:available )?context|prompt is too long", re.IGNORECASE)
 
 
 class Endpoint:
@@ -72,8 +91,13 @@ class Endpoint:
                 if status in (408, 409, 429) or status >= 500:
                     problem = f"HTTP {status}: {self._excerpt(err.response)}"
                     break
-                raise EndpointError(f"POST {url} -> HTTP {status}: {self._excerpt(err.response)}; "
-                                    f"{self._hint(status, body)}", status) from None
+                excerpt = self._excerpt(err.response)
+                if status in (400, 413, 422) and _OVERFLOW.search(excerpt):
+                    raise ContextOverflow(f"the server refused a request as longer than its context window: set "
+                                          "the role's context_length to the server's window, so seir fits requests "
+                                          f"to it (HTTP {status} from {url}: {excerpt})", status) from None
+                raise EndpointError(f"POST {url} -> HTTP {status}: {excerpt}; {self._hint(status, body)}",
+                                    status) from None
             except openai.APITimeoutError:
                 problem = f"no reply within timeout_s={self.timeout_s:g}"
                 break
@@ -129,13 +153,15 @@ class OpenAIBackend(Backend):
 
     def __init__(self, model: str, revision: str | None = None, *, base_url: str,
                  api_key_env: str = "OPENAI_API_KEY", max_concurrency: int = 8, timeout_s: float = 120.0,
-                 max_retries: int = 4, **unknown: Any) -> None:
+                 max_retries: int = 4, picture_tokens: int = ESTIMATED_PICTURE_TOKENS, **unknown: Any) -> None:
         self.refuse_unknown(unknown)
         if max_concurrency < 1 or timeout_s <= 0 or max_retries < 0:
             raise ValueError(f"backend {self.name!r}: need max_concurrency >= 1, timeout_s > 0 and max_retries >= 0")
         base_url = base_url.rstrip("/")
         super().__init__(model, revision or "server", base_url=base_url)
         self.endpoint = Endpoint(base_url, api_key_env, max_concurrency, timeout_s, max_retries)
+        self.picture_tokens = picture_tokens  # raised by a vision probe to what the server counted for one picture
+        self.context_length: int | None = None
 
     def probe(self, needs: frozenset[str]) -> ProbeReport:
         """What every endpoint role checks: whether the model is among those the server lists (when it lists any),
@@ -145,12 +171,34 @@ class OpenAIBackend(Backend):
         listed = self.endpoint.models()
         entry = next((m for m in listed if m.get("id") == self.model_id), None)
         report.served = (entry is not None) if listed else None
-        report.context_length = _context_length(entry or {})
+        report.context_length = self.context_length = _context_length(entry or {})
         return report
+
+    def context(self) -> tuple[int | None, TokenCounter | None]:
+        return self.context_length, EstimatedTokens(self.picture_tokens)
 
     def not_served(self) -> str:
         return (f"model {self.model_id!r} is not among those it serves ({self.endpoint._served_models()}): set the "
                 f"role's model to a served name, or base_url to the server that serves it")
+
+
+@dataclass
+class EstimatedTokens:
+    """A count for a server whose tokenizer is not here, erring on the safe side: more tokens than the server will
+    count, so a fitted request is not refused (and a refusal is read as ``ContextOverflow`` all the same)."""
+
+    picture_tokens: int
+
+    def count(self, messages: list[dict[str, Any]], suffix: str = "") -> int:
+        text = len(suffix.encode())
+        pictures = 0
+        for message in messages:
+            content = message.get("content")
+            parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+            text += sum(len(part.get("text", "").encode()) for part in parts)
+            pictures += sum(part.get("type") == "image" for part in parts)
+        return (-(-text // BYTES_PER_TOKEN) + TOKENS_PER_MESSAGE * (len(messages) + 1)
+                + pictures * self.picture_tokens)
 
 
 def _context_length(entry: dict[str, Any]) -> int | None:

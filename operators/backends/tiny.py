@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 TINY_NAMES = ("llm", "judge", "sd", "clip")
+# Part of each built folder's name, raised whenever a builder changes what it builds: a machine's older builds are
+# then never taken for the new ones (2: a 4,096-token window, as real chat models have at least).
+TINY_BUILD = 2
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>", "<image>")
 
 # ChatML; image parts become the <image> placeholder that LlavaProcessor expands into one token per patch.
@@ -73,8 +76,12 @@ def build_tiny_models(directory: str | Path, names: Iterable[str] | None = None)
     for name in names or TINY_NAMES:
         if name not in _BUILDERS:
             raise KeyError(f"unknown tiny model {name!r}; known: {', '.join(TINY_NAMES)}")
-        paths[name] = _build_atomically(directory / name, _BUILDERS[name])
+        paths[name] = _build_atomically(tiny_folder(directory, name), _BUILDERS[name])
     return paths
+
+
+def tiny_folder(directory: Path, name: str) -> Path:
+    return directory / f"{name}-{TINY_BUILD}"
 
 
 def default_cache_dir() -> Path:
@@ -168,7 +175,7 @@ def _text_config(tokenizer: Any) -> dict[str, Any]:
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
-        "max_position_embeddings": 1024,
+        "max_position_embeddings": 4096,
         "initializer_range": 0.2,
         "tie_word_embeddings": True,
         "bos_token_id": tokenizer.bos_token_id,

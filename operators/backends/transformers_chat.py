@@ -5,6 +5,7 @@ The vision backend subclasses this one and swaps only how the model loads and ho
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from itertools import takewhile
 from typing import Any
 
@@ -19,6 +20,7 @@ from seir.operators.backends.base import (
 )
 from seir.operators.backends.sampling import SeededSampling
 from seir.operators.base import register
+from seir.operators.context import TokenCounter
 
 _LABEL_READS_KEPT = 4096
 
@@ -30,6 +32,49 @@ def without_image_bytes(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if isinstance(m.get("content"), list) else m
         for m in messages
     ]
+
+
+def render_prompt(processor: Any, messages: list[dict[str, Any]]) -> str:
+    """The prompt text a chat model reads: its chat template with the generation prompt, pictures as placeholders."""
+    return processor.apply_chat_template(without_image_bytes(messages), add_generation_prompt=True, tokenize=False)
+
+
+def config_window(config: Any) -> int | None:
+    """The most positions a model's config allows (a composite model's text model decides)."""
+    for part in (getattr(config, "text_config", None), config):
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(part, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+@dataclass
+class ChatTokenCounter:
+    """Counts tokens as ``TransformersChat`` feeds them: its chat template and tokenizer, each picture as the
+    processor expands its placeholder. Small and picklable (a tokenizer, an image processor, no weights), so the
+    engine counts where it builds requests."""
+
+    processor: Any
+    _per_picture: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def count(self, messages: list[dict[str, Any]], suffix: str = "") -> int:
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        text = render_prompt(self.processor, messages) + suffix
+        placeholders = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        # Each placeholder is one token of the text; the processor replaces it by the picture's tokens.
+        return placeholders + sum(self._picture_tokens(data) - 1 for m in messages for data in image_parts(m))
+
+    def _picture_tokens(self, data: bytes) -> int:
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:  # the header only: no pixel is decoded
+            size = (image.height, image.width)
+        if size not in self._per_picture:
+            self._per_picture[size] = self.processor._get_num_multimodal_tokens(image_sizes=[size]).num_image_tokens[0]
+        return self._per_picture[size]
 
 
 def label_tokens(tokenizer: Any, prefix: str, labels: tuple[str, ...]) -> tuple[str, list[int]]:
@@ -70,11 +115,27 @@ class TransformersChat(LocalBackend):
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self._labels: dict[tuple[str, tuple[str, ...]], tuple[str, list[int]]] = {}
 
-    def _load(self) -> tuple[Any, Any]:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    @classmethod
+    def load_processor(cls, path: str, revision: str | None, **options: Any) -> Any:
+        from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(self.path, revision=self.load_revision)
-        return tokenizer, AutoModelForCausalLM.from_pretrained(self.path, **self.load_options)
+        return AutoTokenizer.from_pretrained(path, revision=revision, **options)
+
+    @classmethod
+    def offline_context(cls, model: str, revision: str | None = None) -> tuple[int | None, TokenCounter | None]:
+        from transformers import AutoConfig
+
+        from seir.operators.backends.tiny import resolve_model_ref
+
+        path = resolve_model_ref(model)  # files already here only: a check never waits on the network
+        window = config_window(AutoConfig.from_pretrained(path, revision=revision, local_files_only=True))
+        return window, ChatTokenCounter(cls.load_processor(path, revision, local_files_only=True))
+
+    def _load(self) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM
+
+        processor = self.load_processor(self.path, self.load_revision)
+        return processor, AutoModelForCausalLM.from_pretrained(self.path, **self.load_options)
 
     def _inputs(self, prompts: list[str], conversations: list[list[dict[str, Any]]]) -> dict[str, Any]:
         """Tokenised, left-padded prompts on the model's device (the template already wrote any special tokens)."""
@@ -82,8 +143,10 @@ class TransformersChat(LocalBackend):
         return self.on_device(encoded)
 
     def _prompt(self, messages: list[dict[str, Any]]) -> str:
-        return self.processor.apply_chat_template(without_image_bytes(messages), add_generation_prompt=True,
-                                                  tokenize=False)
+        return render_prompt(self.processor, messages)
+
+    def context(self) -> tuple[int | None, TokenCounter | None]:
+        return config_window(self.model.config), ChatTokenCounter(self.processor)
 
     def chat(self, requests: list[ChatRequest]) -> list[ChatResult]:
         return [result for batch in batches(requests, self.max_batch_size) for result in self._chat(batch)]

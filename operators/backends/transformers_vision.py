@@ -18,10 +18,16 @@ class TransformersVisionChat(TransformersChat):
     name = "transformers-vision-chat"
     capabilities = frozenset({"chat", "score", "vision"})
 
-    def _load(self) -> tuple[Any, Any]:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+    @classmethod
+    def load_processor(cls, path: str, revision: str | None, **options: Any) -> Any:
+        from transformers import AutoProcessor
 
-        processor = AutoProcessor.from_pretrained(self.path, revision=self.load_revision)
+        return AutoProcessor.from_pretrained(path, revision=revision, **options)
+
+    def _load(self) -> tuple[Any, Any]:
+        from transformers import AutoModelForImageTextToText
+
+        processor = self.load_processor(self.path, self.load_revision)
         return processor, AutoModelForImageTextToText.from_pretrained(self.path, **self.load_options)
 
     def _inputs(self, prompts: list[str], conversations: list[list[dict[str, Any]]]) -> dict[str, Any]:

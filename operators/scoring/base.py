@@ -21,6 +21,7 @@ class ScorerResult:
     critique: str | None = None  # judge only
     call_keys: list[str] = field(default_factory=list)  # the model calls behind it, when the caller keys them
     methods: dict[str, str] = field(default_factory=dict)  # dimension -> how its score was read, for judges
+    failure: str = ""  # why it could not be scored at all (a request that cannot fit the model's window)
 
 
 # What a ``TurnView`` holds: the inputs a scorer may read.
@@ -34,8 +35,9 @@ class Scorer(Operator):
     The engine builds one by keyword: each backend method it declares in ``roles`` (and in ``optional_roles``, when
     the job has the role) as a batch callable named after the method (``chat=``, ``score=``, ``embed=``,
     ``similarity=``), plus whichever of these job settings its constructor names: ``sampling`` (its first role's),
-    ``dimensions`` (those of the stage being scored), ``question_words``, ``caption_words`` and ``target_side`` (the
-    longer side of a generated image). A plugin scorer given as ``module:Class`` is built the same way."""
+    ``dimensions`` (those of the stage being scored), ``question_words``, ``caption_words``, ``target_side`` (the
+    longer side of a generated image) and ``window`` (its first role's context window, to fit requests to). A
+    plugin scorer given as ``module:Class`` is built the same way."""
 
     kind: ClassVar[str] = "scorer"
     informs: ClassVar[tuple[str, ...]] = ()  # dimensions it can give a 0-5 value for

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from seir.operators.backends.base import ChatRequest, ChatResult, Sampling, ScoreRequest, ScoreResult
 from seir.operators.base import register
+from seir.operators.context import DoesNotFit, Window
 from seir.operators.scoring.base import Scorer, ScorerResult
 from seir.operators.scoring.guards import MAX_PIXELS, guarded_view
 from seir.operators.scoring.rubrics import (
@@ -28,6 +29,8 @@ from seir.operators.scoring.rubrics import (
     prompt_fingerprint,
     score_request,
 )
+
+SCORE_LINE_TOKENS = 24  # "Image-text synergy score (0-5): " and the label read after it, with room to spare
 
 Chat = Callable[[list[ChatRequest]], list[ChatResult]]
 Score = Callable[[list[ScoreRequest]], list[ScoreResult]]
@@ -49,8 +52,9 @@ class JudgeScorer(Scorer):
 
     def __init__(self, chat: Chat, score: Score, dimensions: Sequence[str] = tuple(SYNJUDGE),
                  sampling: Sampling | None = None, max_chars: int = 8000, max_pixels: int = MAX_PIXELS,
-                 min_label_mass: float = 0.5) -> None:
+                 min_label_mass: float = 0.5, window: Window | None = None) -> None:
         self.chat, self.score = chat, score
+        self.window = window  # the judge's context window: requests are fitted to it
         self.dimensions = dimensions_named(dimensions)
         self.sampling = sampling or Sampling(max_new_tokens=192)
         self.max_chars, self.max_pixels = max_chars, max_pixels
@@ -76,7 +80,10 @@ class JudgeScorer(Scorer):
                     missing = ", ".join(sorted(d.needs - present_inputs(view)))
                     result.reasons.append(f"{d.name} scores 0: no {missing}")
             if asked:
-                jobs.append((view, result, asked))
+                try:
+                    jobs.append((self._fitted(view, asked), result, asked))
+                except DoesNotFit as err:
+                    result.failure = str(err)
             results.append(result)
         if not jobs:
             return results
@@ -96,3 +103,15 @@ class JudgeScorer(Scorer):
                     result.reasons.append(f"{d.name}: only {answer.label_mass:.0%} of the judge's next-token "
                                           "probability was on score labels (off-format)")
         return results
+
+    def _fitted(self, view: View, asked: list[Dimension]) -> View:
+        """The view with as much history left out as the judge's window needs. The room kept is the critique's
+        and then a score line's, so each score request (the critique conversation, the critique, a score line)
+        fits as well and shares the critique's prompt."""
+        if self.window is None:
+            return view
+        room = self.sampling.max_new_tokens + SCORE_LINE_TOKENS
+        subject = "dialogue critique" if isinstance(view, DialogueView) else "critique"
+        fitted = self.window.fit(lambda trim: critique_messages(asked, dataclasses.replace(view, trim=trim)),
+                                 view.earlier(), room, subject)
+        return dataclasses.replace(view, trim=fitted.trim)

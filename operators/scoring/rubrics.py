@@ -20,6 +20,7 @@ from typing import Any
 import xxhash
 
 from seir.operators.backends.base import ScoreRequest
+from seir.operators.context import Trim, left_out_note, trimmed
 
 INPUTS = frozenset({"question", "answer", "image", "caption", "dialogue"})
 CAPTION_WORDS = 65  # InterSyn's caption limit, also asked of the critic's suggested caption
@@ -216,10 +217,15 @@ class TurnView:
     history: list[tuple[str, str]] = field(default_factory=list)  # earlier (question, answer) pairs
     shown: list[bytes] = field(default_factory=list)  # the pictures the user brings with this question
     history_shown: list[list[bytes]] = field(default_factory=list)  # the pictures the user brought in earlier turns
+    trim: Trim = field(default_factory=Trim)  # how much of the history a request leaves out to fit the window
 
     def shown_in(self, index: int) -> list[bytes]:
         """The pictures the user brought in earlier turn ``index``."""
         return self.history_shown[index] if index < len(self.history_shown) else []
+
+    def earlier(self) -> list[tuple[str, str, list[bytes]]]:
+        """Each earlier turn's question, answer and pictures: what the fitting policy trims."""
+        return [(question, answer, self.shown_in(index)) for index, (question, answer) in enumerate(self.history)]
 
 
 @dataclass
@@ -227,6 +233,12 @@ class DialogueView:
     """What the judge sees of a whole dialogue, for dialogue-level dimensions. Each turn's history is ignored."""
 
     turns: list[TurnView]
+    trim: Trim = field(default_factory=Trim)  # applied to every turn but the last
+
+    def earlier(self) -> list[tuple[str, str, list[bytes]]]:
+        """Every turn but the last, with all its pictures (the user's and the one made): what fitting trims."""
+        return [(turn.question, turn.answer or "", [*turn.shown, *([turn.image] if turn.image else [])])
+                for turn in self.turns[:-1]]
 
 
 View = TurnView | DialogueView
@@ -344,9 +356,11 @@ def _task(dimensions: Sequence[Dimension], turn: View, subject: str) -> str:
 def _render_turn(turn: TurnView) -> list[dict[str, Any]]:
     parts = []
     if turn.history:
-        parts.append(_text("Earlier in the conversation:\n"))
-        for index, (question, answer) in enumerate(turn.history):
-            parts += [*_render_shown(turn.shown_in(index)), _text(f"User: {question}\nAssistant: {answer}\n")]
+        marker, shown = trimmed(turn.earlier(), turn.trim)
+        parts.append(_text("Earlier in the conversation:\n" + (f"{marker}\n" if marker else "")))
+        for earlier in shown:
+            parts += [*_render_shown(earlier.pictures, earlier.pictures_left_out),
+                      _text(f"User: {earlier.question}\nAssistant: {earlier.answer}\n")]
         parts.append(_text("\nThe turn to review:\n"))
     parts += _render_shown(turn.shown)
     parts.append(_text(f"User: {turn.question or '(no question)'}\n"))
@@ -356,24 +370,33 @@ def _render_turn(turn: TurnView) -> list[dict[str, Any]]:
 
 
 def _render_dialogue(dialogue: DialogueView) -> list[dict[str, Any]]:
-    parts = []
-    for number, turn in enumerate(dialogue.turns, 1):
-        parts += [_text(f"Turn {number}\n"), *_render_shown(turn.shown)]
-        parts.append(_text(f"User: {turn.question}\nAssistant: {turn.answer or '(empty answer)'}\n"))
-        parts += _render_picture(turn)
+    marker, shown = trimmed(dialogue.earlier(), dialogue.trim)
+    parts = [_text(f"{marker}\n")] if marker else []
+    last = len(dialogue.turns)
+    kept = [(turn.number, turn.answer, bool(turn.pictures_left_out)) for turn in shown]
+    for number, answer, left_out in [*kept, (last, dialogue.turns[-1].answer, False)] if dialogue.turns else []:
+        turn = dialogue.turns[number - 1]
+        parts.append(_text(f"Turn {number}\n"))
+        parts += _render_shown([], len(turn.shown)) if left_out else _render_shown(turn.shown)
+        parts.append(_text(f"User: {turn.question}\nAssistant: {answer or '(empty answer)'}\n"))
+        parts += _render_picture(turn, left_out)
     return parts
 
 
-def _render_shown(images: Sequence[bytes]) -> list[dict[str, Any]]:
+def _render_shown(images: Sequence[bytes], left_out: int = 0) -> list[dict[str, Any]]:
     """The pictures the user brings with a question, before it, as the writer saw them."""
+    if left_out:
+        return [_text(f"The user shows {left_out_note(left_out)}\n")]
     if not images:
         return []
     count = f"{len(images)} picture{'s' * (len(images) != 1)}"
     return [_text(f"The user shows {count}:"), *({"type": "image", "image": data} for data in images), _text("\n")]
 
 
-def _render_picture(turn: TurnView) -> list[dict[str, Any]]:
+def _render_picture(turn: TurnView, left_out: bool = False) -> list[dict[str, Any]]:
     parts = [_text(f"Caption: {turn.caption}\n")] if turn.caption else []
+    if turn.image and left_out:
+        return [*parts, _text(f"Picture: {left_out_note(1)}\n")]
     if turn.image:
         return [*parts, _text("Picture:"), {"type": "image", "image": turn.image}, _text("\n")]
     return [*parts, _text("Picture: (none)\n")]

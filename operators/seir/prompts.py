@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import xxhash
+
+from seir.operators.context import Trim, left_out_note, trimmed
 
 _SYSTEM_USER_SIDE = (
     "You write what a curious person asks an assistant that answers with both text and a picture. "
@@ -31,26 +33,46 @@ _SYSTEM_ASSISTANT = (
 
 @dataclass(frozen=True)
 class History:
-    """Earlier turns of the dialogue, as the user and the assistant saw them."""
+    """Earlier turns of the dialogue, as the user and the assistant saw them, and how much of them a request leaves
+    out to fit its model's window (``seir.operators.context``)."""
 
     turns: tuple[tuple[str, str], ...] = ()  # (question, answer) pairs
     images: tuple[tuple[bytes, ...], ...] = ()  # the pictures the user brought in each of those turns
+    trim: Trim = field(default_factory=Trim)
 
     def shown(self, index: int) -> tuple[bytes, ...]:
         return self.images[index] if index < len(self.images) else ()
 
-    def as_messages(self) -> list[dict[str, Any]]:
+    def earlier(self) -> list[tuple[str, str, tuple[bytes, ...]]]:
+        """Each earlier turn's question, answer and pictures: what the fitting policy trims."""
+        return [(question, answer, self.shown(index)) for index, (question, answer) in enumerate(self.turns)]
+
+    def fitted(self, trim: Trim) -> History:
+        return replace(self, trim=trim)
+
+    def pictures(self) -> list[bytes]:
+        """The earlier turns' pictures still shown, in order."""
+        return [data for turn in trimmed(self.earlier(), self.trim)[1] for data in turn.pictures]
+
+    def as_messages(self, current: dict[str, Any]) -> list[dict[str, Any]]:
+        """The earlier turns as chat messages, then ``current``; a marker for left-out turns opens the first user
+        message (a message of its own would break the user/assistant alternation some templates insist on)."""
+        marker, shown = trimmed(self.earlier(), self.trim)
         messages: list[dict[str, Any]] = []
-        for index, (question, answer) in enumerate(self.turns):
-            messages += [_user(question, self.shown(index)), _text("assistant", answer)]
-        return messages
+        for turn in shown:
+            messages += [_user(_with_note(turn.question, left_out_note(turn.pictures_left_out)), turn.pictures),
+                         _text("assistant", turn.answer)]
+        messages.append(current)
+        return [_opened(messages[0], marker), *messages[1:]] if marker else messages
 
     def transcript(self) -> str:
-        lines = []
-        for index, (question, answer) in enumerate(self.turns):
-            count = len(self.shown(index))
+        marker, shown = trimmed(self.earlier(), self.trim)
+        lines = [marker] if marker else []
+        for turn in shown:
+            count = len(turn.pictures) + turn.pictures_left_out
             showing = f" (showing {count} picture{'s' * (count != 1)})" if count else ""
-            lines.append(f"User{showing}: {question}\nAssistant: {answer}")
+            left_out = f" {left_out_note(turn.pictures_left_out)}" if turn.pictures_left_out else ""
+            lines.append(f"User{showing}:{left_out} {turn.question}\nAssistant: {turn.answer}")
         return "\n".join(lines) or "(no earlier turns)"
 
 
@@ -71,7 +93,7 @@ def question_messages(opening: str, history: History, max_words: int, revision: 
     """The user side's next question; ``images`` are the pictures the user brings in this turn. Pictures shown in
     earlier turns come first, so the question can build on them."""
     system = _text("system", _SYSTEM_USER_SIDE.format(words=max_words))
-    earlier = [data for index in range(len(history.turns)) for data in history.shown(index)]
+    earlier = history.pictures()
     if not history.turns:
         task = f"The person's request is:\n{opening}\nRewrite it as the first question of the conversation."
     else:
@@ -92,7 +114,7 @@ def answer_messages(question: str, history: History, revision: Revision | None =
     task = question + _revise(revision, "answer")
     if images:
         task += "\n\nAnswer from what the pictures I showed really contain; do not invent what they do not show."
-    return [_text("system", _SYSTEM_ASSISTANT), *history.as_messages(), _user(task, images)]
+    return [_text("system", _SYSTEM_ASSISTANT), *history.as_messages(_user(task, images))]
 
 
 def caption_messages(question: str, answer: str, max_words: int, revision: Revision | None = None,
@@ -148,6 +170,18 @@ def _revise(revision: Revision | None, what: str) -> str:
 def _text(role: str, text: str) -> dict[str, Any]:
     # Plain string content: the chat templates of many text-only models do not read content lists.
     return {"role": role, "content": text}
+
+
+def _with_note(text: str, note: str) -> str:
+    return f"{note}\n{text}" if note else text
+
+
+def _opened(message: dict[str, Any], marker: str) -> dict[str, Any]:
+    """``message`` with ``marker`` before everything it holds."""
+    content = message["content"]
+    if isinstance(content, str):
+        return {**message, "content": _with_note(content, marker)}
+    return {**message, "content": [{"type": "text", "text": marker + "\n"}, *content]}
 
 
 def _user(text: str, images: Sequence[bytes]) -> dict[str, Any]:

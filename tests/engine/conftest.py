@@ -107,9 +107,9 @@ class FinishedRun:
             return con.execute(query, params or []).fetchall()
 
 
-def run_job(job: Path, out: Path) -> FinishedRun:
+def run_job(job: Path, out: Path, cache: Path | None = None) -> FinishedRun:
     stream = io.StringIO()
-    summary = Runner(load_job(job), out, stream=stream).run()
+    summary = Runner(load_job(job), out, stream=stream, cache_dir=cache).run()
     return FinishedRun(out, summary, stream.getvalue(), job)
 
 

@@ -6,6 +6,9 @@ real next-token distribution), ``POST /v1/completions`` (one token of a raw prom
 and ``POST /v1/images/generations`` through the local backends, so a remote backend's results can be held against
 the local ones. ``continues = False`` and ``logprobs = False`` make it ignore those fields, as many servers do.
 
+``server.context_length = N`` makes it report N as ``max_model_len`` (as vLLM does) and refuse, as vLLM words it
+(HTTP 400), a chat request whose prompt and ``max_tokens`` exceed N, counted by the model's own tokenizer.
+
 Faults: ``server.faults.extend(["500", "429", "hang", "truncate"])`` spoils the next requests, one fault each;
 ``server.always = "503"`` spoils every request; ``server.fault_path`` limits them to one path. A number is answered
 as that HTTP status (429 with ``Retry-After``), "hang" sleeps ``hang_s`` and closes unanswered, "truncate" cuts the
@@ -25,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from seir.operators.backends.base import Backend, ChatRequest, ChatResult, RenderRequest, Sampling, text_of
+from seir.operators.backends.transformers_chat import ChatTokenCounter
 from seir.operators.registry import lookup
 
 
@@ -115,6 +119,7 @@ class OpenAIServer:
         self.logprobs = True  # False: ignore logprobs, like servers that do not support them
         self.continues = True  # False: ignore continue_final_message, like servers that do not know it
         self.image_format = "PNG"
+        self.context_length: int | None = None  # set: reported by /models and enforced on chat requests
 
     def next_fault(self) -> str | None:
         try:
@@ -125,6 +130,13 @@ class OpenAIServer:
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         model = body["model"]
         messages = [_from_wire(m) for m in body["messages"]]
+        if self.context_length is not None:
+            tokens = ChatTokenCounter(self.backends[model].processor).count(messages)
+            if tokens + body.get("max_tokens", 16) > self.context_length:
+                raise Refused(400, f"This model's maximum context length is {self.context_length} tokens. However, "
+                                   f"you requested {tokens + body.get('max_tokens', 16)} tokens ({tokens} in the "
+                                   f"messages, {body.get('max_tokens', 16)} in the completion). Please reduce the "
+                                   "length of the messages or completion.")
         if body.get("continue_final_message") and self.continues:
             messages[-1]["continue"] = True
         logprobs = None
@@ -191,6 +203,14 @@ def _from_wire(message: dict[str, Any]) -> dict[str, Any]:
     return {"role": message["role"], "content": content}
 
 
+class Refused(Exception):
+    """A request the server answers with an error status, as a real one would."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def _handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
     routes = {"/v1/chat/completions": server.chat, "/v1/completions": server.completions,
               "/v1/images/generations": server.images}
@@ -201,7 +221,8 @@ def _handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path == "/v1/models":
-                models = [{"id": name, "object": "model"} for name in server.backends]
+                window = {"max_model_len": server.context_length} if server.context_length else {}
+                models = [{"id": name, "object": "model", **window} for name in server.backends]
                 self._send(200, {"object": "list", "data": models})
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -221,7 +242,10 @@ def _handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             if self.path not in routes or body.get("model") not in server.backends:
                 return self._send(404, {"error": {"message": f"no route {self.path} for model {body.get('model')}"}})
             time.sleep(server.delay_s)
-            reply = json.dumps(routes[self.path](body)).encode()
+            try:
+                reply = json.dumps(routes[self.path](body)).encode()
+            except Refused as refused:
+                return self._send(refused.status, {"error": {"message": str(refused), "type": "BadRequestError"}})
             self._send(200, reply[: len(reply) // 2] if fault == "truncate" else reply)
 
         def _send(self, status: int, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None) -> None:

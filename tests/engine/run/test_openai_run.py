@@ -4,6 +4,7 @@ behind the test server): dialogues and model calls land in provenance, and a sec
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,3 +90,48 @@ def test_a_second_run_makes_no_new_requests(finished: FinishedRun, server: OpenA
     run_job(finished.job, finished.out)
     assert len(server.requests) == before
     assert finished.sql("SELECT count(*) FROM model_calls WHERE NOT cached") == calls
+
+
+def small_window_job(server: OpenAIServer, context_length: int | None = None) -> dict[str, Any]:
+    """Only the writer is served (the judge and the image model run here), over four turns."""
+    job = job_dict("window", topics=["Snow Leopard"], seir={"turns": 4, "rounds": 0, "gate_default": 0.0},
+                   dedup={"methods": []})
+    job["roles"]["llm"] = remote_roles(server.url)["llm"]
+    if context_length is not None:
+        job["roles"]["llm"]["context_length"] = context_length
+    return job
+
+
+def test_a_servers_small_window_is_read_and_every_request_is_fitted_to_it(
+        ray_local: None, tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """The server reports a window (max_model_len) and refuses what exceeds it, counted by its own tokenizer. seir
+    reads the window at the probe, fits every request by its safe-side estimate, and so the server refuses none;
+    the later turns' requests leave history out, saying so."""
+    window = 330  # the estimate of a question request's fixed parts is ~190, and each turn adds ~40 of history
+    with OpenAIServer({"tiny:llm": "transformers-chat"}) as server:
+        server.context_length = window
+        run = run_job(write_job(tmp_path, small_window_job(server)), tmp_path / "out")
+        asked = [r for r in server.requests if r["path"] == "/v1/chat/completions"]
+    assert f"context windows: llm {window:,} tokens (server)" in run.log
+    assert run.sql("SELECT count(*) FROM model_calls WHERE role = 'llm' AND error IS NOT NULL") == [(0,)]
+    assert run.sql("SELECT max(tokens_in) + 12 <= ? FROM model_calls WHERE role = 'llm'", [window]) == [(True,)]
+    assert len(asked) == 1 + run.sql("SELECT count(*) FROM model_calls WHERE role = 'llm' AND NOT cached")[0][0]
+    marked = run.sql("""SELECT count(*) FROM model_calls JOIN call_outputs USING (call_key)
+                        WHERE role = 'llm' AND CAST(request AS VARCHAR) LIKE '%omitted]%'""")
+    assert marked[0][0] > 0
+
+
+def test_a_server_refusing_a_request_as_too_long_fails_those_drafts_without_retrying(
+        ray_local: None, tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """The job claims a larger window than the server has: the server refuses the requests over its own (HTTP 400,
+    in vLLM's words). That refusal is read as a context overflow: sent once, never retried, the drafts fail naming
+    it and what to set, and the run is not stopped."""
+    with OpenAIServer({"tiny:llm": "transformers-chat"}) as server:
+        server.context_length = 60  # the probe's one-token request fits; no question request does
+        run = run_job(write_job(tmp_path, small_window_job(server, context_length=4096)), tmp_path / "out")
+        bodies = [json.dumps(r["body"], sort_keys=True) for r in server.requests
+                  if r["path"] == "/v1/chat/completions"]
+    assert len(bodies) == len(set(bodies))  # nothing asked twice
+    [(failure,)] = run.sql("SELECT failure FROM dialogues")
+    assert "longer than its context window" in failure and "set the role's context_length" in failure
+    assert run.summary["accepted"] == 0 and run.summary["rejected"] == 1

@@ -83,6 +83,21 @@ def test_bad_lines_are_quarantined_with_file_line_and_field(tmp_path):
     assert jpeg_seed.images[0] == bytes_key(as_png(jpeg.getvalue()))
 
 
+def test_a_seed_line_may_ask_for_up_to_32_turns(tmp_path):
+    (tmp_path / "ok.png").write_bytes(png("red"))
+    lines = [{"id": "long", "text": "Tell me about the sea.", "turns": 32},
+             {"id": "longer", "text": "Tell me about the sky.", "turns": 33},
+             {"id": "late", "text": "And this?", "turn_images": [[]] * 31 + [["ok.png"]]},
+             {"id": "later", "text": "And that?", "turn_images": [[]] * 32 + [["ok.png"]]}]
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    load = load_seeds(SeedSpec(files=[path]), ImageStore(tmp_path / "out").put)
+    assert [(s.seed_id, s.turns, len(s.turn_images)) for s in load.seeds] == [("long", 32, 0), ("late", None, 32)]
+    found = {(q.line, q.field): q.reason for q in load.quarantined}
+    assert found == {(2, "turns"): "turns must be 1..32, got 33",
+                     (4, "turn_images"): "images for 33 turns, over the 32 turn limit"}
+
+
 def test_missing_seed_file_is_an_error_naming_the_spec_key(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"seeds\.files"):
         load_seeds(SeedSpec(files=[tmp_path / "absent.jsonl"]))

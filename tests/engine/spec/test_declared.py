@@ -51,8 +51,12 @@ def test_seir_validate_passes_every_job_in_jobs(capsys: pytest.CaptureFixture[st
     assert jobs
     for job in jobs:
         assert main(["validate", str(job)]) == 0
-        out = capsys.readouterr().out.strip()
-        assert out.startswith(f"{job}: OK (") and "dedup methods)" in out and "\n" not in out
+        first, *windows = capsys.readouterr().out.strip().splitlines()
+        assert first.startswith(f"{job}: OK (") and first.endswith("dedup methods)")
+        # One line per chat role, naming its context window; no job in jobs/ has requests that cannot fit.
+        roles = [line.split(":")[0].strip() for line in windows if not line.startswith("  WARNING")]
+        assert roles == [r for r in load_job(job).roles if r in ("llm", "vlm", "judge")], windows
+        assert all("context window" in line for line in windows) and "WARNING" not in "".join(windows)
 
 
 def test_semantic_dedup_without_embed_is_refused_at_load_naming_embed(
@@ -106,6 +110,7 @@ class FakeEmbed:
     """A model client for the embed role: every text embeds as [0.6, 0.0]."""
 
     model_id = "fake-embed"
+    window = None  # takes no chat requests
 
     async def embed(self, texts: list[str], ledger: Ledger) -> list[list[float]]:
         return [[0.6, 0.0] for _ in texts]
@@ -144,9 +149,13 @@ def test_a_plugin_dedup_method_runs_like_a_built_in_one(tmp_path: Path) -> None:
 
 
 def test_validate_loads_no_model_and_starts_no_ray() -> None:
-    code = ("import sys; from seir.engine.cli import main; code = main(['validate', sys.argv[1]]); "
-            "assert not {'ray', 'torch', 'transformers', 'diffusers'} & set(sys.modules), sorted(sys.modules); "
-            "sys.exit(code)")
+    """It reads the models' configs and tokenizers (to show context windows), never their weights."""
+    code = ("import sys; opened = []\n"
+            "sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == 'open' else None)\n"
+            "from seir.engine.cli import main; code = main(['validate', sys.argv[1]])\n"
+            "assert not {'ray', 'diffusers'} & set(sys.modules), sorted(sys.modules)\n"
+            "weights = [p for p in opened if p.endswith(('.safetensors', '.bin', '.pt'))]\n"
+            "assert not weights, weights; sys.exit(code)")
     job = REPO / "jobs" / "demo.yaml"
     done = subprocess.run([sys.executable, "-c", code, str(job)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -52,6 +52,15 @@ def test_wrong_type_names_the_key(tmp_path):
     assert "integer" in str(err.value)
 
 
+def test_turns_go_to_32_and_a_role_may_set_its_window(tmp_path):
+    spec = load_job(write(tmp_path, MINIMAL.replace("model: tiny:llm}", "model: tiny:llm, context_length: 2048}")
+                          + "seir:\n  turns: 32\n"))
+    assert spec.seir.turns == 32 and spec.roles["llm"].context_length == 2048
+    assert spec.roles["judge"].context_length is None
+    with pytest.raises(JobSpecError, match=r"seir\.turns: Input should be less than or equal to 32"):
+        load_job(write(tmp_path, MINIMAL + "seir:\n  turns: 33\n"))
+
+
 def test_missing_role_and_bad_yaml_are_reported(tmp_path):
     with pytest.raises(JobSpecError, match="missing model roles: image"):
         load_job(write(tmp_path, MINIMAL.replace("  image: {backend: diffusers-text-to-image, model: tiny:sd}\n", "")))

@@ -10,7 +10,13 @@ import pytest
 from transformers import AutoProcessor, AutoTokenizer
 
 from seir.operators.backends.base import fingerprint_model
-from seir.operators.backends.tiny import TINY_NAMES, build_tiny_models, default_cache_dir, resolve_model_ref
+from seir.operators.backends.tiny import (
+    TINY_NAMES,
+    build_tiny_models,
+    default_cache_dir,
+    resolve_model_ref,
+    tiny_folder,
+)
 
 
 def test_two_builds_are_byte_identical(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -24,8 +30,8 @@ def test_concurrent_builds_never_expose_a_partial_folder(tiny_models: dict[str, 
     code = "import sys; from seir.operators.backends.tiny import build_tiny_models as b; b(sys.argv[1], ['llm'])"
     builders = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)]) for _ in range(2)]
     assert [builder.wait(timeout=120) for builder in builders] == [0, 0]
-    assert [p.name for p in tmp_path.iterdir()] == ["llm"]  # no staging folder left behind
-    assert fingerprint_model(str(tmp_path / "llm")) == fingerprint_model(str(tiny_models["llm"]))
+    assert [p for p in tmp_path.iterdir()] == [tiny_folder(tmp_path, "llm")]  # no staging folder left behind
+    assert fingerprint_model(str(tiny_folder(tmp_path, "llm"))) == fingerprint_model(str(tiny_models["llm"]))
 
 
 def test_chat_tokenizer_has_bytes_digits_and_chatml(tiny_models: dict[str, Path]) -> None:
@@ -56,7 +62,7 @@ def test_judge_processor_expands_image_parts(tiny_models: dict[str, Path]) -> No
 
 def test_resolve_model_ref(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     built = resolve_model_ref("tiny:llm", tmp_path)
-    assert built == str(tmp_path / "llm")
+    assert built == str(tiny_folder(tmp_path, "llm"))
     assert fingerprint_model(built) == fingerprint_model(str(tiny_models["llm"]))
     assert (Path(resolve_model_ref("bundled:all-MiniLM-L6-v2", tmp_path)) / "config.json").is_file()
     assert resolve_model_ref("Qwen/Qwen2.5-7B-Instruct", tmp_path) == "Qwen/Qwen2.5-7B-Instruct"
