@@ -88,7 +88,8 @@ class JudgeScorer(Scorer):
         if not jobs:
             return results
         critiques = self.chat([ChatRequest(critique_messages(a, v), self.sampling) for v, _, a in jobs])
-        requests = [score_request(d, v, c.text, a) for (v, _, a), c in zip(jobs, critiques, strict=True) for d in a]
+        requests = [self._score_request(d, v, c.text, a) for (v, _, a), c in zip(jobs, critiques, strict=True)
+                    for d in a]
         answers = iter(self.score(requests))
         for (_, result, asked), critique in zip(jobs, critiques, strict=True):
             result.critique = critique.text
@@ -103,6 +104,19 @@ class JudgeScorer(Scorer):
                     result.reasons.append(f"{d.name}: only {answer.label_mass:.0%} of the judge's next-token "
                                           "probability was on score labels (off-format)")
         return results
+
+    def _score_request(self, dimension: Dimension, view: View, critique: str, asked: list[Dimension]) -> ScoreRequest:
+        """The score read after ``critique``. A critique tokenised again can come out longer than it was written, so
+        a request over the window leaves out more of the history (the critique itself is never cut)."""
+        request = score_request(dimension, view, critique, asked)
+        if self.window is None or self.window.limit is None:
+            return request
+        try:
+            fitted = self.window.fit(lambda trim: critique_messages(asked, dataclasses.replace(view, trim=trim)),
+                                     view.earlier(), 1, "score", suffix=request.answer_prefix)
+        except DoesNotFit:  # nothing left to leave out: the read goes as its critique went
+            return request
+        return dataclasses.replace(request, messages=fitted.messages)
 
     def _fitted(self, view: View, asked: list[Dimension]) -> View:
         """The view with as much history left out as the judge's window needs. The room kept is the critique's
