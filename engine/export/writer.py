@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import yaml
 
 import seir
+from seir.engine.errors import writing
 from seir.engine.export.formats import (
     FORMATS,
     Format,
@@ -224,13 +225,14 @@ def export(out_dir: Path, to: Path, options: ExportOptions, stream: TextIO | Non
         source = _source(con, out_dir, version, options, pair_options)
         temp = to.with_name(f".{to.name}.partial-{os.getpid()}")
         shutil.rmtree(temp, ignore_errors=True)
-        temp.mkdir(parents=True)
         try:
-            rows = _write(temp, fmt, options, source, stream)
-            _card_and_manifest(temp, fmt, options, source, rows)
-            if to.exists():
-                to.rmdir()
-            temp.rename(to)
+            with writing(to.parent, f"the export {to.name}"):
+                temp.mkdir(parents=True)
+                rows = _write(temp, fmt, options, source, stream)
+                _card_and_manifest(temp, fmt, options, source, rows)
+                if to.exists():
+                    to.rmdir()
+                temp.rename(to)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from seir.engine.errors import writing
 from seir.engine.keys import bytes_key
 
 
@@ -22,6 +23,21 @@ def as_png(data: bytes) -> bytes:
     with Image.open(io.BytesIO(data)) as image:
         image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def write_whole(target: Path, data: bytes | str) -> None:
+    """``data`` at ``target`` whole or not at all: written beside it, then renamed over it; a failed write (a full
+    disk) leaves neither a partial file nor its temp file."""
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        if isinstance(data, str):
+            temp.write_text(data, encoding="utf-8")
+        else:
+            temp.write_bytes(data)
+        temp.replace(target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 class ImageStore:
@@ -40,10 +56,9 @@ class ImageStore:
         key = bytes_key(data)
         target = self.path(key)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            temp.write_bytes(data)
-            temp.replace(target)
+            with writing(self.root, f"image {self.relative_path(key)}"):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_whole(target, data)
         return key
 
     def get(self, key: str) -> bytes:
