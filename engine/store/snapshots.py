@@ -23,7 +23,6 @@ from seir.engine.errors import writing
 from seir.engine.keys import file_key
 from seir.engine.store.base import StoreError, now
 from seir.engine.store.connect import open_reader
-from seir.engine.store.integrity import damaged
 from seir.engine.store.lock import OutputLock
 from seir.engine.store.provenance import ProvenanceStore
 from seir.engine.store.schema import SCHEMA_VERSION
@@ -71,14 +70,16 @@ def take_snapshot(out_dir: Path, to: Path) -> Snapshot:
 
 
 def _copy(source: Path, target: Path) -> dict[str, Any]:
-    """``source`` to ``target``, hashed as it is read, and flushed to disk before the snapshot counts as taken."""
+    """``source`` to ``target``, hashed as it is read and flushed to disk before it counts; returns its record."""
     digest, size = xxhash.xxh3_128(), 0
-    with open(source, "rb") as reader, open(target, "wb") as writer:
-        while chunk := reader.read(_CHUNK):
+    buffer = bytearray(_CHUNK)  # one buffer read into again and again: no allocation per chunk
+    with open(source, "rb", buffering=0) as reader, open(target, "wb", buffering=0) as writer:
+        while read := reader.readinto(buffer):
+            chunk = memoryview(buffer)[:read]
             digest.update(chunk)
-            writer.write(chunk)
-            size += len(chunk)
-        writer.flush()
+            while chunk:  # a raw write may take part of a chunk
+                chunk = chunk[writer.write(chunk):]
+            size += read
         os.fsync(writer.fileno())
     return {"path": target.name, "bytes": size, "xxh3_128": digest.hexdigest()}
 
@@ -103,26 +104,38 @@ def _file_problems(folder: Path, entry: dict[str, Any]) -> Iterator[str]:
 
 
 def restore_snapshot(out_dir: Path, source: Path) -> list[str]:
-    """Bring the store in ``source`` (a snapshot or backup folder) back into ``out_dir``; returns what was done. The
-    store it replaces is kept beside it, and version folders the restored store does not know are moved aside, so
-    nothing is deleted."""
-    problems = snapshot_problems(source)
-    if problems:
-        raise damaged(source / ProvenanceStore.FILENAME, "the snapshot does not match its record: " + problems[0])
-    record = json.loads((source / RECORD).read_text(encoding="utf-8"))
+    """Bring the store in ``source`` (a snapshot or backup folder) back into ``out_dir``; returns what was done. Each
+    file is copied beside its place and checked against the snapshot's record as it is read; only then is the store
+    it replaces moved aside (kept, with its write-ahead log) and the copies renamed into place. Version folders the
+    restored store does not know are moved aside too, so nothing is deleted."""
+    try:
+        record = json.loads((source / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise StoreError(f"{source} is not a snapshot: {source / RECORD} is unreadable ({err})") from None
     done: list[str] = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with OutputLock(out_dir), writing(out_dir, f"the store restored from {source}"):
+        copies = []
+        try:
+            for entry in record["files"]:
+                partial = out_dir / f".{entry['path']}.restoring"
+                copies.append((partial, out_dir / entry["path"]))
+                copied = _copy(source / entry["path"], partial)
+                if (copied["bytes"], copied["xxh3_128"]) != (entry["bytes"], entry["xxh3_128"]):
+                    raise StoreError(f"{source / entry['path']} does not match its snapshot's record (changed after "
+                                     "it was taken). Nothing was changed: restore another snapshot or backup.")
+        except BaseException:
+            for partial, _ in copies:
+                partial.unlink(missing_ok=True)
+            raise
         for name in _STORE_FILES:  # a write-ahead log left beside the old file must not be replayed onto the new one
             current = out_dir / name
             if current.exists():
                 aside = current.with_name(f"{name}.before-restore-{stamp}")
                 current.rename(aside)
                 done.append(f"kept the replaced {name} as {aside.name}")
-        for entry in record["files"]:
-            partial = out_dir / f".{entry['path']}.restoring"
-            shutil.copyfile(source / entry["path"], partial)
-            partial.rename(out_dir / entry["path"])
+        for partial, target in copies:
+            partial.rename(target)
         done.append(f"restored {ProvenanceStore.FILENAME} from {source} (taken {record['created_at']})")
         done += _align_versions(out_dir, stamp)
     return done
