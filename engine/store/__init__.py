@@ -12,7 +12,8 @@ from seir.engine.store.base import StoreError, limit_memory, now, pages
 from seir.engine.store.call_cache import SharedCallCache
 from seir.engine.store.connect import STORAGE_VERSION
 from seir.engine.store.decisions import KeptDraft
-from seir.engine.store.images import ImageStore, as_png, write_whole
+from seir.engine.store.files import folder_whole, write_whole
+from seir.engine.store.images import ImageStore, as_png
 from seir.engine.store.integrity import DamagedStore, damaged, is_damage
 from seir.engine.store.lock import OutputBusy, OutputLock
 from seir.engine.store.provenance import ProvenanceStore, open_read_only
@@ -38,6 +39,7 @@ __all__ = [
            "as_png",
            "damaged",
            "decide",
+           "folder_whole",
            "is_damage",
            "keep_score_sql",
            "keep_snapshots",

@@ -6,13 +6,13 @@ Writes are atomic (temp file, then rename) and idempotent, so a resumed shard re
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 from PIL import Image
 
 from seir.engine.errors import writing
 from seir.engine.keys import bytes_key
+from seir.engine.store.files import write_whole
 
 
 def as_png(data: bytes) -> bytes:
@@ -23,21 +23,6 @@ def as_png(data: bytes) -> bytes:
     with Image.open(io.BytesIO(data)) as image:
         image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def write_whole(target: Path, data: bytes | str) -> None:
-    """``data`` at ``target`` whole or not at all: written beside it, then renamed over it; a failed write (a full
-    disk) leaves neither a partial file nor its temp file."""
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        if isinstance(data, str):
-            temp.write_text(data, encoding="utf-8")
-        else:
-            temp.write_bytes(data)
-        temp.replace(target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 class ImageStore:

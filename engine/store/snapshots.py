@@ -23,6 +23,7 @@ from seir.engine.errors import writing
 from seir.engine.keys import file_key
 from seir.engine.store.base import StoreError, now
 from seir.engine.store.connect import open_reader
+from seir.engine.store.files import folder_whole
 from seir.engine.store.lock import OutputLock
 from seir.engine.store.provenance import ProvenanceStore
 from seir.engine.store.schema import SCHEMA_VERSION
@@ -48,22 +49,14 @@ def take_snapshot(out_dir: Path, to: Path) -> Snapshot:
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise StoreError(f"{to} exists and is not an empty folder: snapshot into a new folder")
     con = open_reader(out_dir / ProvenanceStore.FILENAME, out_dir)  # held until the copy is whole: writers wait
-    partial = to.with_name(f".{to.name}.partial")
     try:
         version = con.execute("SELECT max(version) FROM versions").fetchall()[0][0]
-        with writing(to.parent, f"the snapshot {to.name}"):
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
+        with (writing(to.parent, f"the snapshot {to.name}"),
+              folder_whole(to, to.with_name(f".{to.name}.partial")) as partial):
             files = [_copy(out_dir / name, partial / name) for name in _STORE_FILES if (out_dir / name).exists()]
             record = {"source": str(out_dir.absolute()), "created_at": now().isoformat(),
                       "schema_version": SCHEMA_VERSION, "latest_version": version, "files": files}
             (partial / RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-            if to.exists():
-                to.rmdir()
-            partial.rename(to)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     finally:
         con.close()
     return Snapshot(to, sum(f["bytes"] for f in files), time.monotonic() - started, version)

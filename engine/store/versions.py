@@ -10,7 +10,6 @@ while writing it writes the same version again when resumed.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from seir.engine.errors import writing
 from seir.engine.failpoints import failpoint
 from seir.engine.keys import file_key
 from seir.engine.store.base import now, pages
-from seir.engine.store.images import write_whole
+from seir.engine.store.files import folder_whole, write_whole
 from seir.engine.store.provenance import ProvenanceStore
 from seir.engine.store.schema import VERSION_ROWS, turn_scores_sql
 
@@ -77,10 +76,8 @@ def _write_folder(con: Any, folder: Path, run_id: str, manifest: dict[str, Any])
     """The version's files into ``folder``, replacing what an interrupted attempt left there; returns how many
     dialogues are accepted and rejected. The manifest lists each Parquet file's size and content key, which
     ``seir check`` verifies."""
-    partial = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with folder_whole(folder, folder.with_name(f".{folder.name}.partial"), replace=True) as partial:
+        # replace: what an interrupted attempt at this same version left in its place was never recorded
         con.execute(f"CREATE OR REPLACE TEMP TABLE version_rows AS {VERSION_ROWS}", {"run": run_id})
         scores = f"""(SELECT list({turn_scores_sql("t")} ORDER BY t.turn_index)
                       FROM turn_final_scores t WHERE t.dialogue_key = v.dialogue_key)"""
@@ -96,12 +93,6 @@ def _write_folder(con: Any, folder: Path, run_id: str, manifest: dict[str, Any])
         accepted, rejected = con.execute("SELECT count(*) FILTER (WHERE accepted), "
                                          "count(*) FILTER (WHERE NOT accepted) FROM version_rows").fetchall()[0]
         _write_manifest(con, partial / MANIFEST, {**manifest, "files": files})
-        if folder.exists():  # what an interrupted attempt at this same version left: it was never recorded
-            shutil.rmtree(folder)
-        partial.rename(folder)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return accepted, rejected
 
 
