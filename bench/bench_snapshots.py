@@ -8,7 +8,8 @@ For each N:
 - the snapshot (``take_snapshot``: a copy hashed while it is read, flushed to disk), against a plain copy of the same
   file flushed to disk, in the same run (the ideal: a durable copy that does nothing else);
 - the restore (verify the snapshot's hash, copy it back);
-- the open check every command makes (``check_opened``: block lists only), which should not grow with the store;
+- the open checks (``check_opened``): a reader's (blocks in use, constant) and a writer's, once per command (every
+  table's block list: metadata only, growing with the store's row groups);
 - the full read (``read_every_block``: what ``seir check`` and a writer's first open after an outside change do).
 
     python bench/bench_snapshots.py --sizes 1000 10000 100000 --reps 3
@@ -111,8 +112,8 @@ def main() -> None:
             per_dialogue = store.stat().st_size / con.execute("SELECT count(*) FROM dialogues").fetchall()[0][0]
         print(f"source {source}: {per_dialogue / 1024:.0f} KiB of store per dialogue")
         print("| dialogues | store MB | KiB/dialogue | snapshot s | copy+fsync s | snapshot/copy | MB/s | restore s "
-              "| open check ms | full read s |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| reader's open check ms | writer's open check ms | full read s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for dialogues in args.sizes:
             out = work / f"out-{dialogues}"
             size = replicate(store, out / "provenance.duckdb", dialogues)
@@ -128,12 +129,14 @@ def main() -> None:
             restore_s = timed(lambda out=out: restore_snapshot(out, work / "snap"), 1)
             for aside in out.glob("provenance.duckdb.before-restore-*"):
                 aside.unlink()
-            with duckdb.connect(str(out / "provenance.duckdb"), read_only=True) as con:
-                open_s = timed(lambda con=con, out=out: check_opened(con, out / "provenance.duckdb"), args.reps)
+            path = out / "provenance.duckdb"
+            with duckdb.connect(str(path), read_only=True) as con:
+                reader_s = timed(lambda con=con, path=path: check_opened(con, path, False), args.reps)
+                writer_s = timed(lambda con=con, path=path: check_opened(con, path, True), args.reps)
                 read_s = timed(lambda con=con: read_every_block(con), args.reps)
             print(f"| {dialogues:,} | {size / 1e6:,.0f} | {size / dialogues / 1024:.0f} | {snapshot_s:.2f} | "
                   f"{copy_s:.2f} | {snapshot_s / copy_s:.2f} | {size / 1e6 / snapshot_s:,.0f} | {restore_s:.2f} | "
-                  f"{open_s * 1000:.0f} | {read_s:.2f} |", flush=True)
+                  f"{reader_s * 1000:.1f} | {writer_s * 1000:.0f} | {read_s:.2f} |", flush=True)
             shutil.rmtree(out)
             shutil.rmtree(work / "snap", ignore_errors=True)
     finally:

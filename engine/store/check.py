@@ -22,7 +22,7 @@ from seir.engine.store.base import StoreError, pages
 from seir.engine.store.call_cache import SharedCallCache
 from seir.engine.store.connect import open_reader
 from seir.engine.store.images import ImageStore
-from seir.engine.store.integrity import read_every_block, user_tables
+from seir.engine.store.integrity import DamagedStore, check_opened, read_every_block, user_tables
 from seir.engine.store.provenance import ProvenanceStore
 from seir.engine.store.snapshots import SNAPSHOTS, snapshot_problems
 from seir.engine.store.versions import MANIFEST, version_name
@@ -80,6 +80,11 @@ def check_output(out_dir: Path, caches: list[Path], stream: TextIO) -> CheckRepo
 def _check_tables(con: duckdb.DuckDBPyConnection, path: Path, report: CheckReport, stream: TextIO) -> bool:
     """Every table read whole; returns whether all were."""
     started, rows = time.monotonic(), 0
+    try:
+        check_opened(con, path, every_block_list=True)
+    except DamagedStore as err:
+        report.problems.append(str(err))
+        return False
     tables = user_tables(con)
     with Meter(f"reading {path.name}", len(tables), "tables", stream) as meter:
         def counted(_: str, n: int) -> None:

@@ -49,7 +49,7 @@ def open_reader(path: Path, out_dir: Path) -> duckdb.DuckDBPyConnection:
     con = _when_free(path, True, lambda: duckdb.connect(
         str(path), read_only=True, config={"storage_compatibility_version": STORAGE_VERSION}))
     try:
-        check_opened(con, path)
+        check_opened(con, path, every_block_list=False)
         _check_version(con, path)
     except BaseException:
         con.close()
@@ -74,7 +74,7 @@ def attach_writer(con: duckdb.DuckDBPyConnection, path: Path, prepare: bool) -> 
     con.execute(f"USE {ATTACHED}")
     if prepare:
         try:
-            check_opened(con, path)
+            check_opened(con, path, every_block_list=existed)
             if existed and not as_left(path):
                 print(f"[seir] reading {path} whole before writing to it: it changed since seir last wrote it",
                       file=sys.stderr, flush=True)

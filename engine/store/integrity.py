@@ -23,6 +23,9 @@ import duckdb
 
 from seir.engine.store.base import StoreError
 
+# Where execution.snapshots keeps them (OUT/snapshots/NAME/), and each one's record: snapshots.py writes them, the
+# damaged store's message names the newest.
+SNAPSHOTS, SNAPSHOT_RECORD = "snapshots", "snapshot.json"
 _HEADER_BYTES = 3 * 4096  # DuckDB's main header and its two database headers, before the first block
 
 # What DuckDB says when it reads a block that is not there or not what was written.
@@ -42,7 +45,7 @@ def is_damage(err: BaseException) -> bool:
 def damaged(path: Path, problem: str) -> DamagedStore:
     """The one line a damaged store gets: the file, the problem, and where to go from here."""
     out_dir = path.parent
-    snapshots = sorted((out_dir / "snapshots").glob("*/snapshot.json"))
+    snapshots = sorted((out_dir / SNAPSHOTS).glob(f"*/{SNAPSHOT_RECORD}"))
     latest = (f"restore the last snapshot with `seir restore --out {out_dir} --from {snapshots[-1].parent}`"
               if snapshots else "restore a backup (`seir restore --out DIR --from BACKUP`) if you made one")
     return DamagedStore(f"{path} is damaged: {problem}. Nothing was changed. Run `seir check --out {out_dir}` to see "
@@ -55,26 +58,31 @@ def check_file(path: Path) -> None:
         raise damaged(path, "the file is empty")
 
 
-def check_opened(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Read the catalog and every table's block list (metadata only), and refuse a file shorter than its highest
-    block in use: a copy that broke off or a disk that failed. A shorter file is not always cut short, since DuckDB
-    drops free blocks from the end of the file, so the blocks in use decide."""
+def check_opened(con: duckdb.DuckDBPyConnection, path: Path, every_block_list: bool) -> None:
+    """Refuse a file shorter than its blocks in use need: a copy that broke off or a disk that failed. (A file may
+    be shorter than the blocks its header counts, since DuckDB drops free blocks from its end.)
+
+    Without ``every_block_list`` (readers, which must open in milliseconds) the bound is the count of blocks in
+    use, which a file cut by more than its free blocks fails; with it (a writer, once per command) the highest
+    block any table or the catalog uses, read from every table's block list (metadata only, growing with the
+    store's row groups), which any cut that loses a block in use fails."""
     try:
-        tables = user_tables(con)
-        used = " UNION ALL ".join([f"SELECT max(block_id) AS block FROM pragma_storage_info('{table}')"
-                                   for table in tables] + ["SELECT max(block_id) AS block FROM pragma_metadata_info()"])
-        highest, block_bytes = con.execute(
-            f"SELECT (SELECT max(block) FROM ({used})), (SELECT block_size FROM pragma_database_size() "
-            "WHERE database_name = current_database())").fetchall()[0]
+        used, block_bytes = con.execute("SELECT used_blocks, block_size FROM pragma_database_size() "
+                                        "WHERE database_name = current_database()").fetchall()[0]
+        if every_block_list:
+            lists = " UNION ALL ".join([f"SELECT max(block_id) AS block FROM pragma_storage_info('{table}')"
+                                        for table in user_tables(con)]
+                                       + ["SELECT max(block_id) AS block FROM pragma_metadata_info()"])
+            highest = con.execute(f"SELECT max(block) FROM ({lists})").fetchall()[0][0]
+            used = max(used, highest + 1 if highest is not None else 0)
     except duckdb.Error as err:
         if is_damage(err):
             raise damaged(path, str(err).splitlines()[0]) from None
         raise
-    size = path.stat().st_size
-    needed = _HEADER_BYTES + (highest + 1) * block_bytes if highest is not None else 0
+    size, needed = path.stat().st_size, _HEADER_BYTES + used * block_bytes
     if size < needed:
-        raise damaged(path, f"it is {size:,} bytes long, but its blocks in use reach to byte {needed:,} (cut short: "
-                      "a copy that broke off or a disk that failed)")
+        raise damaged(path, f"it is {size:,} bytes long, but its blocks in use need {needed:,} (cut short: a copy "
+                      "that broke off or a disk that failed)")
 
 
 def user_tables(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -24,13 +24,12 @@ from seir.engine.keys import file_key
 from seir.engine.store.base import StoreError, now
 from seir.engine.store.connect import open_reader
 from seir.engine.store.files import folder_whole
+from seir.engine.store.integrity import SNAPSHOT_RECORD, SNAPSHOTS
 from seir.engine.store.lock import OutputLock
 from seir.engine.store.provenance import ProvenanceStore
 from seir.engine.store.schema import SCHEMA_VERSION
 from seir.engine.store.versions import version_name
 
-RECORD = "snapshot.json"
-SNAPSHOTS = "snapshots"  # OUT/snapshots/: the ones execution.snapshots keeps
 _STORE_FILES = (ProvenanceStore.FILENAME, ProvenanceStore.FILENAME + ".wal")
 _CHUNK = 1 << 23
 
@@ -56,7 +55,7 @@ def take_snapshot(out_dir: Path, to: Path) -> Snapshot:
             files = [_copy(out_dir / name, partial / name) for name in _STORE_FILES if (out_dir / name).exists()]
             record = {"source": str(out_dir.absolute()), "created_at": now().isoformat(),
                       "schema_version": SCHEMA_VERSION, "latest_version": version, "files": files}
-            (partial / RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+            (partial / SNAPSHOT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     finally:
         con.close()
     return Snapshot(to, sum(f["bytes"] for f in files), time.monotonic() - started, version)
@@ -80,9 +79,9 @@ def _copy(source: Path, target: Path) -> dict[str, Any]:
 def snapshot_problems(folder: Path) -> list[str]:
     """What in a snapshot folder does not match its record (empty when it is whole)."""
     try:
-        record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+        record = json.loads((folder / SNAPSHOT_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        return [f"{folder / RECORD}: unreadable ({err})"]
+        return [f"{folder / SNAPSHOT_RECORD}: unreadable ({err})"]
     return [problem for entry in record.get("files", []) for problem in _file_problems(folder, entry)]
 
 
@@ -102,9 +101,9 @@ def restore_snapshot(out_dir: Path, source: Path) -> list[str]:
     it replaces moved aside (kept, with its write-ahead log) and the copies renamed into place. Version folders the
     restored store does not know are moved aside too, so nothing is deleted."""
     try:
-        record = json.loads((source / RECORD).read_text(encoding="utf-8"))
+        record = json.loads((source / SNAPSHOT_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise StoreError(f"{source} is not a snapshot: {source / RECORD} is unreadable ({err})") from None
+        raise StoreError(f"{source} is not a snapshot: {source / SNAPSHOT_RECORD} is unreadable ({err})") from None
     done: list[str] = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with OutputLock(out_dir), writing(out_dir, f"the store restored from {source}"):
