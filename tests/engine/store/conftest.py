@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import TOPICS, FinishedRun, job_dict, run_job, write_job
+from tests.engine.conftest import FinishedRun, one_turn_job, run_job
 
 
 def seir(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -21,9 +21,7 @@ def seir(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
 
 @pytest.fixture(scope="session")
 def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = job_dict("faults", topics=TOPICS[:4], seir={"turns": 1, "rounds": 1},
-                    execution={"shard_size": 1, "shards_in_flight": 1})
-    return write_job(tmp_path_factory.mktemp("faults-job"), spec)
+    return one_turn_job(tmp_path_factory, "faults", shard_size=1)
 
 
 @pytest.fixture(scope="session")
