@@ -17,6 +17,12 @@ def log_path(out_dir: Path) -> Path:
     return Path(out_dir) / LOG_FILE
 
 
+class _LogFile(logging.FileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A record that cannot be written (a full disk) is dropped without the traceback logging would print: the
+        run's own next write stops it with one line that says what happened."""
+
+
 @contextmanager
 def quiet(out_dir: Path, verbose: bool) -> Iterator[Path | None]:
     """Python warnings and library log records of this process into the output's log file (the path, or None
@@ -26,7 +32,7 @@ def quiet(out_dir: Path, verbose: bool) -> Iterator[Path | None]:
         return
     path = log_path(out_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _LogFile(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -162,6 +163,35 @@ def _judge_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from seir.engine.store.check import check_output
+
+    print(f"[seir] checking {args.out}", file=sys.stderr, flush=True)
+    report = check_output(args.out, args.cache, sys.stderr)
+    print(report.text())
+    return 1 if report.problems else 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from seir.engine.store.snapshots import take_snapshot
+
+    snapshot = take_snapshot(args.out, args.to)
+    print(f"[seir] backed up {args.out}'s store (latest version v{snapshot.version or 0:04d}) to {snapshot.folder}: "
+          f"{snapshot.bytes / 2**20:.1f} MiB in {snapshot.seconds:.1f} s; `seir restore --out {args.out} --from "
+          f"{snapshot.folder}` brings it back", file=sys.stderr)
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from seir.engine.store.snapshots import restore_snapshot
+
+    for line in restore_snapshot(args.out, args.source):
+        print(f"[seir] {line}", file=sys.stderr)
+    print(f"[seir] the next command that writes reads the restored store whole first; `seir check --out {args.out}` "
+          "verifies the output now", file=sys.stderr)
+    return 0
+
+
 def _build_tiny(args: argparse.Namespace) -> int:
     from seir.operators.backends.tiny import build_tiny_models
 
@@ -189,6 +219,7 @@ def _out_command(commands: argparse._SubParsersAction, name: str, help_text: str
                  handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     command = commands.add_parser(name, help=help_text, description=help_text)
     command.add_argument("--out", type=Path, required=True, help="output folder of a seir run")
+    _add_verbose(command)
     command.set_defaults(handler=handler)
     return command
 
@@ -253,6 +284,20 @@ def _parser() -> argparse.ArgumentParser:
                         help="pair formats: at most K pairs per turn, the widest margins first (default: all)")
     export.add_argument("--shard-mb", type=int, default=500, help="largest shard of hf and trl-* exports in MB")
 
+    check = _out_command(commands, "check", "verify an output: every table read whole, every image hashing to its "
+                         "key, every version's files matching its manifest, call caches and snapshots; exits 1 on "
+                         "any problem, naming each", _check)
+    check.add_argument("--cache", type=Path, action="append", default=[], help="also check this shared call cache "
+                       "(the caches the output's runs named in execution.cache are checked anyway)")
+    backup = _out_command(commands, "backup", "copy the output's provenance store to a new folder, consistently "
+                          "(a running seir waits for the copy at its next commit)", _backup)
+    backup.add_argument("--to", type=Path, required=True, help="a new folder for the copy")
+    restore = _out_command(commands, "restore", "bring back a store from a backup or snapshot folder; the store "
+                           "it replaces is kept beside it, and versions written after the snapshot are moved aside",
+                           _restore)
+    restore.add_argument("--from", dest="source", type=Path, required=True,
+                         help="a folder `seir backup` wrote, or one of OUT/snapshots/")
+
     judge_eval = commands.add_parser(
         "judge-eval", help="agreement of the job's judge with human scores (InterMT's file, or seir's JSONL format)")
     judge_eval.add_argument("data", type=Path, help="InterMT score_evaluation JSON, or JSONL (see docs)")
@@ -288,9 +333,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seir: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except _USER_ERRORS as err:
-        if os.environ.get("SEIR_DEBUG"):
+    except Exception as err:
+        message = _user_message(err, args)
+        if message is None or os.environ.get("SEIR_DEBUG"):
             raise
-        print(f"seir: error: {err}", file=sys.stderr)
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
+        print(f"seir: error: {message}", file=sys.stderr)
         return 2
 
+
+def _user_message(err: Exception, args: argparse.Namespace) -> str | None:
+    """The one line an error a user can act on gets (None: a bug, shown with its traceback). A full disk or a
+    damaged store can surface anywhere as a library's own error, so those are recognised here too."""
+    from seir.engine.errors import disk_full, is_disk_full
+    from seir.engine.store import damaged, is_damage
+
+    if isinstance(err, _USER_ERRORS):
+        return str(err)
+    folder = getattr(args, "to", None) or getattr(args, "out", None) or Path.cwd()
+    if is_disk_full(err):
+        return str(disk_full(folder, "its files"))
+    if is_damage(err) and getattr(args, "out", None) is not None:
+        return str(damaged(args.out / "provenance.duckdb", str(err).splitlines()[0]))
+    return None

@@ -31,9 +31,9 @@ from PIL import Image
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from seir.engine.errors import SeirError
+from seir.engine.errors import SeirError, writing
 from seir.engine.records import CONTENT_DIMENSIONS
-from seir.engine.store import keep_score_sql, version_name
+from seir.engine.store import keep_score_sql, version_name, write_whole
 from seir.operators.scoring.judge_eval import JudgeEvalReport
 
 GALLERY_EACH = 3  # dialogues shown as best, as worst and at random
@@ -146,10 +146,9 @@ def _write_page(target: Path, title: str, subtitle: str, figures: list[go.Figure
                      for f in figures)
     page = _PAGE.format(title=html.escape(title), plotly=get_plotlyjs(), subtitle=html.escape(subtitle),
                         body=body, tail=tail)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.tmp")
-    temp.write_text(page, encoding="utf-8")
-    temp.replace(target)
+    with writing(target.parent, f"the report {target.name}"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_whole(target, page)
 
 
 def _gain_curve(con: duckdb.DuckDBPyConnection) -> go.Figure:

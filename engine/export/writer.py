@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from typing import Any, TextIO
 import yaml
 
 import seir
+from seir.engine.errors import writing
 from seir.engine.export.formats import (
     FORMATS,
     Format,
@@ -44,7 +44,7 @@ from seir.engine.export.rows import (
 from seir.engine.keys import bytes_key, content_key, file_key
 from seir.engine.progress import Meter
 from seir.engine.records import CONTENT_DIMENSIONS, Stage
-from seir.engine.store import open_read_only, version_name
+from seir.engine.store import folder_whole, open_read_only, version_name
 
 __all__ = ["ExportError", "ExportOptions", "ExportResult", "export", "parse_splits"]
 
@@ -222,18 +222,10 @@ def export(out_dir: Path, to: Path, options: ExportOptions, stream: TextIO | Non
         con.execute("SET temp_directory = ?", [spill.name])
         version = _version(con, out_dir, options.version)
         source = _source(con, out_dir, version, options, pair_options)
-        temp = to.with_name(f".{to.name}.partial-{os.getpid()}")
-        shutil.rmtree(temp, ignore_errors=True)
-        temp.mkdir(parents=True)
-        try:
+        with (writing(to.parent, f"the export {to.name}"),
+              folder_whole(to, to.with_name(f".{to.name}.partial-{os.getpid()}")) as temp):
             rows = _write(temp, fmt, options, source, stream)
             _card_and_manifest(temp, fmt, options, source, rows)
-            if to.exists():
-                to.rmdir()
-            temp.rename(to)
-        except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
     finally:
         con.close()
         spill.cleanup()

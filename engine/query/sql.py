@@ -19,7 +19,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from seir.engine.errors import SeirError
-from seir.engine.store import open_read_only, version_name
+from seir.engine.store import ProvenanceStore, damaged, is_damage, open_read_only, version_name
 
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA"}
 
@@ -41,6 +41,8 @@ def run_sql(out_dir: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         result = con.execute(sql)
         return [d[0] for d in result.description or []], result.fetchall()
     except duckdb.Error as err:
+        if is_damage(err):
+            raise damaged(out_dir / ProvenanceStore.FILENAME, str(err).splitlines()[0]) from None
         raise QueryRefused(f"query failed: {err}") from None
     finally:
         con.close()

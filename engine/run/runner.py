@@ -48,6 +48,8 @@ from seir.engine.store import (
     ProvenanceStore,
     SharedCallCache,
     Version,
+    keep_snapshots,
+    version_name,
     write_version,
 )
 from seir.operators.backends.base import ProbeReport
@@ -495,5 +497,9 @@ class Runner:
         if self.target_note is not None:
             summary["target"] = self.target_note
         store.finish_run(run_id, summary, "partial" if partial else "finished")
+        snapshot = keep_snapshots(self.out_dir, f"{version_name(version.number)}-{run_id}",
+                                  self.spec.execution.snapshots)
+        if snapshot is not None:
+            summary["snapshot"] = f"{snapshot.folder} ({snapshot.bytes / 2**20:.1f} MiB, {snapshot.seconds:.1f} s)"
         self.say(("partial version written\n" if partial else "done\n") + format_summary(summary))
         return summary

@@ -135,4 +135,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  error  {row['role']:<6} x{row['count']}: {row['error'][:240]}")
     if "version" in summary:
         lines.append(f"dataset version {summary['version']}: {summary['version_path']}")
+    if "snapshot" in summary:
+        lines.append(f"store snapshot: {summary['snapshot']}")
     return "\n".join(lines)

@@ -150,6 +150,8 @@ class ExecutionSpec(_Strict):
     # Take seeds in order, shard by shard, until this many dialogues are accepted after dedup; --target-accepted
     # overrides. A later run with a larger target goes on from there.
     target_accepted: int | None = Field(None, ge=1)
+    # Snapshots of the provenance store kept in OUT/snapshots/, one taken whenever a version is written (0: none).
+    snapshots: int = Field(1, ge=0)
 
 
 class JobSpec(_Strict):

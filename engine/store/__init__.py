@@ -12,11 +12,14 @@ from seir.engine.store.base import StoreError, limit_memory, now, pages
 from seir.engine.store.call_cache import SharedCallCache
 from seir.engine.store.connect import STORAGE_VERSION
 from seir.engine.store.decisions import KeptDraft
+from seir.engine.store.files import folder_whole, write_whole
 from seir.engine.store.images import ImageStore, as_png
+from seir.engine.store.integrity import DamagedStore, damaged, is_damage
 from seir.engine.store.lock import OutputBusy, OutputLock
 from seir.engine.store.provenance import ProvenanceStore, open_read_only
 from seir.engine.store.runs import LATEST_CANDIDATES
 from seir.engine.store.schema import ACCEPTED_IN_RUN, SCHEMA_VERSION, keep_score_sql, turn_scores_sql
+from seir.engine.store.snapshots import keep_snapshots
 from seir.engine.store.versions import Version, version_name, write_version
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
            "LATEST_CANDIDATES",
            "SCHEMA_VERSION",
            "STORAGE_VERSION",
+           "DamagedStore",
            "ImageStore",
            "KeptDraft",
            "OutputBusy",
@@ -33,8 +37,12 @@ __all__ = [
            "StoreError",
            "Version",
            "as_png",
+           "damaged",
            "decide",
+           "folder_whole",
+           "is_damage",
            "keep_score_sql",
+           "keep_snapshots",
            "limit_memory",
            "now",
            "open_read_only",
@@ -42,4 +50,5 @@ __all__ = [
            "turn_scores_sql",
            "version_name",
            "write_version",
+           "write_whole",
 ]

@@ -11,6 +11,7 @@ see every committed shard between two units (docs/provenance.md, "Reading while 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -24,7 +25,7 @@ from typing import Any, ParamSpec, TypeVar
 import duckdb
 import pyarrow as pa
 
-from seir.engine.errors import SeirError
+from seir.engine.errors import SeirError, writing
 
 
 class StoreError(SeirError):
@@ -83,16 +84,21 @@ class StoreBase:
     def held(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """The file open for writing for this scope (scopes nest); closed after the outermost one unless the store
         keeps it open."""
-        with self._guard:
+        with self._guard, writing(self.path.parent, f"{self.path.name} (or DuckDB's spill files)"):
             if self._con is None:
                 self._con = self._open()
             self._depth += 1
             try:
                 yield self._con
-            finally:
+            except BaseException:
                 self._depth -= 1
                 if self._depth == 0 and not self._keep_open:
-                    self._close()
+                    with contextlib.suppress(Exception):  # the error in flight is the one that says what happened
+                        self._close()
+                raise
+            self._depth -= 1
+            if self._depth == 0 and not self._keep_open:
+                self._close()
 
     def release_between_uses(self) -> None:
         """From now on hold the file only inside ``held()`` scopes, so other processes can read it in between."""

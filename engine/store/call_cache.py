@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from seir.engine.errors import SeirError
+from seir.engine.errors import SeirError, disk_full, is_disk_full, writing
 from seir.engine.records import ModelCall
 from seir.engine.store.images import ImageStore
+from seir.engine.store.integrity import DamagedStore, is_damage
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS call_outputs (
@@ -31,21 +32,35 @@ CREATE TABLE IF NOT EXISTS call_outputs (
 """
 
 
+def damaged_cache(path: Path, problem: str) -> DamagedStore:
+    return DamagedStore(f"the call cache {path} is damaged: {problem}. Nothing was changed. Every output keeps its "
+                        f"own answers, so the cache can be rebuilt: move {path.name} aside and run again (the outputs "
+                        "that run with it publish their answers to the new one).")
+
+
 class SharedCallCache:
     FILENAME = "calls.sqlite"
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.images = ImageStore(self.folder)
+        path = self.folder / self.FILENAME
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.con = sqlite3.connect(self.folder / self.FILENAME, timeout=60, isolation_level=None,
-                                       check_same_thread=False)
+            self.con = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             self.con.execute("PRAGMA journal_mode=WAL")
             self.con.executescript(_SCHEMA)
+            problems = [row[0] for row in self.con.execute("PRAGMA quick_check")]
         except (OSError, sqlite3.DatabaseError) as err:
+            if is_damage(err):
+                raise damaged_cache(path, str(err)) from None
+            if is_disk_full(err):
+                raise disk_full(self.folder, f"the call cache {self.FILENAME}") from None
             raise SeirError(f"cannot use {self.folder} as a call cache: {err}. Give --cache (or execution.cache) a "
                             f"folder seir can write; it holds {self.FILENAME} and images/.") from None
+        if problems != ["ok"]:
+            self.con.close()
+            raise damaged_cache(path, "; ".join(problems[:3]))
 
     def close(self) -> None:
         self.con.close()
@@ -72,7 +87,7 @@ class SharedCallCache:
             if call.method == "render":
                 self.copy_image(call.output["image_key"], from_store=images, into=self.images)
         stamp = time.time()
-        with self.con:
+        with writing(self.folder, f"the call cache {self.FILENAME}"), self.con:
             self.con.execute("BEGIN IMMEDIATE")
             before = self.con.total_changes
             self.con.executemany(

@@ -5,7 +5,6 @@ What the tables and views are lives in schema.py; this is only how a connection 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
@@ -15,7 +14,17 @@ from typing import TypeVar
 
 import duckdb
 
+from seir.engine.errors import is_disk_full
 from seir.engine.store.base import StoreError, Transaction
+from seir.engine.store.integrity import (
+    as_left,
+    check_file,
+    check_opened,
+    damaged,
+    is_damage,
+    verify,
+    write_stamp,
+)
 from seir.engine.store.schema import MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION, VIEWS
 
 # How long a reader waits for a writer's commit to end before giving up ($SEIR_READ_WAIT_S); a writer waits for
@@ -34,11 +43,13 @@ def open_reader(path: Path, out_dir: Path) -> duckdb.DuckDBPyConnection:
     """A read-only connection to ``path``, which must be at this seir's schema. It waits out a writer's commit."""
     if not path.exists():
         raise StoreError(f"no provenance database at {path}: run `seir run JOB --out {out_dir}` first")
+    check_file(path)
     # A new file is written in DuckDB 1.4's storage format, so the clients people have (the PyPI CLI, DBeaver,
     # Python duckdb 1.x) open it; a file keeps the format it was created in (docs/provenance.md).
     con = _when_free(path, True, lambda: duckdb.connect(
         str(path), read_only=True, config={"storage_compatibility_version": STORAGE_VERSION}))
     try:
+        check_opened(con, path, every_block_list=False)
         _check_version(con, path)
     except BaseException:
         con.close()
@@ -49,26 +60,44 @@ def open_reader(path: Path, out_dir: Path) -> duckdb.DuckDBPyConnection:
 def attach_writer(con: duckdb.DuckDBPyConnection, path: Path, prepare: bool) -> None:
     """Attach ``path`` for writing to ``con`` (an in-memory connection that outlives it) as the default database,
     migrated to this seir's schema when ``prepare``. Attaching is ~5x cheaper than a connection of its own, which
-    matters because a run attaches and detaches around every unit of work. It waits for readers to close the file."""
+    matters because a run attaches and detaches around every unit of work. It waits for readers to close the file.
+
+    When ``prepare``, a file that is not as seir's last writer left it is read whole first (integrity.py), so a
+    damaged store is refused before any work."""
     quoted = str(path).replace("'", "''")
+    existed = path.exists()
+    if existed and prepare:
+        check_file(path)
     # A new file is written in DuckDB 1.4's storage format (see open_reader); an existing one keeps its own.
-    options = "" if path.exists() else f" (STORAGE_VERSION '{STORAGE_VERSION}')"
+    options = "" if existed else f" (STORAGE_VERSION '{STORAGE_VERSION}')"
     _when_free(path, False, lambda: con.execute(f"ATTACH '{quoted}' AS {ATTACHED}{options}"))
     con.execute(f"USE {ATTACHED}")
     if prepare:
         try:
+            check_opened(con, path, every_block_list=existed)
+            if existed and not as_left(path):
+                print(f"[seir] reading {path} whole before writing to it: it changed since seir last wrote it",
+                      file=sys.stderr, flush=True)
+                verify(con, path)
             _create_or_migrate(con, path)
         except BaseException:
-            detach_writer(con)
+            detach_writer(con, None)  # not stamped: the file was not found as it should be
             raise
 
 
-def detach_writer(con: duckdb.DuckDBPyConnection) -> None:
-    """Checkpoint (readers then find no write-ahead log to replay) and release the file."""
-    with contextlib.suppress(duckdb.Error):  # a failed transaction has nothing to checkpoint
+def detach_writer(con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
+    """Checkpoint (readers then find no write-ahead log to replay), release the file and stamp ``path`` as left."""
+    try:
         con.execute(f"CHECKPOINT {ATTACHED}")
-    con.execute("USE memory")
-    con.execute(f"DETACH {ATTACHED}")
+    except duckdb.Error as err:
+        if is_disk_full(err):  # the commits stay in the write-ahead log; the next writer replays them
+            raise
+        # otherwise a failed transaction, which has nothing to checkpoint
+    finally:
+        con.execute("USE memory")
+        con.execute(f"DETACH {ATTACHED}")
+    if path is not None:
+        write_stamp(path)
 
 
 def _when_free(path: Path, read_only: bool, connect: Callable[[], T]) -> T:
@@ -78,8 +107,10 @@ def _when_free(path: Path, read_only: bool, connect: Callable[[], T]) -> T:
     while True:
         try:
             return connect()
-        except duckdb.IOException as err:
-            if "lock" not in str(err).lower():
+        except duckdb.Error as err:
+            if is_damage(err):
+                raise damaged(path, str(err).splitlines()[0]) from None
+            if not isinstance(err, duckdb.IOException) or "lock" not in str(err).lower():
                 raise StoreError(f"cannot open {path}: {err}") from None
             waited = time.monotonic() - started
             if read_only and waited >= read_wait_s:

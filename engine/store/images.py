@@ -6,12 +6,13 @@ Writes are atomic (temp file, then rename) and idempotent, so a resumed shard re
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 from PIL import Image
 
+from seir.engine.errors import writing
 from seir.engine.keys import bytes_key
+from seir.engine.store.files import write_whole
 
 
 def as_png(data: bytes) -> bytes:
@@ -40,10 +41,9 @@ class ImageStore:
         key = bytes_key(data)
         target = self.path(key)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            temp.write_bytes(data)
-            temp.replace(target)
+            with writing(self.root, f"image {self.relative_path(key)}"):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_whole(target, data)
         return key
 
     def get(self, key: str) -> bytes:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 
+from seir.engine.errors import writing
 from seir.engine.store.base import StoreError, limit_memory
 from seir.engine.store.connect import attach_writer, detach_writer, open_reader
 from seir.engine.store.dedup_inputs import DedupInputs
@@ -42,7 +43,8 @@ class ProvenanceStore(RunRecords, ShardCommits, DedupInputs):
         if self._memory is not None:
             limit_memory(self._memory, self.out_dir / ".spill")
         self._migrated = False
-        self._con = self._open()  # created or migrated now, so a bad file is reported before any work
+        with writing(self.out_dir, self.FILENAME):
+            self._con = self._open()  # created or migrated now, so a bad file is reported before any work
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         if self._memory is None:
@@ -61,10 +63,10 @@ class ProvenanceStore(RunRecords, ShardCommits, DedupInputs):
         if self._memory is None:
             con.close()
         else:
-            detach_writer(con)
+            detach_writer(con, self.path)
 
     def close(self) -> None:
-        with self._guard:
+        with self._guard, writing(self.out_dir, self.FILENAME):
             self._close()
             if self._memory is not None:
                 self._memory.close()

@@ -65,6 +65,14 @@ def write_job(folder: Path, job: dict[str, Any], seed_lines: list[Any] | None = 
     return path
 
 
+def one_turn_job(tmp_path_factory: pytest.TempPathFactory, name: str, shard_size: int) -> Path:
+    """Four one-turn dialogues, one round, in shards of ``shard_size`` run one at a time: a run long enough to stop
+    in the middle of (the kill -9 and full-disk tests), short enough to run again."""
+    spec = job_dict(name, topics=TOPICS[:4], seir={"turns": 1, "rounds": 1},
+                    execution={"shard_size": shard_size, "shards_in_flight": 1})
+    return write_job(tmp_path_factory.mktemp(f"{name}-job"), spec)
+
+
 def start_local_ray() -> None:
     """The local Ray the engine tests share (tests that need their own cluster restart it with this)."""
     import ray

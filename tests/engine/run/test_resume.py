@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.engine.conftest import TOPICS, job_dict, run_job, write_job
+from tests.engine.conftest import one_turn_job, run_job
 
 
 def seir_run(job: Path, out: Path, **env: str) -> subprocess.Popen[str]:
@@ -58,9 +58,7 @@ def dataset(out: Path) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = job_dict("resume", topics=TOPICS[:4], seir={"turns": 1, "rounds": 1},
-                    execution={"shard_size": 2, "shards_in_flight": 1})
-    return write_job(tmp_path_factory.mktemp("resume-job"), spec)
+    return one_turn_job(tmp_path_factory, "resume", shard_size=2)
 
 
 @pytest.fixture(scope="module")
