@@ -12,6 +12,7 @@ import duckdb
 import yaml
 
 from seir.engine.keys import file_key
+from seir.engine.store import SharedCallCache
 from seir.engine.store.snapshots import snapshot_problems
 from tests.engine.conftest import FinishedRun, run_job
 from tests.engine.run.test_resume import kill_group, seir_run, wait_for
@@ -38,6 +39,20 @@ def test_check_passes_a_whole_output_and_names_each_problem(output: Path) -> Non
     assert "check: 2 problems" in broken.stdout
     assert f"{image}: its content hashes to {file_key(image)}, not its key" in broken.stdout
     assert f"{output / 'versions' / 'v0001' / 'rejected.parquet'}: missing" in broken.stdout
+
+
+def test_check_reads_a_call_cache_and_names_a_damaged_render(output: Path, tmp_path: Path) -> None:
+    cache = SharedCallCache(tmp_path / "cache")
+    picture = sorted((output / "images").glob("*/*.png"))[0]
+    key = cache.images.put(picture.read_bytes())
+    cache.con.execute("INSERT INTO call_outputs VALUES ('k', 'image', 'render', 'm', ?, 'r', 'o', 0)",
+                      [json.dumps({"image_key": key, "width": 32, "height": 32})])
+    cache.close()
+    whole = seir("check", "--out", str(output), "--cache", str(tmp_path / "cache"))
+    assert whole.returncode == 0 and "1 answers readable, 1 of 1 rendered images whole" in whole.stdout, whole.stdout
+    cache.images.path(key).unlink()
+    broken = seir("check", "--out", str(output), "--cache", str(tmp_path / "cache"))
+    assert broken.returncode == 1 and f"{cache.images.path(key)}: missing" in broken.stdout, broken.stdout
 
 
 def test_backup_then_restore_gives_back_every_table(job: Path, output: Path, tmp_path: Path) -> None:
