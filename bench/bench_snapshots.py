@@ -10,7 +10,10 @@ For each N:
 - the restore (verify the snapshot's hash, copy it back);
 - the open checks (``check_opened``): a reader's (blocks in use, constant) and a writer's, once per command (every
   table's block list: metadata only, growing with the store's row groups);
-- the full read (``read_every_block``: what ``seir check`` and a writer's first open after an outside change do).
+- the full read (``read_every_block``: what ``seir check`` and a writer's first open after an outside change do);
+- ``seir check`` whole, in a fresh process: its time and that process's peak memory (VmHWM). The replica's image
+  keys name no files, so it pages through every key and counts every one missing (the bounded problem list), without
+  the per-file hashing a real output adds.
 
     python bench/bench_snapshots.py --sizes 1000 10000 100000 --reps 3
 
@@ -88,6 +91,25 @@ def durable_copy(source: Path, target: Path) -> None:
         os.fsync(handle.fileno())
 
 
+# VmHWM, not ru_maxrss: a forked child's ru_maxrss can carry the parent's peak across exec.
+CHECK = """
+import sys, time
+from pathlib import Path
+from seir.engine.store.check import check_output
+started = time.perf_counter()
+report = check_output(Path(sys.argv[1]), [], open("/dev/null", "w"))
+peak_kb = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(time.perf_counter() - started, report.problem_count, peak_kb)
+"""
+
+
+def seir_check(out: Path) -> tuple[float, int, float]:
+    """``check_output`` in a fresh process: seconds, problems found, peak MB."""
+    done = subprocess.run([sys.executable, "-c", CHECK, str(out)], capture_output=True, text=True, check=True)
+    seconds, problems, peak_kb = done.stdout.split()
+    return float(seconds), int(problems), int(peak_kb) / 1024
+
+
 def timed(action: Callable[[], object], reps: int) -> float:
     times = []
     for _ in range(reps):
@@ -111,9 +133,10 @@ def main() -> None:
         with duckdb.connect(str(store), read_only=True) as con:
             per_dialogue = store.stat().st_size / con.execute("SELECT count(*) FROM dialogues").fetchall()[0][0]
         print(f"source {source}: {per_dialogue / 1024:.0f} KiB of store per dialogue")
-        print("| dialogues | store MB | KiB/dialogue | snapshot s | copy+fsync s | snapshot/copy | MB/s | restore s "
-              "| reader's open check ms | writer's open check ms | full read s |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| dialogues | store MB | KiB/dialogue | snapshot s | copy+fsync s | snapshot/copy | MB/s "
+              "| restore s | reader's open check ms | writer's open check ms | full read s | seir check s | problems "
+              "| check peak MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for dialogues in args.sizes:
             out = work / f"out-{dialogues}"
             size = replicate(store, out / "provenance.duckdb", dialogues)
@@ -134,9 +157,11 @@ def main() -> None:
                 reader_s = timed(lambda con=con, path=path: check_opened(con, path, False), args.reps)
                 writer_s = timed(lambda con=con, path=path: check_opened(con, path, True), args.reps)
                 read_s = timed(lambda con=con: read_every_block(con), args.reps)
+            check_s, problems, check_mb = seir_check(out)
             print(f"| {dialogues:,} | {size / 1e6:,.0f} | {size / dialogues / 1024:.0f} | {snapshot_s:.2f} | "
                   f"{copy_s:.2f} | {snapshot_s / copy_s:.2f} | {size / 1e6 / snapshot_s:,.0f} | {restore_s:.2f} | "
-                  f"{reader_s * 1000:.1f} | {writer_s * 1000:.0f} | {read_s:.2f} |", flush=True)
+                  f"{reader_s * 1000:.1f} | {writer_s * 1000:.0f} | {read_s:.2f} | {check_s:.2f} | {problems:,} | "
+                  f"{check_mb:.0f} |", flush=True)
             shutil.rmtree(out)
             shutil.rmtree(work / "snap", ignore_errors=True)
     finally:

@@ -169,14 +169,16 @@ def _check(args: argparse.Namespace) -> int:
     print(f"[seir] checking {args.out}", file=sys.stderr, flush=True)
     report = check_output(args.out, args.cache, sys.stderr)
     print(report.text())
-    return 1 if report.problems else 0
+    return 1 if report.problem_count else 0
 
 
 def _backup(args: argparse.Namespace) -> int:
+    from seir.engine.store import version_name
     from seir.engine.store.snapshots import take_snapshot
 
     snapshot = take_snapshot(args.out, args.to)
-    print(f"[seir] backed up {args.out}'s store (latest version v{snapshot.version or 0:04d}) to {snapshot.folder}: "
+    latest = version_name(snapshot.version) if snapshot.version else "no version yet"
+    print(f"[seir] backed up {args.out}'s store (latest: {latest}) to {snapshot.folder}: "
           f"{snapshot.bytes / 2**20:.1f} MiB in {snapshot.seconds:.1f} s; `seir restore --out {args.out} --from "
           f"{snapshot.folder}` brings it back", file=sys.stderr)
     return 0

@@ -17,7 +17,7 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -84,7 +84,7 @@ class StoreBase:
     def held(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """The file open for writing for this scope (scopes nest); closed after the outermost one unless the store
         keeps it open."""
-        with self._guard, writing(self.path.parent, f"{self.path.name} (or DuckDB's spill files)"):
+        with self._guard, self.writing():
             if self._con is None:
                 self._con = self._open()
             self._depth += 1
@@ -99,6 +99,10 @@ class StoreBase:
             self._depth -= 1
             if self._depth == 0 and not self._keep_open:
                 self._close()
+
+    def writing(self) -> AbstractContextManager[None]:
+        """A full disk while the store is written (its file, or DuckDB's spill files beside it) named as such."""
+        return writing(self.path.parent, f"{self.path.name} (or DuckDB's spill files)")
 
     def release_between_uses(self) -> None:
         """From now on hold the file only inside ``held()`` scopes, so other processes can read it in between."""
@@ -147,11 +151,17 @@ DUCKDB_MEMORY = "256MB"
 _paged = itertools.count()
 
 
+def cap_memory(con: duckdb.DuckDBPyConnection) -> None:
+    """Cap ``con``'s working memory, its cache of blocks read included (a reader that reads a whole store would
+    otherwise keep up to 80% of the machine's memory of it)."""
+    con.execute(f"SET memory_limit = '{os.environ.get('SEIR_DUCKDB_MEMORY', DUCKDB_MEMORY)}'")
+
+
 def limit_memory(con: duckdb.DuckDBPyConnection, spill_dir: Path) -> None:
     """Cap ``con``'s working memory and let it spill into ``spill_dir``."""
     spill_dir.mkdir(parents=True, exist_ok=True)
     quoted = str(spill_dir).replace("'", "''")
-    con.execute(f"SET memory_limit = '{os.environ.get('SEIR_DUCKDB_MEMORY', DUCKDB_MEMORY)}'")
+    cap_memory(con)
     con.execute(f"SET temp_directory = '{quoted}'")
 
 

@@ -22,10 +22,16 @@ from seir.engine.store.base import StoreError, pages
 from seir.engine.store.call_cache import SharedCallCache
 from seir.engine.store.connect import open_reader
 from seir.engine.store.images import ImageStore
-from seir.engine.store.integrity import DamagedStore, check_opened, read_every_block, user_tables
+from seir.engine.store.integrity import (
+    DamagedStore,
+    check_opened,
+    read_every_block,
+    snapshot_folders,
+    user_tables,
+)
 from seir.engine.store.provenance import ProvenanceStore
-from seir.engine.store.snapshots import SNAPSHOTS, snapshot_problems
-from seir.engine.store.versions import MANIFEST, version_name
+from seir.engine.store.snapshots import snapshot_problems
+from seir.engine.store.versions import MANIFEST, read_manifest, version_name
 
 IMAGE_PAGE = 4096
 # Every picture the store names: renders, the user's pictures in seeds, and what each call was shown.
@@ -35,17 +41,28 @@ _IMAGE_KEYS = """
     UNION SELECT unnest(images) FROM seeds"""
 
 
+PROBLEMS_SHOWN = 200  # a badly damaged output lists its first problems and counts the rest: memory stays bounded
+
+
 @dataclass
 class CheckReport:
     checked: list[str] = field(default_factory=list)  # one line per part: what was read and found whole
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the first PROBLEMS_SHOWN
+    problem_count: int = 0
     notes: list[str] = field(default_factory=list)  # worth knowing, not wrong (e.g. leftovers of a stopped write)
+
+    def problem(self, text: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < PROBLEMS_SHOWN:
+            self.problems.append(text)
 
     def text(self) -> str:
         lines = [f"  {line}" for line in self.checked] + [f"  note: {note}" for note in self.notes]
-        if self.problems:
-            lines.append(f"check: {len(self.problems)} problem{'s' * (len(self.problems) > 1)}:")
+        if self.problem_count:
+            lines.append(f"check: {self.problem_count} problem{'s' * (self.problem_count > 1)}:")
             lines += [f"  - {problem}" for problem in self.problems]
+            if self.problem_count > len(self.problems):
+                lines.append(f"  - ... and {self.problem_count - len(self.problems)} more")
         else:
             lines.append("check: OK")
         return "\n".join(lines)
@@ -57,7 +74,7 @@ def check_output(out_dir: Path, caches: list[Path], stream: TextIO) -> CheckRepo
     try:
         con = open_reader(path, out_dir)
     except StoreError as err:
-        report.problems.append(str(err))
+        report.problem(str(err))
         con = None
     if con is not None:
         try:
@@ -83,7 +100,7 @@ def _check_tables(con: duckdb.DuckDBPyConnection, path: Path, report: CheckRepor
     try:
         check_opened(con, path, every_block_list=True)
     except DamagedStore as err:
-        report.problems.append(str(err))
+        report.problem(str(err))
         return False
     tables = user_tables(con)
     with Meter(f"reading {path.name}", len(tables), "tables", stream) as meter:
@@ -93,7 +110,8 @@ def _check_tables(con: duckdb.DuckDBPyConnection, path: Path, report: CheckRepor
             meter.advance(1)
 
         failed = read_every_block(con, counted)
-    report.problems += [f"{path}: table {table} cannot be read: {why}" for table, why in failed.items()]
+    for table, why in failed.items():
+        report.problem(f"{path}: table {table} cannot be read: {why}")
     version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()[0][0]
     report.checked.append(f"{path.name}: schema v{version}, {len(tables) - len(failed)} of {len(tables)} tables "
                           f"read whole ({rows:,} rows, {time.monotonic() - started:.1f} s)")
@@ -110,7 +128,7 @@ def _check_images(con: duckdb.DuckDBPyConnection, out_dir: Path, report: CheckRe
                 problem = _image_problem(images, key)
                 if problem is not None:
                     bad += 1
-                    report.problems.append(problem)
+                    report.problem(problem)
             meter.advance(page.num_rows)
     report.checked.append(f"images: {total - bad} of {total} present and hashing to their keys")
 
@@ -131,12 +149,13 @@ def _check_versions(con: duckdb.DuckDBPyConnection, out_dir: Path, report: Check
     for number, accepted in rows:
         found = list(_version_problems(out_dir / "versions" / version_name(number), accepted, report))
         broken += bool(found)
-        report.problems += found
+        for problem in found:
+            report.problem(problem)
     latest_file = out_dir / "versions" / "LATEST"
     if rows:
         named = latest_file.read_text(encoding="utf-8").strip() if latest_file.is_file() else None
         if named != version_name(rows[-1][0]):
-            report.problems.append(f"{latest_file}: names {named or 'nothing'}, the store's newest version is "
+            report.problem(f"{latest_file}: names {named or 'nothing'}, the store's newest version is "
                                    f"{version_name(rows[-1][0])}")
     report.checked.append(f"versions: {len(rows) - broken} of {len(rows)} whole, every file matching its manifest")
 
@@ -144,12 +163,12 @@ def _check_versions(con: duckdb.DuckDBPyConnection, out_dir: Path, report: Check
 def _version_problems(folder: Path, accepted: int, report: CheckReport) -> Iterator[str]:
     manifest_path = folder / MANIFEST
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest, listed = read_manifest(manifest_path)
     except (OSError, ValueError) as err:
         yield f"{manifest_path}: unreadable ({type(err).__name__}: {err})"
         return
-    if len(manifest.get("dialogues", [])) != accepted:
-        yield f"{manifest_path}: lists {len(manifest.get('dialogues', []))} dialogues, the store recorded {accepted}"
+    if listed != accepted:
+        yield f"{manifest_path}: lists {listed} dialogues, the store recorded {accepted}"
     files: list[dict[str, Any]] = manifest.get("files", [])
     if not files:
         report.notes.append(f"{manifest_path}: written before manifests listed their files' keys; its row "
@@ -186,35 +205,38 @@ def _recorded_caches(con: duckdb.DuckDBPyConnection) -> list[Path]:
 def _check_cache(folder: Path, report: CheckReport) -> None:
     path = folder / SharedCallCache.FILENAME
     if not path.is_file():
-        report.problems.append(f"{path}: missing (a run of this output used it as its call cache)")
+        report.problem(f"{path}: missing (a run of this output used it as its call cache)")
         return
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as cache:
             verdict = [row[0] for row in cache.execute("PRAGMA integrity_check")]
+            if verdict != ["ok"]:
+                for line in verdict:
+                    report.problem(f"{path}: {line}")
+                return
             answers, renders = cache.execute(
                 "SELECT count(*), count(*) FILTER (WHERE method = 'render') FROM call_outputs").fetchall()[0]
-            render_keys = [json.loads(row[0])["image_key"] for row in
-                           cache.execute("SELECT output FROM call_outputs WHERE method = 'render'")]
+            images, bad = ImageStore(folder), 0
+            for (output,) in cache.execute("SELECT output FROM call_outputs WHERE method = 'render'"):  # streamed
+                problem = _image_problem(images, json.loads(output)["image_key"])
+                if problem is not None:
+                    bad += 1
+                    report.problem(problem)
     except sqlite3.DatabaseError as err:
-        report.problems.append(f"{path}: unreadable ({err})")
+        report.problem(f"{path}: unreadable ({err})")
         return
-    if verdict != ["ok"]:
-        report.problems += [f"{path}: {line}" for line in verdict]
-        return
-    images = ImageStore(folder)
-    bad = [problem for key in render_keys if (problem := _image_problem(images, key)) is not None]
-    report.problems += bad
-    report.checked.append(f"call cache {folder}: {answers:,} answers readable, {renders - len(bad)} of {renders} "
+    report.checked.append(f"call cache {folder}: {answers:,} answers readable, {renders - bad} of {renders} "
                           "rendered images whole")
 
 
 def _check_snapshots(out_dir: Path, report: CheckReport) -> None:
-    folders = sorted(p for p in (out_dir / SNAPSHOTS).glob("*") if p.is_dir() and not p.name.startswith("."))
+    folders = snapshot_folders(out_dir)
     if not folders:
         report.checked.append("snapshots: none (execution.snapshots keeps some; `seir backup` makes one)")
         return
     problems = [problem for folder in folders for problem in snapshot_problems(folder)]
-    report.problems += problems
+    for problem in problems:
+        report.problem(problem)
     report.checked.append(f"snapshots: {len(folders)}, newest {folders[-1].name}"
                           + ("" if problems else ", each matching its record"))
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 import duckdb
 
 from seir.engine.errors import is_disk_full
-from seir.engine.store.base import StoreError, Transaction
+from seir.engine.store.base import StoreError, Transaction, cap_memory
 from seir.engine.store.integrity import (
     as_left,
     check_file,
@@ -49,6 +49,7 @@ def open_reader(path: Path, out_dir: Path) -> duckdb.DuckDBPyConnection:
     con = _when_free(path, True, lambda: duckdb.connect(
         str(path), read_only=True, config={"storage_compatibility_version": STORAGE_VERSION}))
     try:
+        cap_memory(con)
         check_opened(con, path, every_block_list=False)
         _check_version(con, path)
     except BaseException:

@@ -42,11 +42,16 @@ def is_damage(err: BaseException) -> bool:
     return isinstance(err, DamagedStore) or any(text in str(err).lower() for text in _DAMAGE_TEXT)
 
 
+def snapshot_folders(out_dir: Path) -> list[Path]:
+    """The snapshots kept in ``out_dir``, oldest first (their names start with the version they were taken at)."""
+    return sorted(record.parent for record in (out_dir / SNAPSHOTS).glob(f"*/{SNAPSHOT_RECORD}"))
+
+
 def damaged(path: Path, problem: str) -> DamagedStore:
     """The one line a damaged store gets: the file, the problem, and where to go from here."""
     out_dir = path.parent
-    snapshots = sorted((out_dir / SNAPSHOTS).glob(f"*/{SNAPSHOT_RECORD}"))
-    latest = (f"restore the last snapshot with `seir restore --out {out_dir} --from {snapshots[-1].parent}`"
+    snapshots = snapshot_folders(out_dir)
+    latest = (f"restore the last snapshot with `seir restore --out {out_dir} --from {snapshots[-1]}`"
               if snapshots else "restore a backup (`seir restore --out DIR --from BACKUP`) if you made one")
     return DamagedStore(f"{path} is damaged: {problem}. Nothing was changed. Run `seir check --out {out_dir}` to see "
                         f"what is affected, then {latest}.")

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import duckdb
 
-from seir.engine.errors import writing
 from seir.engine.store.base import StoreError, limit_memory
 from seir.engine.store.connect import attach_writer, detach_writer, open_reader
 from seir.engine.store.dedup_inputs import DedupInputs
@@ -43,7 +42,7 @@ class ProvenanceStore(RunRecords, ShardCommits, DedupInputs):
         if self._memory is not None:
             limit_memory(self._memory, self.out_dir / ".spill")
         self._migrated = False
-        with writing(self.out_dir, self.FILENAME):
+        with self.writing():
             self._con = self._open()  # created or migrated now, so a bad file is reported before any work
 
     def _open(self) -> duckdb.DuckDBPyConnection:
@@ -66,7 +65,7 @@ class ProvenanceStore(RunRecords, ShardCommits, DedupInputs):
             detach_writer(con, self.path)
 
     def close(self) -> None:
-        with self._guard, writing(self.out_dir, self.FILENAME):
+        with self._guard, self.writing():
             self._close()
             if self._memory is not None:
                 self._memory.close()

@@ -23,8 +23,8 @@ from seir.engine.errors import writing
 from seir.engine.keys import file_key
 from seir.engine.store.base import StoreError, now
 from seir.engine.store.connect import open_reader
-from seir.engine.store.files import folder_whole
-from seir.engine.store.integrity import SNAPSHOT_RECORD, SNAPSHOTS
+from seir.engine.store.files import folder_whole, write_whole
+from seir.engine.store.integrity import SNAPSHOT_RECORD, SNAPSHOTS, snapshot_folders
 from seir.engine.store.lock import OutputLock
 from seir.engine.store.provenance import ProvenanceStore
 from seir.engine.store.schema import SCHEMA_VERSION
@@ -150,7 +150,7 @@ def _align_versions(out_dir: Path, stamp: str) -> list[str]:
             folder.rename(aside / folder.name)
         done.append(f"moved {', '.join(p.name for p in later)} (written after the snapshot) to {aside}")
     if known:
-        (versions / "LATEST").write_text(version_name(max(known)) + "\n", encoding="utf-8")
+        write_whole(versions / "LATEST", version_name(max(known)) + "\n")
     elif (versions / "LATEST").exists():
         (versions / "LATEST").unlink()
     return done
@@ -160,8 +160,7 @@ def keep_snapshots(out_dir: Path, label: str, keep: int) -> Snapshot | None:
     """Take ``OUT/snapshots/LABEL`` and drop all but the newest ``keep`` (none taken when ``keep`` is 0)."""
     if keep < 1:
         return None
-    folder = out_dir / SNAPSHOTS
-    snapshot = take_snapshot(out_dir, folder / label)
-    for old in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))[:-keep]:
+    snapshot = take_snapshot(out_dir, out_dir / SNAPSHOTS / label)
+    for old in snapshot_folders(out_dir)[:-keep]:
         shutil.rmtree(old)
     return snapshot

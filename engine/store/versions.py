@@ -109,3 +109,18 @@ def _write_manifest(con: Any, target: Path, manifest: dict[str, Any]) -> None:
                 out.write(("\n" if first else ",\n") + json.dumps({"dialogue_id": dialogue_id, "dialogue_key": key}))
                 first = False
         out.write("\n]\n}\n")
+
+
+def read_manifest(path: Path) -> tuple[dict[str, Any], int]:
+    """A manifest's fields and how many dialogues it lists, read a line at a time (the list is one dialogue per
+    line after the fields, as ``_write_manifest`` writes it), so a version of millions is never held whole."""
+    head, listed = [], 0
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            head.append(line)
+            if line.rstrip().endswith('"dialogues": ['):
+                break
+        else:
+            raise ValueError('no "dialogues" list')
+        listed = sum(line.lstrip().startswith("{") for line in lines)
+    return json.loads("".join(head) + "]}"), listed
