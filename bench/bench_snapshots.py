@@ -106,7 +106,7 @@ print(time.perf_counter() - started, report.problem_count, peak_kb)
 def seir_check(out: Path) -> tuple[float, int, float]:
     """``check_output`` in a fresh process: seconds, problems found, peak MB."""
     done = subprocess.run([sys.executable, "-c", CHECK, str(out)], capture_output=True, text=True, check=True)
-    seconds, problems, peak_kb = done.stdout.split()
+    seconds, problems, peak_kb = done.stdout.split("\n")[-2].split()  # the last line: what CHECK prints
     return float(seconds), int(problems), int(peak_kb) / 1024
 
 
