@@ -70,6 +70,7 @@ class DraftSide:
 
     draft_key: str
     round: int
+    candidate: int
     text: str
     caption: str | None
     image: ImageRef | None
@@ -88,6 +89,8 @@ class PairRow:
     rejected: DraftSide
     margin: float
     critique: str  # the judge's critique of the draft the chosen one was refined from
+    kind: str = "refinement"  # or "sibling": two candidates of one round
+    pairwise: float | None = None  # the judge's preference for chosen over rejected (0-1), where judged pairwise
     caption: str | None = None  # image stage: the caption the answer stage kept (the context both images had)
     answer: str | None = None  # image stage: the turn's answer
 
@@ -179,16 +182,24 @@ def dialogue_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int) -
                               conversation(json.loads(row["messages"]), images, where), row["scores"] or [])
 
 
+# --pairs: which pairs an export holds. Refinement pairs: the kept draft of a stage against an earlier round's draft.
+# Sibling pairs: two candidates of one round (seir.candidates), which share exactly their prompt.
+PAIR_KINDS = {"refinement": ("refinement",), "siblings": ("sibling",), "both": ("sibling", "refinement")}
+
+
 @dataclass(frozen=True)
 class PairOptions:
     stages: tuple[str, ...] = tuple(stage.value for stage in Stage)
     min_margin: float = 0.0
     per_turn: int | None = None  # at most this many pairs per turn, the widest margins first
+    pairs: str = "both"
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in STAGE_ORDER]
         if unknown or not self.stages:
             raise ExportError(f"--stages {','.join(self.stages)}: choose among {', '.join(STAGE_ORDER)}")
+        if self.pairs not in PAIR_KINDS:
+            raise ExportError(f"--pairs {self.pairs}: choose among {', '.join(PAIR_KINDS)}")
         if self.min_margin < 0:
             raise ExportError(f"--min-margin {self.min_margin}: a margin is 0 or more (scores are 0-5)")
         if self.per_turn is not None and self.per_turn < 1:
@@ -203,15 +214,16 @@ def _stage_dimension_sql() -> str:
 
 
 def _pairs_sql(limit_per_turn: bool) -> str:
-    """Pairs of (kept draft, earlier draft) of one stage where the kept one scores higher by at least the margin.
-    A draft's score is the mean of its combined scores on its stage's dimensions, as ``Draft.mean_score`` ranks
-    drafts in the loop; scores are those of the run that made the draft (a rescore re-scores kept drafts only)."""
+    """Pairs of drafts of one stage where the chosen one scores higher by at least the margin: (kept draft, earlier
+    round's draft) for refinement pairs, two candidates of one round for sibling pairs. A draft's score is the mean
+    of its combined scores on its stage's dimensions, as ``Draft.mean_score`` ranks drafts in the loop; scores are
+    those of the run that made the draft (a rescore re-scores kept drafts only)."""
     stage_order = " ".join(f"WHEN '{name}' THEN {i}" for name, i in STAGE_ORDER.items())
     return f"""
     WITH chosen_dialogues AS ({_PAGE_DIALOGUES}),
     scored AS (
-        SELECT dr.draft_key, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.text, dr.caption, dr.image_key,
-               dr.best, avg(s.value) AS score,
+        SELECT dr.draft_key, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate, dr.text, dr.caption,
+               dr.image_key, dr.best, avg(s.value) AS score,
                list({{'dimension': s.dimension, 'value': s.value}} ORDER BY s.dimension) AS scores
         FROM drafts dr JOIN scores s ON s.draft_key = dr.draft_key AND s.scorer = 'combined'
                                      AND s.run_id = dr.run_id AND {_stage_dimension_sql()}
@@ -220,13 +232,21 @@ def _pairs_sql(limit_per_turn: bool) -> str:
         GROUP BY ALL),
     pairs AS (
         SELECT k.dialogue_key, k.turn_index, k.stage, k AS chosen, e AS rejected, k.score - e.score AS margin,
+               CASE WHEN e.round = k.round THEN 'sibling' ELSE 'refinement' END AS kind,
                row_number() OVER (PARTITION BY k.dialogue_key, k.turn_index
-                                  ORDER BY k.score - e.score DESC, CASE k.stage {stage_order} END, e.round) AS rank
+                                  ORDER BY k.score - e.score DESC, CASE k.stage {stage_order} END, e.round,
+                                           e.candidate, k.candidate) AS rank
         FROM scored k JOIN scored e ON e.dialogue_key = k.dialogue_key AND e.turn_index = k.turn_index
-                                    AND e.stage = k.stage AND e.round < k.round
-        WHERE k.best AND k.score > e.score AND k.score - e.score >= $min_margin)
-    SELECT c.dialogue_id, p.dialogue_key, p.turn_index, p.stage, p.chosen, p.rejected, p.margin,
-           (SELECT any_value(x.critique) FROM drafts x WHERE x.dialogue_key = p.dialogue_key
+                                    AND e.stage = k.stage
+                                    AND ((e.round < k.round AND k.best AND list_contains($kinds, 'refinement'))
+                                         OR (e.round = k.round AND e.candidate != k.candidate
+                                             AND list_contains($kinds, 'sibling')))
+        WHERE k.score > e.score AND k.score - e.score >= $min_margin)
+    SELECT c.dialogue_id, p.dialogue_key, p.turn_index, p.stage, p.chosen, p.rejected, p.margin, p.kind,
+           (SELECT any_value(cp.preference) FROM candidate_preferences cp
+              WHERE cp.dialogue_key = p.dialogue_key AND cp.draft_key = p.chosen.draft_key
+                AND cp.other_key = p.rejected.draft_key) AS pairwise,
+           (SELECT any_value(x.critique) FROM drafts x WHERE x.dialogue_key = p.dialogue_key AND x.round_best
               AND x.turn_index = p.turn_index AND x.stage = p.stage AND x.round = p.chosen.round - 1) AS critique,
            c.messages,
            (SELECT any_value(a.caption) FROM drafts a WHERE a.dialogue_key = p.dialogue_key
@@ -238,11 +258,13 @@ def _pairs_sql(limit_per_turn: bool) -> str:
               AS question_words
     FROM pairs p JOIN chosen_dialogues c USING (dialogue_key)
     {"WHERE p.rank <= $per_turn" if limit_per_turn else ""}
-    ORDER BY c.n, p.turn_index, CASE p.stage {stage_order} END, p.rejected.round"""
+    ORDER BY c.n, p.turn_index, CASE p.stage {stage_order} END, p.chosen.round, p.kind, p.rejected.round,
+             p.chosen.candidate, p.rejected.candidate"""
 
 
 def _params(options: PairOptions) -> dict[str, Any]:
-    params: dict[str, Any] = {"stages": list(options.stages), "min_margin": options.min_margin}
+    params: dict[str, Any] = {"stages": list(options.stages), "min_margin": options.min_margin,
+                              "kinds": list(PAIR_KINDS[options.pairs])}
     if options.per_turn is not None:
         params["per_turn"] = options.per_turn
     return params
@@ -250,8 +272,8 @@ def _params(options: PairOptions) -> dict[str, Any]:
 
 def pair_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int,
               options: PairOptions) -> Iterator[PairRow]:
-    """Preference pairs from the refinement history of the version's accepted dialogues, in dialogue id, turn,
-    stage and round order."""
+    """Preference pairs from the refinement history of the version's accepted dialogues (refinement pairs, sibling
+    pairs or both), in dialogue id, turn, stage and round order."""
     images = OutputImages(out_dir)
     default_words = SeirSpec.model_fields["question_words"].default
     for batch in _paged(con, version, _pairs_sql(options.per_turn is not None), _params(options)):
@@ -263,7 +285,7 @@ def _pair(row: dict[str, Any], images: OutputImages, default_words: int) -> Pair
     where = f"dialogue {row['dialogue_id']} turn {row['turn_index'] + 1} {row['stage']}"
     sides = [_side(row[name], images, where) for name in ("chosen", "rejected")]
     pair = PairRow(row["dialogue_id"], row["dialogue_key"], row["turn_index"], row["stage"], Conversation(),
-                   sides[0], sides[1], row["margin"], row["critique"] or "")
+                   sides[0], sides[1], row["margin"], row["critique"] or "", row["kind"], row["pairwise"])
     if row["stage"] == Stage.QUESTION.value:
         # A question is written by the user side: its prompt is what seir's writer was asked for the first draft.
         history = History(tuple((q, a) for q, a in row["history"] or []))
@@ -288,5 +310,5 @@ def _pair(row: dict[str, Any], images: OutputImages, default_words: int) -> Pair
 
 def _side(draft: dict[str, Any], images: OutputImages, where: str) -> DraftSide:
     image = images.by_key(draft["image_key"], where) if draft["image_key"] else None
-    return DraftSide(draft["draft_key"], draft["round"], draft["text"] or "", draft["caption"], image,
-                     draft["score"], draft["scores"])
+    return DraftSide(draft["draft_key"], draft["round"], draft["candidate"], draft["text"] or "", draft["caption"],
+                     image, draft["score"], draft["scores"])

@@ -95,6 +95,7 @@ class ExportOptions:
     stages: tuple[str, ...] | None = None  # pair formats: default every stage the format can hold
     min_margin: float = 0.0
     pairs_per_turn: int | None = None
+    pairs: str = "both"  # refinement, siblings or both (rows.PAIR_KINDS)
     shard_mb: int = 500
 
     def described(self) -> dict[str, Any]:
@@ -104,7 +105,7 @@ class ExportOptions:
             shown.update(parquet=self.parquet, shard_mb=self.shard_mb)
         if FORMATS[self.format].source == "pairs":
             shown.update(stages=list(self.pair_options().stages), min_margin=self.min_margin,
-                         pairs_per_turn=self.pairs_per_turn)
+                         pairs_per_turn=self.pairs_per_turn, pairs=self.pairs)
         return shown
 
     def pair_options(self) -> PairOptions:
@@ -115,7 +116,7 @@ class ExportOptions:
             raise ExportError(f"--format {fmt.name} holds text pairs only (its chosen and rejected are text): "
                               "export image-stage pairs with --format trl-dpo (image_pairs/), or drop image from "
                               "--stages")
-        return PairOptions(stages, self.min_margin, self.pairs_per_turn)
+        return PairOptions(stages, self.min_margin, self.pairs_per_turn, self.pairs)
 
 
 @dataclass
@@ -308,7 +309,7 @@ def _note_scores(scores: dict[str, Summary], item: DialogueRow | PairRow) -> Non
     else:
         for what, value in (("chosen", item.chosen.score), ("rejected", item.rejected.score),
                             ("margin", item.margin)):
-            scores.setdefault(f"{item.stage}.{what}", Summary()).add(value)
+            scores.setdefault(f"{item.stage}.{item.kind}.{what}", Summary()).add(value)
 
 
 def _export_key(fmt: Format, options: ExportOptions, source: _Source) -> str:
