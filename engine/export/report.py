@@ -136,8 +136,7 @@ def _version_figures(con: duckdb.DuckDBPyConnection, out_dir: Path,
     run_id, created = found[0]
     spec = json.loads(con.execute("SELECT job_spec FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0] or "{}")
     thresholds = spec.get("scoring", {}).get("thresholds", {})
-    con.execute("CREATE OR REPLACE TEMP TABLE report_keys AS SELECT dialogue_key, dialogue_id, accepted "
-                "FROM version_dialogues WHERE version = ?", [number])
+    _report_keys(con, number)
     return run_id, created, [_gain_curve(con), _best_of_n(con), _funnel(con), _reasons(con, run_id),
                              _distributions(con, thresholds), _usage(con), _dedup(con, run_id)]
 
@@ -174,9 +173,23 @@ def _gain_curve(con: duckdb.DuckDBPyConnection) -> go.Figure:
     return figure
 
 
-def _best_of_n(con: duckdb.DuckDBPyConnection) -> go.Figure:
-    """Best-of-N beside refinement, per dimension: the first round's best of its first k candidates (by mean score,
-    k = 1 is the first candidate alone), then the kept draft after refinement. Empty for one candidate per round."""
+def _report_keys(con: duckdb.DuckDBPyConnection, version: int) -> None:
+    con.execute("CREATE OR REPLACE TEMP TABLE report_keys AS SELECT dialogue_key, dialogue_id, accepted "
+                "FROM version_dialogues WHERE version = ?", [version])
+
+
+def best_of_n_means(con: duckdb.DuckDBPyConnection, version: int) -> dict[str, dict[str, float]]:
+    """Per dimension, the mean combined score of the first round's best of its first k candidates (by mean score;
+    k = "1" is the first candidate alone) over the version's dialogues, and of the kept draft after refinement
+    ("refined"). The best-of-N gain is k = N against k = 1; the refinement gain, "refined" against k = N."""
+    _report_keys(con, version)
+    means: dict[str, dict[str, float]] = {}
+    for dimension, k, mean in _best_of_k_rows(con):
+        means.setdefault(dimension, {})[k] = mean
+    return means
+
+
+def _best_of_k_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, float]]:
     best_of_k = con.execute("""
         WITH ranked AS (
             SELECT d.draft_key, d.dialogue_key, d.turn_index, d.stage, d.candidate, avg(s.value) AS mean
@@ -192,15 +205,22 @@ def _best_of_n(con: duckdb.DuckDBPyConnection) -> go.Figure:
         FROM best_so_far b JOIN scores s ON s.draft_key = b.best_key AND s.scorer = 'combined'
         JOIN drafts d ON d.draft_key = b.best_key AND d.run_id = s.run_id
         GROUP BY ALL ORDER BY ALL""").fetchall()
+    refined = con.execute("""
+        SELECT s.dimension, 'refined', avg(s.value) FROM drafts d JOIN report_keys USING (dialogue_key)
+        JOIN scores s ON s.draft_key = d.draft_key AND s.run_id = d.run_id AND s.scorer = 'combined'
+        WHERE d.best GROUP BY ALL ORDER BY ALL""").fetchall()
+    return [*best_of_k, *refined]
+
+
+def _best_of_n(con: duckdb.DuckDBPyConnection) -> go.Figure:
+    """Best-of-N beside refinement, per dimension (``best_of_n_means``). Empty for one candidate per round."""
+    rows = _best_of_k_rows(con)
+    if all(k in ("1", "refined") for _, k, _ in rows):
+        rows = []
     figure = go.Figure()
-    if max((int(k) for _, k, _ in best_of_k), default=1) > 1:
-        refined = con.execute("""
-            SELECT s.dimension, 'refined', avg(s.value) FROM drafts d JOIN report_keys USING (dialogue_key)
-            JOIN scores s ON s.draft_key = d.draft_key AND s.run_id = d.run_id AND s.scorer = 'combined'
-            WHERE d.best GROUP BY ALL ORDER BY ALL""").fetchall()
-        for dimension in sorted({d for d, _, _ in best_of_k}):
-            rows = [(k, m) for d, k, m in [*best_of_k, *refined] if d == dimension]
-            figure.add_scatter(x=[k for k, _ in rows], y=[m for _, m in rows], mode="lines+markers", name=dimension)
+    for dimension in sorted({d for d, _, _ in rows}):
+        points = [(k, m) for d, k, m in rows if d == dimension]
+        figure.add_scatter(x=[k for k, _ in points], y=[m for _, m in points], mode="lines+markers", name=dimension)
     figure.update_layout(title="Best-of-N gain: the first round's best of k candidates, then the kept draft after "
                                "refinement (one candidate per round: nothing to show)",
                          xaxis={"title": "candidates (k), then refined", "type": "category"},

@@ -13,6 +13,10 @@ caption request (of their turn, and in the history of later ones) and the judge 
 dialogue whose seed brings pictures is written by the ``vlm`` role when the job has one, else by ``llm`` (which the
 job check then requires to be served by a vision backend).
 
+Each round of a stage writes ``seir.candidates`` drafts per dialogue (best-of-N), with distinct sampling seeds, all
+judged in the same batches; the round's best (by mean score, or by the judge's pairwise comparisons where the job
+ranks so) is the one the next round refines. The first candidate's key and seeds are those of a one-candidate job.
+
 A stage stops early for a dialogue when every dimension it is judged on reaches the job's gate, or when the critic
 finds nothing to fix. The best draft of each stage is kept, not merely the last. Acceptance (thresholds) is decided
 afterwards from the kept drafts' scores, so changing thresholds never changes what was generated.
