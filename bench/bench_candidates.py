@@ -10,13 +10,17 @@ provenance is read:
   of N candidates against its first candidate, beside the refinement gain (the kept draft after refinement against
   the first round's best).
 
-    .venv/bin/python bench/bench_candidates.py --job jobs/demo.yaml --candidates 1 2 4
+Each N runs ``--reps`` times into fresh folders; wall times are medians (calls, tokens and scores repeat exactly:
+sampling is seeded).
+
+    .venv/bin/python bench/bench_candidates.py --job jobs/demo.yaml --candidates 1 2 4 --reps 3
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,31 +39,36 @@ def main() -> None:
     parser.add_argument("--job", type=Path, default=ROOT / "jobs" / "demo.yaml")
     parser.add_argument("--candidates", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--pairwise", choices=["off", "record", "rank"], default="off")
+    parser.add_argument("--reps", type=int, default=1)
     args = parser.parse_args()
     base = load_job(args.job)
     rows = []
     for n in args.candidates:
         spec = base.model_copy(update={"seir": base.seir.model_copy(update={"candidates": n,
                                                                             "pairwise": args.pairwise})})
-        out = Path(tempfile.mkdtemp(prefix=f"bench-candidates-{n}-")) / "out"
-        runner = Runner(spec, out, stream=io.StringIO())
-        started = time.perf_counter()
-        summary = runner.run()
-        wall = time.perf_counter() - started - runner.timings.get("startup_s", 0.0)
+        walls = []
+        for _ in range(args.reps):
+            out = Path(tempfile.mkdtemp(prefix=f"bench-candidates-{n}-")) / "out"
+            runner = Runner(spec, out, stream=io.StringIO())
+            started = time.perf_counter()
+            summary = runner.run()
+            walls.append(time.perf_counter() - started - runner.timings.get("startup_s", 0.0))
+        wall = statistics.median(walls)
         with duckdb.connect(str(out / "provenance.duckdb"), read_only=True) as con:
             computed = "FROM model_calls WHERE NOT cached"
             usage = dict(con.execute(f"SELECT role, count(*) {computed} GROUP BY role").fetchall())
             tokens = con.execute(f"SELECT sum(tokens_in + tokens_out) {computed}").fetchall()[0][0]
             gains = best_of_n_means(con, con.execute("SELECT max(version) FROM versions").fetchall()[0][0])
         rows.append((n, usage, tokens, wall, summary["accepted"] + summary["rejected"], gains))
-        print(f"N={n}: {sum(usage.values())} computed calls, {tokens} tokens, {wall:.1f} s without pool start",
-              flush=True)
+        print(f"N={n}: {sum(usage.values())} computed calls, {tokens} tokens, wall without pool start "
+              f"{', '.join(f'{w:.1f}' for w in walls)} s (median {wall:.1f})", flush=True)
     one = rows[0]
     roles = sorted({role for _, usage, *_ in rows for role in usage})
-    print(f"\njob {base.name}, pairwise {args.pairwise}; ratios against N={one[0]} of this run\n")
+    print(f"\njob {base.name}, pairwise {args.pairwise}, median of {args.reps}; ratios against N={one[0]} of this "
+          "run\n")
     print("| N | dialogues | " + " | ".join(f"{r} calls" for r in roles) + " | calls ratio | tokens | tokens ratio "
           "| wall s (no pool start) | wall ratio |")
-    print("|---:" * (len(roles) + 8) + "|")
+    print("|---:" * (len(roles) + 7) + "|")
     for n, usage, tokens, wall, dialogues, _ in rows:
         calls = sum(usage.values())
         print(f"| {n} | {dialogues} | " + " | ".join(str(usage.get(r, 0)) for r in roles)

@@ -38,7 +38,8 @@ def single(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Finishe
 @pytest.fixture(scope="module")
 def best_of_three(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
     folder = tmp_path_factory.mktemp("best-of-three")
-    return run_job(_job(folder, "three", candidates=3), folder / "out")
+    # Compared pairwise but ranked by scores: the comparisons are recorded beside them.
+    return run_job(_job(folder, "three", candidates=3, pairwise="record"), folder / "out")
 
 
 @pytest.fixture(scope="module")
@@ -186,10 +187,14 @@ def test_sibling_pairs_share_their_prompt_and_equal_an_independent_computation(b
     assert expected and {(r["chosen_draft_key"], r["rejected_draft_key"]) for r in rows} == expected
     assert len(rows) == len(expected)
     means = {d["draft_key"]: d["mean"] for d in _drafts(best_of_three)}
+    asked = {(first, second): p_first + p_tie / 2 for first, second, p_first, p_tie in best_of_three.sql(
+        "SELECT first_key, second_key, p_first, p_tie FROM comparisons")}
     prompts: dict[tuple[str, int, str, int], list[Any]] = defaultdict(list)
     for row in rows:
         assert row["kind"] == "sibling" and row["chosen_round"] == row["rejected_round"]
-        assert row["chosen_candidate"] != row["rejected_candidate"] and row["pairwise"] is None
+        assert row["chosen_candidate"] != row["rejected_candidate"]
+        chosen, rejected = row["chosen_draft_key"], row["rejected_draft_key"]
+        assert row["pairwise"] == pytest.approx((asked[(chosen, rejected)] + 1 - asked[(rejected, chosen)]) / 2)
         assert row["chosen_score"] == pytest.approx(means[row["chosen_draft_key"]])
         assert row["rejected_score"] == pytest.approx(means[row["rejected_draft_key"]])
         assert row["margin"] == pytest.approx(row["chosen_score"] - row["rejected_score"]) and row["margin"] > 0
@@ -197,7 +202,7 @@ def test_sibling_pairs_share_their_prompt_and_equal_an_independent_computation(b
     assert all(p == group[0] for group in prompts.values() for p in group)
     refinement = exported_pairs(export_to(best_of_three, tmp_path / "refinement", "refinement"))
     both = exported_pairs(export_to(best_of_three, tmp_path / "both", "both"))
-    assert refinement and not any(r["kind"] == "sibling" for r in refinement)
+    assert refinement and all(r["kind"] == "refinement" and r["pairwise"] is None for r in refinement)
     assert sorted(r["chosen_draft_key"] + r["rejected_draft_key"] for r in both) == sorted(
         r["chosen_draft_key"] + r["rejected_draft_key"] for r in [*rows, *refinement])
 
