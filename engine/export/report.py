@@ -213,16 +213,15 @@ def _best_of_k_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, floa
 
 
 def _best_of_n(con: duckdb.DuckDBPyConnection) -> go.Figure:
-    """Best-of-N beside refinement, per dimension (``best_of_n_means``). Empty for one candidate per round."""
+    """Best-of-N beside refinement, per dimension (``best_of_n_means``); with one candidate per round, the first
+    draft against the kept one."""
     rows = _best_of_k_rows(con)
-    if all(k in ("1", "refined") for _, k, _ in rows):
-        rows = []
     figure = go.Figure()
     for dimension in sorted({d for d, _, _ in rows}):
         points = [(k, m) for d, k, m in rows if d == dimension]
         figure.add_scatter(x=[k for k, _ in points], y=[m for _, m in points], mode="lines+markers", name=dimension)
-    figure.update_layout(title="Best-of-N gain: the first round's best of k candidates, then the kept draft after "
-                               "refinement (one candidate per round: nothing to show)",
+    figure.update_layout(title="Best-of-N gain: the first round's best of k candidates (seir.candidates), then the "
+                               "kept draft after refinement",
                          xaxis={"title": "candidates (k), then refined", "type": "category"},
                          yaxis={"title": "mean score (0-5)"})
     return figure

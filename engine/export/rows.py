@@ -19,7 +19,7 @@ import duckdb
 from seir.engine.errors import SeirError
 from seir.engine.records import STAGE_DIMENSIONS, Stage
 from seir.engine.spec import SeirSpec
-from seir.engine.store import turn_scores_sql
+from seir.engine.store import candidate_preferences_sql, turn_scores_sql
 from seir.operators.seir.prompts import History, question_messages
 
 FETCH_ROWS = 256  # rows per fetch from DuckDB: small enough that a batch of dialogue JSON stays a few MB
@@ -241,11 +241,11 @@ def _pairs_sql(limit_per_turn: bool) -> str:
                                     AND ((e.round < k.round AND k.best AND list_contains($kinds, 'refinement'))
                                          OR (e.round = k.round AND e.candidate != k.candidate
                                              AND list_contains($kinds, 'sibling')))
-        WHERE k.score > e.score AND k.score - e.score >= $min_margin)
+        WHERE k.score > e.score AND k.score - e.score >= $min_margin),
+    page_comparisons AS (SELECT * FROM comparisons WHERE dialogue_key IN (SELECT dialogue_key FROM chosen_dialogues)),
+    preferences AS ({candidate_preferences_sql("page_comparisons")})
     SELECT c.dialogue_id, p.dialogue_key, p.turn_index, p.stage, p.chosen, p.rejected, p.margin, p.kind,
-           (SELECT any_value(cp.preference) FROM candidate_preferences cp
-              WHERE cp.dialogue_key = p.dialogue_key AND cp.draft_key = p.chosen.draft_key
-                AND cp.other_key = p.rejected.draft_key) AS pairwise,
+           cp.preference AS pairwise,
            (SELECT any_value(x.critique) FROM drafts x WHERE x.dialogue_key = p.dialogue_key AND x.round_best
               AND x.turn_index = p.turn_index AND x.stage = p.stage AND x.round = p.chosen.round - 1) AS critique,
            c.messages,
@@ -257,6 +257,7 @@ def _pairs_sql(limit_per_turn: bool) -> str:
            (SELECT any_value(r.job_spec->>'$.seir.question_words') FROM runs r WHERE r.run_id = c.run_id)
               AS question_words
     FROM pairs p JOIN chosen_dialogues c USING (dialogue_key)
+    LEFT JOIN preferences cp ON cp.draft_key = p.chosen.draft_key AND cp.other_key = p.rejected.draft_key
     {"WHERE p.rank <= $per_turn" if limit_per_turn else ""}
     ORDER BY c.n, p.turn_index, CASE p.stage {stage_order} END, p.chosen.round, p.kind, p.rejected.round,
              p.chosen.candidate, p.rejected.candidate"""

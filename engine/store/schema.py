@@ -52,6 +52,21 @@ VERSION_ROWS = """
     LEFT JOIN dedup dd ON dd.run_id = $run AND dd.dropped_id = d.dialogue_id"""
 
 
+def candidate_preferences_sql(comparisons: str = "comparisons") -> str:
+    """How much the judge prefers ``draft_key`` over ``other_key`` (0-1, 0.5 none), per ordered pair of compared
+    candidates: its win probability with a tie counting half, averaged over the orders it was asked (the rule of
+    ``pairwise.preference``, which the loop ranks by). ``comparisons``: the table, or a page of it."""
+    return f"""
+    SELECT dialogue_key, turn_index, stage, round, draft_key, other_key, avg(share) AS preference,
+           count(*) AS orders, list(call_key ORDER BY call_key) AS call_keys
+    FROM (SELECT dialogue_key, turn_index, stage, round, first_key AS draft_key, second_key AS other_key,
+                 p_first + p_tie / 2 AS share, call_key FROM {comparisons}
+          UNION ALL
+          SELECT dialogue_key, turn_index, stage, round, second_key, first_key, p_second + p_tie / 2, call_key
+          FROM {comparisons})
+    GROUP BY ALL"""
+
+
 def turn_scores_sql(turns: str = "t") -> str:
     """One exported turn's final scores: a struct of its index and each content dimension."""
     fields = ", ".join(f"'{name}': {turns}.{name}" for name in CONTENT_DIMENSIONS)
@@ -245,17 +260,7 @@ CREATE OR REPLACE VIEW refinement_history AS
            dr.run_id
     FROM drafts dr JOIN dialogues d USING (dialogue_key);
 
-CREATE OR REPLACE VIEW candidate_preferences AS
-    -- How much the judge prefers draft_key over other_key (0-1, 0.5 none): its win probability with a tie counting
-    -- half, averaged over both orders it was asked (pairwise.preference, the loop's reading of the same rows).
-    SELECT dialogue_key, turn_index, stage, round, draft_key, other_key, avg(share) AS preference,
-           count(*) AS orders, list(call_key ORDER BY call_key) AS call_keys
-    FROM (SELECT dialogue_key, turn_index, stage, round, first_key AS draft_key, second_key AS other_key,
-                 p_first + p_tie / 2 AS share, call_key FROM comparisons
-          UNION ALL
-          SELECT dialogue_key, turn_index, stage, round, second_key, first_key, p_second + p_tie / 2, call_key
-          FROM comparisons)
-    GROUP BY ALL;
+CREATE OR REPLACE VIEW candidate_preferences AS """ + candidate_preferences_sql() + """;
 
 CREATE OR REPLACE VIEW model_usage AS
     SELECT c.run_id, c.role, c.method,
