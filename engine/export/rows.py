@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,18 +150,22 @@ def count_dialogues(con: duckdb.DuckDBPyConnection, version: int) -> int:
     return con.execute(f"SELECT count(*) FROM ({_VERSION_KEYS})", {"version": version}).fetchall()[0][0]
 
 
-def _paged(con: duckdb.DuckDBPyConnection, version: int, sql: str,
-           params: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+def _paged(con: duckdb.DuckDBPyConnection, version: int, sql: str, params: dict[str, Any],
+           on_page: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+           page_dialogues: int = PAGE_DIALOGUES) -> Iterator[list[dict[str, Any]]]:
     """Rows of ``sql`` page by page of the version's dialogues in dialogue id order. Only the keys are sorted whole
-    (a temporary table); each page's query joins and aggregates ``PAGE_DIALOGUES`` dialogues, so DuckDB's working
-    set is one page's, not the dataset's."""
+    (a temporary table); each page's query joins and aggregates ``page_dialogues`` dialogues, so DuckDB's working
+    set is one page's, not the dataset's. ``on_page`` runs once the page's keys are in ``export_page``, before its
+    rows are read."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE export_order AS
                     SELECT row_number() OVER (ORDER BY dialogue_id) AS n, dialogue_id, dialogue_key
                     FROM ({_VERSION_KEYS})""", {"version": version})
     total = con.execute("SELECT count(*) FROM export_order").fetchall()[0][0]
-    for first in range(1, total + 1, PAGE_DIALOGUES):
+    for first in range(1, total + 1, page_dialogues):
         con.execute("CREATE OR REPLACE TEMP TABLE export_page AS SELECT * FROM export_order WHERE n BETWEEN ? AND ?",
-                    [first, first + PAGE_DIALOGUES - 1])
+                    [first, first + page_dialogues - 1])
+        if on_page is not None:
+            on_page(con)
         for batch in con.sql(sql, params=params or None).to_arrow_reader(FETCH_ROWS):
             yield batch.to_pylist()
 
@@ -220,7 +224,8 @@ def _pairs_sql(limit_per_turn: bool) -> str:
     those of the run that made the draft (a rescore re-scores kept drafts only)."""
     stage_order = " ".join(f"WHEN '{name}' THEN {i}" for name, i in STAGE_ORDER.items())
     return f"""
-    WITH chosen_dialogues AS ({_PAGE_DIALOGUES}),
+    WITH chosen_dialogues AS (SELECT p.n, p.dialogue_id, p.dialogue_key, d.seed_key, d.run_id
+                              FROM export_page p JOIN dialogues d USING (dialogue_key)),
     scored AS (
         SELECT dr.draft_key, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate, dr.text, dr.caption,
                dr.image_key, dr.best, avg(s.value) AS score,
@@ -248,7 +253,6 @@ def _pairs_sql(limit_per_turn: bool) -> str:
            cp.preference AS pairwise,
            (SELECT any_value(x.critique) FROM drafts x WHERE x.dialogue_key = p.dialogue_key AND x.round_best
               AND x.turn_index = p.turn_index AND x.stage = p.stage AND x.round = p.chosen.round - 1) AS critique,
-           c.messages,
            (SELECT any_value(a.caption) FROM drafts a WHERE a.dialogue_key = p.dialogue_key
               AND a.turn_index = p.turn_index AND a.stage = 'answer' AND a.best) AS kept_caption,
            (SELECT any_value(sd.text) FROM seeds sd WHERE sd.seed_key = c.seed_key) AS seed_text,
@@ -271,18 +275,36 @@ def _params(options: PairOptions) -> dict[str, Any]:
     return params
 
 
+def pair_page(con: duckdb.DuckDBPyConnection) -> int:
+    """Dialogues per page of a pair export. Sibling pairs grow with the square of the candidates per round, so pages
+    shrink with it and a page's pairs (which DuckDB sorts whole) stay within its memory cap; one candidate per round
+    keeps the dialogues' page."""
+    candidates = con.execute("SELECT coalesce(max(candidate), 0) + 1 FROM drafts").fetchall()[0][0]
+    return max(16, PAGE_DIALOGUES // candidates**2)
+
+
 def pair_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int,
               options: PairOptions) -> Iterator[PairRow]:
     """Preference pairs from the refinement history of the version's accepted dialogues (refinement pairs, sibling
     pairs or both), in dialogue id, turn, stage and round order."""
     images = OutputImages(out_dir)
     default_words = SeirSpec.model_fields["question_words"].default
-    for batch in _paged(con, version, _pairs_sql(options.per_turn is not None), _params(options)):
+    # A page's messages are read once per dialogue, not carried on each of its pairs: with several candidates per
+    # round a dialogue has dozens of pairs, and its messages on every one would fill DuckDB's memory with copies.
+    messages: dict[str, str] = {}
+
+    def read_messages(page: duckdb.DuckDBPyConnection) -> None:
+        messages.clear()
+        messages.update(page.execute("SELECT p.dialogue_key, d.messages FROM export_page p "
+                                     "JOIN dialogues d USING (dialogue_key)").fetchall())
+
+    for batch in _paged(con, version, _pairs_sql(options.per_turn is not None), _params(options), read_messages,
+                        pair_page(con)):
         for row in batch:
-            yield _pair(row, images, default_words)
+            yield _pair(row, messages[row["dialogue_key"]], images, default_words)
 
 
-def _pair(row: dict[str, Any], images: OutputImages, default_words: int) -> PairRow:
+def _pair(row: dict[str, Any], stored_messages: str, images: OutputImages, default_words: int) -> PairRow:
     where = f"dialogue {row['dialogue_id']} turn {row['turn_index'] + 1} {row['stage']}"
     sides = [_side(row[name], images, where) for name in ("chosen", "rejected")]
     pair = PairRow(row["dialogue_id"], row["dialogue_key"], row["turn_index"], row["stage"], Conversation(),
@@ -295,7 +317,7 @@ def _pair(row: dict[str, Any], images: OutputImages, default_words: int) -> Pair
         pair.prompt.messages = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
                                 for m in asked]
         return pair
-    messages = json.loads(row["messages"])
+    messages = json.loads(stored_messages)
     starts = [*turn_spans(messages), len(messages)]
     if row["turn_index"] + 1 >= len(starts):
         raise ExportError(f"{where}: the dialogue's messages have no turn {row['turn_index'] + 1}")

@@ -44,15 +44,12 @@ from seir.engine.export.rows import (
 from seir.engine.keys import bytes_key, content_key, file_key
 from seir.engine.progress import Meter
 from seir.engine.records import CONTENT_DIMENSIONS, Stage
-from seir.engine.store import folder_whole, open_read_only, version_name
+from seir.engine.store import folder_whole, limit_memory, open_read_only, version_name
 
 __all__ = ["ExportError", "ExportOptions", "ExportResult", "export", "parse_splits"]
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
-# DuckDB's buffers while an export reads: beyond this it sorts out of core in a temporary folder, so an export's
-# memory does not grow with the dataset (by default DuckDB would cache up to 80% of RAM).
-DUCKDB_MEMORY = "128MB"
 
 
 def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
@@ -219,8 +216,9 @@ def export(out_dir: Path, to: Path, options: ExportOptions, stream: TextIO | Non
     con = open_read_only(out_dir)
     spill = tempfile.TemporaryDirectory(prefix="seir-export-")
     try:
-        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
-        con.execute("SET temp_directory = ?", [spill.name])
+        # The store's cap on DuckDB's buffers ($SEIR_DUCKDB_MEMORY), spilling sorts into a temporary folder, so an
+        # export's memory does not grow with the dataset.
+        limit_memory(con, Path(spill.name))
         version = _version(con, out_dir, options.version)
         source = _source(con, out_dir, version, options, pair_options)
         with (writing(to.parent, f"the export {to.name}"),
