@@ -5,8 +5,8 @@ The source is a real output of the demo job on the tiny models with ``seir.candi
 record`` (8 seeds; or ``--source OUT``). Its store is replicated to N dialogues (bench_snapshots.replicate: every key
 and long text gets a per-copy suffix), then, per size:
 
-- the pair query of every stage, sibling and refinement pairs both (``rows._pairs_sql``, paged and memory-capped as
-  an export runs it), rows per second;
+- the pairs of every stage, sibling and refinement pairs both, as the store holds them (``rows.stored_pairs``, paged
+  and memory-capped as an export runs it), rows per second;
 - a whole `sharegpt-dpo` export of the question stage's pairs (``--stages question``: the replicated messages and
   image keys name no real files, and question pairs need neither), pairs per second.
 
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_readers import job_file  # noqa: E402
 from bench.bench_snapshots import replicate  # noqa: E402
 from seir.engine.export import ExportOptions, export  # noqa: E402
-from seir.engine.export.rows import PairOptions, _paged, _pairs_sql, _params, pair_page  # noqa: E402
+from seir.engine.export.rows import PairOptions, stored_pairs  # noqa: E402
 from seir.engine.store import limit_memory  # noqa: E402
 
 
@@ -66,8 +66,7 @@ def main() -> None:
                                     [version]).fetchall()[0][0]
             started = time.perf_counter()
             limit_memory(con, work / "spill")  # as an export caps it
-            batches = _paged(con, version, _pairs_sql(False), _params(PairOptions()), page_dialogues=pair_page(con))
-            rows = sum(len(batch) for batch in batches)
+            rows = sum(1 for _ in stored_pairs(con, version, PairOptions()))
             query = time.perf_counter() - started
         started = time.perf_counter()
         written = export(out, work / f"export-{size}", ExportOptions("sharegpt-dpo", stages=("question",)),

@@ -217,24 +217,35 @@ def _stage_dimension_sql() -> str:
     return f"CASE dr.stage {cases} ELSE false END"
 
 
+def _pair_tables_sql() -> str:
+    """Every scored draft of the version's accepted dialogues, and their comparisons, each tagged with its dialogue's
+    place in the export (``n``) and stored in that order: built once per pair export, so each page reads its own
+    range (DuckDB skips the other row groups) instead of joining every draft, score and comparison again. A draft's
+    score is the mean of its combined scores on its stage's dimensions, as ``Draft.mean_score`` ranks drafts in the
+    loop; scores are those of the run that made the draft (a rescore re-scores kept drafts only)."""
+    return f"""
+    CREATE OR REPLACE TEMP TABLE export_drafts AS
+        SELECT o.n, dr.draft_key, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate, dr.round_best,
+               dr.text, dr.caption, dr.image_key, dr.best, dr.critique, avg(s.value) AS score,
+               list({{'dimension': s.dimension, 'value': s.value}} ORDER BY s.dimension) AS scores
+        FROM export_order o JOIN drafts dr USING (dialogue_key)
+        JOIN scores s ON s.draft_key = dr.draft_key AND s.scorer = 'combined' AND s.run_id = dr.run_id
+                     AND {_stage_dimension_sql()}
+        WHERE dr.ok
+        GROUP BY ALL ORDER BY o.n;
+    CREATE OR REPLACE TEMP TABLE export_comparisons AS
+        SELECT o.n, c.* FROM export_order o JOIN comparisons c USING (dialogue_key) ORDER BY o.n;"""
+
+
 def _pairs_sql(limit_per_turn: bool) -> str:
     """Pairs of drafts of one stage where the chosen one scores higher by at least the margin: (kept draft, earlier
-    round's draft) for refinement pairs, two candidates of one round for sibling pairs. A draft's score is the mean
-    of its combined scores on its stage's dimensions, as ``Draft.mean_score`` ranks drafts in the loop; scores are
-    those of the run that made the draft (a rescore re-scores kept drafts only)."""
+    round's draft) for refinement pairs, two candidates of one round for sibling pairs, from the page's scored drafts
+    (``page_drafts``) and comparisons (``page_comparisons``)."""
     stage_order = " ".join(f"WHEN '{name}' THEN {i}" for name, i in STAGE_ORDER.items())
     return f"""
     WITH chosen_dialogues AS (SELECT p.n, p.dialogue_id, p.dialogue_key, d.seed_key, d.run_id
                               FROM export_page p JOIN dialogues d USING (dialogue_key)),
-    scored AS (
-        SELECT dr.draft_key, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate, dr.text, dr.caption,
-               dr.image_key, dr.best, avg(s.value) AS score,
-               list({{'dimension': s.dimension, 'value': s.value}} ORDER BY s.dimension) AS scores
-        FROM drafts dr JOIN scores s ON s.draft_key = dr.draft_key AND s.scorer = 'combined'
-                                     AND s.run_id = dr.run_id AND {_stage_dimension_sql()}
-        WHERE dr.ok AND list_contains($stages, dr.stage)
-          AND dr.dialogue_key IN (SELECT dialogue_key FROM chosen_dialogues)
-        GROUP BY ALL),
+    scored AS (SELECT * FROM page_drafts WHERE list_contains($stages, stage)),
     pairs AS (
         SELECT k.dialogue_key, k.turn_index, k.stage, k AS chosen, e AS rejected, k.score - e.score AS margin,
                CASE WHEN e.round = k.round THEN 'sibling' ELSE 'refinement' END AS kind,
@@ -247,13 +258,12 @@ def _pairs_sql(limit_per_turn: bool) -> str:
                                          OR (e.round = k.round AND e.candidate != k.candidate
                                              AND list_contains($kinds, 'sibling')))
         WHERE k.score > e.score AND k.score - e.score >= $min_margin),
-    page_comparisons AS (SELECT * FROM comparisons WHERE dialogue_key IN (SELECT dialogue_key FROM chosen_dialogues)),
     preferences AS ({candidate_preferences_sql("page_comparisons")})
     SELECT c.dialogue_id, p.dialogue_key, p.turn_index, p.stage, p.chosen, p.rejected, p.margin, p.kind,
            cp.preference AS pairwise,
-           (SELECT any_value(x.critique) FROM drafts x WHERE x.dialogue_key = p.dialogue_key AND x.round_best
+           (SELECT any_value(x.critique) FROM page_drafts x WHERE x.dialogue_key = p.dialogue_key AND x.round_best
               AND x.turn_index = p.turn_index AND x.stage = p.stage AND x.round = p.chosen.round - 1) AS critique,
-           (SELECT any_value(a.caption) FROM drafts a WHERE a.dialogue_key = p.dialogue_key
+           (SELECT any_value(a.caption) FROM page_drafts a WHERE a.dialogue_key = p.dialogue_key
               AND a.turn_index = p.turn_index AND a.stage = 'answer' AND a.best) AS kept_caption,
            (SELECT any_value(sd.text) FROM seeds sd WHERE sd.seed_key = c.seed_key) AS seed_text,
            (SELECT list([t.question, t.answer] ORDER BY t.turn_index) FROM turns t
@@ -289,19 +299,35 @@ def pair_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int,
     pairs or both), in dialogue id, turn, stage and round order."""
     images = OutputImages(out_dir)
     default_words = SeirSpec.model_fields["question_words"].default
+    for row, messages in stored_pairs(con, version, options):
+        yield _pair(row, messages, images, default_words)
+
+
+def stored_pairs(con: duckdb.DuckDBPyConnection, version: int,
+                 options: PairOptions) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each pair as the store holds it, with its dialogue's stored messages, page by page (``pair_page``)."""
     # A page's messages are read once per dialogue, not carried on each of its pairs: with several candidates per
     # round a dialogue has dozens of pairs, and its messages on every one would fill DuckDB's memory with copies.
     messages: dict[str, str] = {}
+    tables_built = False
 
-    def read_messages(page: duckdb.DuckDBPyConnection) -> None:
+    def read_page(page: duckdb.DuckDBPyConnection) -> None:
+        nonlocal tables_built
+        if not tables_built:  # export_order is there from the first page on
+            page.execute(_pair_tables_sql())
+            tables_built = True
+        first, last = page.execute("SELECT min(n), max(n) FROM export_page").fetchall()[0]
+        for table in ("drafts", "comparisons"):  # constant bounds: DuckDB prunes by the tables' order
+            page.execute(f"CREATE OR REPLACE TEMP TABLE page_{table} AS SELECT * FROM export_{table} "
+                         "WHERE n BETWEEN ? AND ?", [first, last])
         messages.clear()
         messages.update(page.execute("SELECT p.dialogue_key, d.messages FROM export_page p "
                                      "JOIN dialogues d USING (dialogue_key)").fetchall())
 
-    for batch in _paged(con, version, _pairs_sql(options.per_turn is not None), _params(options), read_messages,
+    for batch in _paged(con, version, _pairs_sql(options.per_turn is not None), _params(options), read_page,
                         pair_page(con)):
         for row in batch:
-            yield _pair(row, messages[row["dialogue_key"]], images, default_words)
+            yield row, messages[row["dialogue_key"]]
 
 
 def _pair(row: dict[str, Any], stored_messages: str, images: OutputImages, default_words: int) -> PairRow:
