@@ -147,12 +147,18 @@ class SeirSpec(_Strict):
     # scores, "rank" also keeps the candidate that wins most of them (ties broken by mean score).
     pairwise: Literal["off", "record", "rank"] = "off"
 
-    @field_validator("candidates")
+    @field_validator("candidates", mode="before")
     @classmethod
-    def _candidate_counts(cls, value: int | dict[Stage, int]) -> int | dict[Stage, int]:
-        for count in [value] if isinstance(value, int) else value.values():
-            if not 1 <= count <= MAX_CANDIDATES:
-                raise ValueError(f"candidates: give 1 to {MAX_CANDIDATES} drafts per round, got {count}")
+    def _candidate_counts(cls, value: Any) -> Any:
+        """One message for every way to get it wrong, rather than one per member of the union."""
+        stages = [stage.value for stage in Stage]
+        counts = value if isinstance(value, dict) else {"every stage": value}
+        for stage, count in counts.items():
+            if isinstance(value, dict) and stage not in stages:
+                raise ValueError(f"candidates: unknown stage {stage!r}; name some of {', '.join(stages)}, or give "
+                                 "one number for every stage")
+            if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_CANDIDATES:
+                raise ValueError(f"candidates: give 1 to {MAX_CANDIDATES} drafts per round ({stage}: {count!r})")
         return value
 
     @model_serializer(mode="wrap")

@@ -257,3 +257,7 @@ def test_candidates_from_a_greedy_writer_are_refused_at_load(tmp_path: Path) -> 
         load_job(write_job(tmp_path, job))
     job["seir"]["candidates"] = {"image": 3}  # renders differ by their seeds: fine
     assert load_job(write_job(tmp_path, job)).seir.candidates_for(Stage.IMAGE) == 3
+    for wrong, said in (({"answr": 2}, "unknown stage 'answr'"), (0, r"give 1 to 16 drafts per round")):
+        job["seir"]["candidates"] = wrong
+        with pytest.raises(JobSpecError, match=rf"greedy\.yaml:\d+: seir\.candidates: .*{said}"):
+            load_job(write_job(tmp_path, job))
