@@ -35,6 +35,13 @@ STAGE_DIMENSIONS: dict[Stage, tuple[str, ...]] = {
     Stage.IMAGE: ("image_content", "image_quality", "image_text_synergy"),
 }
 
+# What each stage's drafts write into a turn (``TurnView``'s fields): what two candidates of a stage differ in.
+STAGE_WRITES: dict[Stage, tuple[str, ...]] = {
+    Stage.QUESTION: ("question",),
+    Stage.ANSWER: ("answer", "caption"),
+    Stage.IMAGE: ("caption", "image"),
+}
+
 
 @dataclass(frozen=True)
 class Seed:
@@ -166,6 +173,8 @@ class Draft:
     passed: bool = False
     best: bool = False  # kept as the stage's result
     call_keys: list[str] = field(default_factory=list)
+    candidate: int = 0  # which of the round's best-of-N samples (seir.candidates)
+    round_best: bool = False  # the round's choice among its candidates: what the next round refines
 
     def combined(self) -> dict[str, float]:
         return {s.dimension: s.value for s in self.scores if s.scorer == "combined"}
@@ -174,6 +183,22 @@ class Draft:
         """What ranks drafts of one stage: the mean combined score over the stage's dimensions."""
         values = list(self.combined().values())
         return sum(values) / len(values) if values else float("-inf")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The judge asked which of two candidates of one round is better, in one order: ``first`` shown as A."""
+
+    dialogue_key: str
+    turn_index: int
+    stage: Stage
+    round: int
+    first_key: str  # draft key of the candidate shown first
+    second_key: str
+    p_first: float  # the judge's probability of A, B and a tie (renormalised over the three)
+    p_second: float
+    p_tie: float
+    call_key: str
 
 
 @dataclass
@@ -195,6 +220,7 @@ class PriorDraft:
     stage: Stage
     round: int
     calls: dict[str, int]  # role -> calls this draft made
+    candidate: int = 0
 
 
 @dataclass
@@ -220,6 +246,7 @@ class Dialogue:
     drafts: list[Draft]
     failure: str  # why generation stopped early ("" when every turn was made); acceptance is decided later
     judgement: DialogueJudgement | None = None  # when the job weights dialogue-level dimensions
+    comparisons: list[Comparison] = field(default_factory=list)  # pairwise judging of candidates (seir.pairwise)
 
     def dialogue_scores(self) -> dict[str, float]:
         return self.judgement.combined() if self.judgement else {}

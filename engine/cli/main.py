@@ -153,7 +153,7 @@ def _export(args: argparse.Namespace) -> int:
     stages = tuple(s.strip() for s in args.stages.split(",")) if args.stages else None
     options = ExportOptions(args.format, parse_version(args.version) if args.version else None,
                             parse_splits(args.split), args.parquet, stages, args.min_margin, args.pairs_per_turn,
-                            args.shard_mb)
+                            args.pairs, args.shard_mb)
     export(args.out, args.to, options)
     return 0
 
@@ -285,6 +285,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--pairs-per-turn", type=int, default=None,
                         help="pair formats: at most K pairs per turn, the widest margins first (default: all)")
     export.add_argument("--shard-mb", type=int, default=500, help="largest shard of hf and trl-* exports in MB")
+    export.add_argument("--pairs", choices=["siblings", "refinement", "both"], default="both",
+                        help="pair formats: sibling pairs (two candidates of one round, seir.candidates), refinement "
+                             "pairs (the kept draft against an earlier round's), or both (default)")
 
     check = _out_command(commands, "check", "verify an output: every table read whole, every image hashing to its "
                          "key, every version's files matching its manifest, call caches and snapshots; exits 1 on "

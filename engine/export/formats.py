@@ -29,10 +29,12 @@ DRAFT_SCORES = List({"dimension": Value("string"), "value": Value("float64")})
 IDS = {"dialogue_id": Value("string"), "dialogue_key": Value("string")}
 PAIR_FIELDS = {
     **IDS, "turn": Value("int32"), "stage": Value("string"),
-    "chosen_draft_key": Value("string"), "rejected_draft_key": Value("string"),
+    "kind": Value("string"), "chosen_draft_key": Value("string"), "rejected_draft_key": Value("string"),
     "chosen_round": Value("int32"), "rejected_round": Value("int32"),
+    "chosen_candidate": Value("int32"), "rejected_candidate": Value("int32"),
     "chosen_score": Value("float64"), "rejected_score": Value("float64"), "margin": Value("float64"),
-    "chosen_scores": DRAFT_SCORES, "rejected_scores": DRAFT_SCORES, "critique": Value("string"),
+    "chosen_scores": DRAFT_SCORES, "rejected_scores": DRAFT_SCORES, "pairwise": Value("float64"),
+    "critique": Value("string"),
 }
 TEXT_PAIRS = Features({"prompt": MESSAGES, "chosen": MESSAGES, "rejected": MESSAGES, "images": IMAGES,
                        "chosen_caption": Value("string"), "rejected_caption": Value("string"), **PAIR_FIELDS})
@@ -56,10 +58,12 @@ def _reply(text: str) -> list[dict[str, Any]]:
 def _pair_fields(pair: PairRow) -> dict[str, Any]:
     return {
         "dialogue_id": pair.dialogue_id, "dialogue_key": pair.dialogue_key, "turn": pair.turn, "stage": pair.stage,
-        "chosen_draft_key": pair.chosen.draft_key, "rejected_draft_key": pair.rejected.draft_key,
+        "kind": pair.kind, "chosen_draft_key": pair.chosen.draft_key, "rejected_draft_key": pair.rejected.draft_key,
         "chosen_round": pair.chosen.round, "rejected_round": pair.rejected.round,
+        "chosen_candidate": pair.chosen.candidate, "rejected_candidate": pair.rejected.candidate,
         "chosen_score": pair.chosen.score, "rejected_score": pair.rejected.score, "margin": pair.margin,
-        "chosen_scores": pair.chosen.scores, "rejected_scores": pair.rejected.scores, "critique": pair.critique,
+        "chosen_scores": pair.chosen.scores, "rejected_scores": pair.rejected.scores, "pairwise": pair.pairwise,
+        "critique": pair.critique,
     }
 
 

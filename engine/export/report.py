@@ -5,7 +5,8 @@ images inlined), answering "did refinement help, on which dimension, at which ro
 writes its own page, judge against human scores per dimension.
 
 Plots (plotly): mean combined score per dimension by refinement round with the share of stages that stopped at each
-round (the SEIR gain curve); the acceptance funnel and rejection reasons; final-score distributions against the
+round (the SEIR gain curve); the best-of-N gain (the first round's best of k candidates for k = 1..N, then the kept
+draft after refinement); the acceptance funnel and rejection reasons; final-score distributions against the
 thresholds; calls, tokens, busy and GPU seconds per role; dedup drops by method. Then a gallery of dialogues (best,
 worst, random) with each stage's drafts side by side, their critiques, scores and images.
 
@@ -135,10 +136,9 @@ def _version_figures(con: duckdb.DuckDBPyConnection, out_dir: Path,
     run_id, created = found[0]
     spec = json.loads(con.execute("SELECT job_spec FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0] or "{}")
     thresholds = spec.get("scoring", {}).get("thresholds", {})
-    con.execute("CREATE OR REPLACE TEMP TABLE report_keys AS SELECT dialogue_key, dialogue_id, accepted "
-                "FROM version_dialogues WHERE version = ?", [number])
-    return run_id, created, [_gain_curve(con), _funnel(con), _reasons(con, run_id), _distributions(con, thresholds),
-                             _usage(con), _dedup(con, run_id)]
+    _report_keys(con, number)
+    return run_id, created, [_gain_curve(con), _best_of_n(con), _funnel(con), _reasons(con, run_id),
+                             _distributions(con, thresholds), _usage(con), _dedup(con, run_id)]
 
 
 def _write_page(target: Path, title: str, subtitle: str, figures: list[go.Figure], tail: str) -> None:
@@ -154,7 +154,8 @@ def _write_page(target: Path, title: str, subtitle: str, figures: list[go.Figure
 def _gain_curve(con: duckdb.DuckDBPyConnection) -> go.Figure:
     means = con.execute("""
         SELECT s.dimension, d.round, avg(s.value) FROM drafts d JOIN report_keys USING (dialogue_key)
-        JOIN scores s USING (draft_key) WHERE s.scorer = 'combined' GROUP BY ALL ORDER BY ALL""").fetchall()
+        JOIN scores s USING (draft_key) WHERE s.scorer = 'combined' AND d.round_best
+        GROUP BY ALL ORDER BY ALL""").fetchall()
     stops = con.execute("""
         SELECT last_round, count(*) / sum(count(*)) OVER () FROM (
             SELECT max(round) AS last_round FROM drafts JOIN report_keys USING (dialogue_key)
@@ -169,6 +170,60 @@ def _gain_curve(con: duckdb.DuckDBPyConnection) -> go.Figure:
                          xaxis={"title": "round", "dtick": 1},
                          yaxis={"title": "mean score (0-5)"},
                          yaxis2={"title": "share of stages", "overlaying": "y", "side": "right", "range": [0, 1]})
+    return figure
+
+
+def _report_keys(con: duckdb.DuckDBPyConnection, version: int) -> None:
+    con.execute("CREATE OR REPLACE TEMP TABLE report_keys AS SELECT dialogue_key, dialogue_id, accepted "
+                "FROM version_dialogues WHERE version = ?", [version])
+
+
+def best_of_n_means(con: duckdb.DuckDBPyConnection, version: int) -> dict[str, dict[str, float]]:
+    """Per dimension, the mean combined score of the first round's best of its first k candidates (by mean score;
+    k = "1" is the first candidate alone) over the version's dialogues, and of the kept draft after refinement
+    ("refined"). The best-of-N gain is k = N against k = 1; the refinement gain, "refined" against k = N."""
+    _report_keys(con, version)
+    means: dict[str, dict[str, float]] = {}
+    for dimension, k, mean in _best_of_k_rows(con):
+        means.setdefault(dimension, {})[k] = mean
+    return means
+
+
+def _best_of_k_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, float]]:
+    best_of_k = con.execute("""
+        WITH ranked AS (
+            SELECT d.draft_key, d.dialogue_key, d.turn_index, d.stage, d.candidate, avg(s.value) AS mean
+            FROM drafts d JOIN report_keys USING (dialogue_key)
+            JOIN scores s ON s.draft_key = d.draft_key AND s.run_id = d.run_id AND s.scorer = 'combined'
+            WHERE d.round = 0 AND d.ok GROUP BY ALL),
+        best_so_far AS (
+            SELECT candidate + 1 AS k, arg_max(draft_key, mean) OVER (
+                PARTITION BY dialogue_key, turn_index, stage ORDER BY candidate
+                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS best_key
+            FROM ranked)
+        SELECT s.dimension, b.k::VARCHAR, avg(s.value)
+        FROM best_so_far b JOIN scores s ON s.draft_key = b.best_key AND s.scorer = 'combined'
+        JOIN drafts d ON d.draft_key = b.best_key AND d.run_id = s.run_id
+        GROUP BY ALL ORDER BY ALL""").fetchall()
+    refined = con.execute("""
+        SELECT s.dimension, 'refined', avg(s.value) FROM drafts d JOIN report_keys USING (dialogue_key)
+        JOIN scores s ON s.draft_key = d.draft_key AND s.run_id = d.run_id AND s.scorer = 'combined'
+        WHERE d.best GROUP BY ALL ORDER BY ALL""").fetchall()
+    return [*best_of_k, *refined]
+
+
+def _best_of_n(con: duckdb.DuckDBPyConnection) -> go.Figure:
+    """Best-of-N beside refinement, per dimension (``best_of_n_means``); with one candidate per round, the first
+    draft against the kept one."""
+    rows = _best_of_k_rows(con)
+    figure = go.Figure()
+    for dimension in sorted({d for d, _, _ in rows}):
+        points = [(k, m) for d, k, m in rows if d == dimension]
+        figure.add_scatter(x=[k for k, _ in points], y=[m for _, m in points], mode="lines+markers", name=dimension)
+    figure.update_layout(title="Best-of-N gain: the first round's best of k candidates (seir.candidates), then the "
+                               "kept draft after refinement",
+                         xaxis={"title": "candidates (k), then refined", "type": "category"},
+                         yaxis={"title": "mean score (0-5)"})
     return figure
 
 
@@ -262,19 +317,22 @@ def _gallery(con: duckdb.DuckDBPyConnection, out_dir: Path) -> str:
 def _dialogue_card(con: duckdb.DuckDBPyConnection, out_dir: Path, key: str, dialogue_id: str, accepted: bool,
                    score: float) -> str:
     drafts = con.execute("""
-        SELECT d.draft_key, d.turn_index, d.stage, d.round, d.text, d.caption, d.image_key, d.critique, d.best,
-               d.passed, i.path, (SELECT list((s.dimension, round(s.value, 2)) ORDER BY s.dimension) FROM scores s
-                                  WHERE s.draft_key = d.draft_key AND s.scorer = 'combined')
+        SELECT d.draft_key, d.turn_index, d.stage, d.round, d.candidate, d.text, d.caption, d.image_key, d.critique,
+               d.best, d.passed, i.path,
+               (SELECT list((s.dimension, round(s.value, 2)) ORDER BY s.dimension) FROM scores s
+                WHERE s.draft_key = d.draft_key AND s.scorer = 'combined')
         FROM drafts d LEFT JOIN images i USING (image_key) WHERE d.dialogue_key = ?
-        ORDER BY d.turn_index, CASE d.stage WHEN 'question' THEN 0 WHEN 'answer' THEN 1 ELSE 2 END, d.round""",
+        ORDER BY d.turn_index, CASE d.stage WHEN 'question' THEN 0 WHEN 'answer' THEN 1 ELSE 2 END, d.round,
+                 d.candidate""",
                          [key]).fetchall()
     rows: dict[tuple[int, str], list[str]] = {}
-    for (_, turn, stage, round_, text, caption, _, critique, best, passed, path, scores) in drafts:
-        image = f'<img alt="round {round_}" src="{_data_url(out_dir / path)}">' if path else ""
+    for (_, turn, stage, round_, candidate, text, caption, _, critique, best, passed, path, scores) in drafts:
+        name = f"round {round_}" + (f" candidate {candidate}" if candidate else "")
+        image = f'<img alt="{name}" src="{_data_url(out_dir / path)}">' if path else ""
         marks = " kept" if best else ""
         cells = "".join(f"<li>{html.escape(d)} {v}</li>" for d, v in scores or [])
         rows.setdefault((turn, stage), []).append(
-            f'<div class="draft{marks}"><b>round {round_}{" (kept)" if best else ""}'
+            f'<div class="draft{marks}"><b>{name}{" (kept)" if best else ""}'
             f'{" passed" if passed else ""}</b><p>{html.escape(text or "")}</p>'
             + (f"<p><i>{html.escape(caption)}</i></p>" if caption and stage == "answer" else "")
             + image + f"<ul>{cells}</ul><p class='critique'>{html.escape(critique or '')}</p></div>")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import duckdb
 from seir.engine.errors import SeirError
 from seir.engine.records import STAGE_DIMENSIONS, Stage
 from seir.engine.spec import SeirSpec
-from seir.engine.store import turn_scores_sql
+from seir.engine.store import candidate_preferences_sql, turn_scores_sql
 from seir.operators.seir.prompts import History, question_messages
 
 FETCH_ROWS = 256  # rows per fetch from DuckDB: small enough that a batch of dialogue JSON stays a few MB
@@ -70,6 +70,7 @@ class DraftSide:
 
     draft_key: str
     round: int
+    candidate: int
     text: str
     caption: str | None
     image: ImageRef | None
@@ -88,6 +89,8 @@ class PairRow:
     rejected: DraftSide
     margin: float
     critique: str  # the judge's critique of the draft the chosen one was refined from
+    kind: str = "refinement"  # or "sibling": two candidates of one round
+    pairwise: float | None = None  # the judge's preference for chosen over rejected (0-1), where judged pairwise
     caption: str | None = None  # image stage: the caption the answer stage kept (the context both images had)
     answer: str | None = None  # image stage: the turn's answer
 
@@ -147,18 +150,22 @@ def count_dialogues(con: duckdb.DuckDBPyConnection, version: int) -> int:
     return con.execute(f"SELECT count(*) FROM ({_VERSION_KEYS})", {"version": version}).fetchall()[0][0]
 
 
-def _paged(con: duckdb.DuckDBPyConnection, version: int, sql: str,
-           params: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+def _paged(con: duckdb.DuckDBPyConnection, version: int, sql: str, params: dict[str, Any],
+           on_page: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+           page_dialogues: int = PAGE_DIALOGUES) -> Iterator[list[dict[str, Any]]]:
     """Rows of ``sql`` page by page of the version's dialogues in dialogue id order. Only the keys are sorted whole
-    (a temporary table); each page's query joins and aggregates ``PAGE_DIALOGUES`` dialogues, so DuckDB's working
-    set is one page's, not the dataset's."""
+    (a temporary table); each page's query joins and aggregates ``page_dialogues`` dialogues, so DuckDB's working
+    set is one page's, not the dataset's. ``on_page`` runs once the page's keys are in ``export_page``, before its
+    rows are read."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE export_order AS
                     SELECT row_number() OVER (ORDER BY dialogue_id) AS n, dialogue_id, dialogue_key
                     FROM ({_VERSION_KEYS})""", {"version": version})
     total = con.execute("SELECT count(*) FROM export_order").fetchall()[0][0]
-    for first in range(1, total + 1, PAGE_DIALOGUES):
+    for first in range(1, total + 1, page_dialogues):
         con.execute("CREATE OR REPLACE TEMP TABLE export_page AS SELECT * FROM export_order WHERE n BETWEEN ? AND ?",
-                    [first, first + PAGE_DIALOGUES - 1])
+                    [first, first + page_dialogues - 1])
+        if on_page is not None:
+            on_page(con)
         for batch in con.sql(sql, params=params or None).to_arrow_reader(FETCH_ROWS):
             yield batch.to_pylist()
 
@@ -179,16 +186,24 @@ def dialogue_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int) -
                               conversation(json.loads(row["messages"]), images, where), row["scores"] or [])
 
 
+# --pairs: which pairs an export holds. Refinement pairs: the kept draft of a stage against an earlier round's draft.
+# Sibling pairs: two candidates of one round (seir.candidates), which share exactly their prompt.
+PAIR_KINDS = {"refinement": ("refinement",), "siblings": ("sibling",), "both": ("sibling", "refinement")}
+
+
 @dataclass(frozen=True)
 class PairOptions:
     stages: tuple[str, ...] = tuple(stage.value for stage in Stage)
     min_margin: float = 0.0
     per_turn: int | None = None  # at most this many pairs per turn, the widest margins first
+    pairs: str = "both"
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in STAGE_ORDER]
         if unknown or not self.stages:
             raise ExportError(f"--stages {','.join(self.stages)}: choose among {', '.join(STAGE_ORDER)}")
+        if self.pairs not in PAIR_KINDS:
+            raise ExportError(f"--pairs {self.pairs}: choose among {', '.join(PAIR_KINDS)}")
         if self.min_margin < 0:
             raise ExportError(f"--min-margin {self.min_margin}: a margin is 0 or more (scores are 0-5)")
         if self.per_turn is not None and self.per_turn < 1:
@@ -202,34 +217,53 @@ def _stage_dimension_sql() -> str:
     return f"CASE dr.stage {cases} ELSE false END"
 
 
+def _pair_tables_sql() -> str:
+    """Every scored draft of the version's accepted dialogues, and their comparisons, each tagged with its dialogue's
+    place in the export (``n``) and stored in that order: built once per pair export, so each page reads its own
+    range (DuckDB skips the other row groups) instead of joining every draft, score and comparison again. A draft's
+    score is the mean of its combined scores on its stage's dimensions, as ``Draft.mean_score`` ranks drafts in the
+    loop; scores are those of the run that made the draft (a rescore re-scores kept drafts only)."""
+    return f"""
+    CREATE OR REPLACE TEMP TABLE export_drafts AS
+        SELECT o.n, dr.draft_key, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate, dr.round_best,
+               dr.text, dr.caption, dr.image_key, dr.best, dr.critique, avg(s.value) AS score,
+               list({{'dimension': s.dimension, 'value': s.value}} ORDER BY s.dimension) AS scores
+        FROM export_order o JOIN drafts dr USING (dialogue_key)
+        JOIN scores s ON s.draft_key = dr.draft_key AND s.scorer = 'combined' AND s.run_id = dr.run_id
+                     AND {_stage_dimension_sql()}
+        WHERE dr.ok
+        GROUP BY ALL ORDER BY o.n;
+    CREATE OR REPLACE TEMP TABLE export_comparisons AS
+        SELECT o.n, c.* FROM export_order o JOIN comparisons c USING (dialogue_key) ORDER BY o.n;"""
+
+
 def _pairs_sql(limit_per_turn: bool) -> str:
-    """Pairs of (kept draft, earlier draft) of one stage where the kept one scores higher by at least the margin.
-    A draft's score is the mean of its combined scores on its stage's dimensions, as ``Draft.mean_score`` ranks
-    drafts in the loop; scores are those of the run that made the draft (a rescore re-scores kept drafts only)."""
+    """Pairs of drafts of one stage where the chosen one scores higher by at least the margin: (kept draft, earlier
+    round's draft) for refinement pairs, two candidates of one round for sibling pairs, from the page's scored drafts
+    (``page_drafts``) and comparisons (``page_comparisons``)."""
     stage_order = " ".join(f"WHEN '{name}' THEN {i}" for name, i in STAGE_ORDER.items())
     return f"""
-    WITH chosen_dialogues AS ({_PAGE_DIALOGUES}),
-    scored AS (
-        SELECT dr.draft_key, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.text, dr.caption, dr.image_key,
-               dr.best, avg(s.value) AS score,
-               list({{'dimension': s.dimension, 'value': s.value}} ORDER BY s.dimension) AS scores
-        FROM drafts dr JOIN scores s ON s.draft_key = dr.draft_key AND s.scorer = 'combined'
-                                     AND s.run_id = dr.run_id AND {_stage_dimension_sql()}
-        WHERE dr.ok AND list_contains($stages, dr.stage)
-          AND dr.dialogue_key IN (SELECT dialogue_key FROM chosen_dialogues)
-        GROUP BY ALL),
+    WITH chosen_dialogues AS (SELECT p.n, p.dialogue_id, p.dialogue_key, d.seed_key, d.run_id
+                              FROM export_page p JOIN dialogues d USING (dialogue_key)),
+    scored AS (SELECT * FROM page_drafts WHERE list_contains($stages, stage)),
     pairs AS (
         SELECT k.dialogue_key, k.turn_index, k.stage, k AS chosen, e AS rejected, k.score - e.score AS margin,
+               CASE WHEN e.round = k.round THEN 'sibling' ELSE 'refinement' END AS kind,
                row_number() OVER (PARTITION BY k.dialogue_key, k.turn_index
-                                  ORDER BY k.score - e.score DESC, CASE k.stage {stage_order} END, e.round) AS rank
+                                  ORDER BY k.score - e.score DESC, CASE k.stage {stage_order} END, e.round,
+                                           e.candidate, k.candidate) AS rank
         FROM scored k JOIN scored e ON e.dialogue_key = k.dialogue_key AND e.turn_index = k.turn_index
-                                    AND e.stage = k.stage AND e.round < k.round
-        WHERE k.best AND k.score > e.score AND k.score - e.score >= $min_margin)
-    SELECT c.dialogue_id, p.dialogue_key, p.turn_index, p.stage, p.chosen, p.rejected, p.margin,
-           (SELECT any_value(x.critique) FROM drafts x WHERE x.dialogue_key = p.dialogue_key
+                                    AND e.stage = k.stage
+                                    AND ((e.round < k.round AND k.best AND list_contains($kinds, 'refinement'))
+                                         OR (e.round = k.round AND e.candidate != k.candidate
+                                             AND list_contains($kinds, 'sibling')))
+        WHERE k.score > e.score AND k.score - e.score >= $min_margin),
+    preferences AS ({candidate_preferences_sql("page_comparisons")})
+    SELECT c.dialogue_id, p.dialogue_key, p.turn_index, p.stage, p.chosen, p.rejected, p.margin, p.kind,
+           cp.preference AS pairwise,
+           (SELECT any_value(x.critique) FROM page_drafts x WHERE x.dialogue_key = p.dialogue_key AND x.round_best
               AND x.turn_index = p.turn_index AND x.stage = p.stage AND x.round = p.chosen.round - 1) AS critique,
-           c.messages,
-           (SELECT any_value(a.caption) FROM drafts a WHERE a.dialogue_key = p.dialogue_key
+           (SELECT any_value(a.caption) FROM page_drafts a WHERE a.dialogue_key = p.dialogue_key
               AND a.turn_index = p.turn_index AND a.stage = 'answer' AND a.best) AS kept_caption,
            (SELECT any_value(sd.text) FROM seeds sd WHERE sd.seed_key = c.seed_key) AS seed_text,
            (SELECT list([t.question, t.answer] ORDER BY t.turn_index) FROM turns t
@@ -237,33 +271,70 @@ def _pairs_sql(limit_per_turn: bool) -> str:
            (SELECT any_value(r.job_spec->>'$.seir.question_words') FROM runs r WHERE r.run_id = c.run_id)
               AS question_words
     FROM pairs p JOIN chosen_dialogues c USING (dialogue_key)
+    LEFT JOIN preferences cp ON cp.draft_key = p.chosen.draft_key AND cp.other_key = p.rejected.draft_key
     {"WHERE p.rank <= $per_turn" if limit_per_turn else ""}
-    ORDER BY c.n, p.turn_index, CASE p.stage {stage_order} END, p.rejected.round"""
+    ORDER BY c.n, p.turn_index, CASE p.stage {stage_order} END, p.chosen.round, p.kind, p.rejected.round,
+             p.chosen.candidate, p.rejected.candidate"""
 
 
 def _params(options: PairOptions) -> dict[str, Any]:
-    params: dict[str, Any] = {"stages": list(options.stages), "min_margin": options.min_margin}
+    params: dict[str, Any] = {"stages": list(options.stages), "min_margin": options.min_margin,
+                              "kinds": list(PAIR_KINDS[options.pairs])}
     if options.per_turn is not None:
         params["per_turn"] = options.per_turn
     return params
 
 
+def pair_page(con: duckdb.DuckDBPyConnection) -> int:
+    """Dialogues per page of a pair export. Sibling pairs grow with the square of the candidates per round, so pages
+    shrink with it and a page's pairs (which DuckDB sorts whole) stay within its memory cap; one candidate per round
+    keeps the dialogues' page."""
+    candidates = con.execute("SELECT coalesce(max(candidate), 0) + 1 FROM drafts").fetchall()[0][0]
+    return max(16, PAGE_DIALOGUES // candidates**2)
+
+
 def pair_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int,
               options: PairOptions) -> Iterator[PairRow]:
-    """Preference pairs from the refinement history of the version's accepted dialogues, in dialogue id, turn,
-    stage and round order."""
+    """Preference pairs from the refinement history of the version's accepted dialogues (refinement pairs, sibling
+    pairs or both), in dialogue id, turn, stage and round order."""
     images = OutputImages(out_dir)
     default_words = SeirSpec.model_fields["question_words"].default
-    for batch in _paged(con, version, _pairs_sql(options.per_turn is not None), _params(options)):
+    for row, messages in stored_pairs(con, version, options):
+        yield _pair(row, messages, images, default_words)
+
+
+def stored_pairs(con: duckdb.DuckDBPyConnection, version: int,
+                 options: PairOptions) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each pair as the store holds it, with its dialogue's stored messages, page by page (``pair_page``)."""
+    # A page's messages are read once per dialogue, not carried on each of its pairs: with several candidates per
+    # round a dialogue has dozens of pairs, and its messages on every one would fill DuckDB's memory with copies.
+    messages: dict[str, str] = {}
+    tables_built = False
+
+    def read_page(page: duckdb.DuckDBPyConnection) -> None:
+        nonlocal tables_built
+        if not tables_built:  # export_order is there from the first page on
+            page.execute(_pair_tables_sql())
+            tables_built = True
+        first, last = page.execute("SELECT min(n), max(n) FROM export_page").fetchall()[0]
+        for table in ("drafts", "comparisons"):  # constant bounds: DuckDB prunes by the tables' order
+            page.execute(f"CREATE OR REPLACE TEMP TABLE page_{table} AS SELECT * FROM export_{table} "
+                         "WHERE n BETWEEN ? AND ?", [first, last])
+        messages.clear()
+        messages.update(page.execute("SELECT p.dialogue_key, d.messages FROM export_page p "
+                                     "JOIN dialogues d USING (dialogue_key)").fetchall())
+
+    for batch in _paged(con, version, _pairs_sql(options.per_turn is not None), _params(options), read_page,
+                        pair_page(con)):
         for row in batch:
-            yield _pair(row, images, default_words)
+            yield row, messages[row["dialogue_key"]]
 
 
-def _pair(row: dict[str, Any], images: OutputImages, default_words: int) -> PairRow:
+def _pair(row: dict[str, Any], stored_messages: str, images: OutputImages, default_words: int) -> PairRow:
     where = f"dialogue {row['dialogue_id']} turn {row['turn_index'] + 1} {row['stage']}"
     sides = [_side(row[name], images, where) for name in ("chosen", "rejected")]
     pair = PairRow(row["dialogue_id"], row["dialogue_key"], row["turn_index"], row["stage"], Conversation(),
-                   sides[0], sides[1], row["margin"], row["critique"] or "")
+                   sides[0], sides[1], row["margin"], row["critique"] or "", row["kind"], row["pairwise"])
     if row["stage"] == Stage.QUESTION.value:
         # A question is written by the user side: its prompt is what seir's writer was asked for the first draft.
         history = History(tuple((q, a) for q, a in row["history"] or []))
@@ -272,7 +343,7 @@ def _pair(row: dict[str, Any], images: OutputImages, default_words: int) -> Pair
         pair.prompt.messages = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
                                 for m in asked]
         return pair
-    messages = json.loads(row["messages"])
+    messages = json.loads(stored_messages)
     starts = [*turn_spans(messages), len(messages)]
     if row["turn_index"] + 1 >= len(starts):
         raise ExportError(f"{where}: the dialogue's messages have no turn {row['turn_index'] + 1}")
@@ -288,5 +359,5 @@ def _pair(row: dict[str, Any], images: OutputImages, default_words: int) -> Pair
 
 def _side(draft: dict[str, Any], images: OutputImages, where: str) -> DraftSide:
     image = images.by_key(draft["image_key"], where) if draft["image_key"] else None
-    return DraftSide(draft["draft_key"], draft["round"], draft["text"] or "", draft["caption"], image,
-                     draft["score"], draft["scores"])
+    return DraftSide(draft["draft_key"], draft["round"], draft["candidate"], draft["text"] or "", draft["caption"],
+                     image, draft["score"], draft["scores"])

@@ -44,15 +44,12 @@ from seir.engine.export.rows import (
 from seir.engine.keys import bytes_key, content_key, file_key
 from seir.engine.progress import Meter
 from seir.engine.records import CONTENT_DIMENSIONS, Stage
-from seir.engine.store import folder_whole, open_read_only, version_name
+from seir.engine.store import folder_whole, limit_memory, open_read_only, version_name
 
 __all__ = ["ExportError", "ExportOptions", "ExportResult", "export", "parse_splits"]
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
-# DuckDB's buffers while an export reads: beyond this it sorts out of core in a temporary folder, so an export's
-# memory does not grow with the dataset (by default DuckDB would cache up to 80% of RAM).
-DUCKDB_MEMORY = "128MB"
 
 
 def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
@@ -95,6 +92,7 @@ class ExportOptions:
     stages: tuple[str, ...] | None = None  # pair formats: default every stage the format can hold
     min_margin: float = 0.0
     pairs_per_turn: int | None = None
+    pairs: str = "both"  # refinement, siblings or both (rows.PAIR_KINDS)
     shard_mb: int = 500
 
     def described(self) -> dict[str, Any]:
@@ -104,7 +102,7 @@ class ExportOptions:
             shown.update(parquet=self.parquet, shard_mb=self.shard_mb)
         if FORMATS[self.format].source == "pairs":
             shown.update(stages=list(self.pair_options().stages), min_margin=self.min_margin,
-                         pairs_per_turn=self.pairs_per_turn)
+                         pairs_per_turn=self.pairs_per_turn, pairs=self.pairs)
         return shown
 
     def pair_options(self) -> PairOptions:
@@ -115,7 +113,7 @@ class ExportOptions:
             raise ExportError(f"--format {fmt.name} holds text pairs only (its chosen and rejected are text): "
                               "export image-stage pairs with --format trl-dpo (image_pairs/), or drop image from "
                               "--stages")
-        return PairOptions(stages, self.min_margin, self.pairs_per_turn)
+        return PairOptions(stages, self.min_margin, self.pairs_per_turn, self.pairs)
 
 
 @dataclass
@@ -218,8 +216,9 @@ def export(out_dir: Path, to: Path, options: ExportOptions, stream: TextIO | Non
     con = open_read_only(out_dir)
     spill = tempfile.TemporaryDirectory(prefix="seir-export-")
     try:
-        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
-        con.execute("SET temp_directory = ?", [spill.name])
+        # The store's cap on DuckDB's buffers ($SEIR_DUCKDB_MEMORY), spilling sorts into a temporary folder, so an
+        # export's memory does not grow with the dataset.
+        limit_memory(con, Path(spill.name))
         version = _version(con, out_dir, options.version)
         source = _source(con, out_dir, version, options, pair_options)
         with (writing(to.parent, f"the export {to.name}"),
@@ -308,7 +307,7 @@ def _note_scores(scores: dict[str, Summary], item: DialogueRow | PairRow) -> Non
     else:
         for what, value in (("chosen", item.chosen.score), ("rejected", item.rejected.score),
                             ("margin", item.margin)):
-            scores.setdefault(f"{item.stage}.{what}", Summary()).add(value)
+            scores.setdefault(f"{item.stage}.{item.kind}.{what}", Summary()).add(value)
 
 
 def _export_key(fmt: Format, options: ExportOptions, source: _Source) -> str:

@@ -7,6 +7,7 @@ behind each draft, acceptance decisions, dedup decisions, and the runs and versi
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,11 @@ def _lineage(con: duckdb.DuckDBPyConnection, dialogue: str) -> dict[str, Any]:
                            "`seir sql --out DIR \"SELECT dialogue_id FROM dataset_latest\"`")
     d = found[0]
     key = d["dialogue_key"]
-    drafts = _rows(con, """SELECT draft_key, turn_index, stage, round, ok, passed, best, text, caption, image_key,
-                                  reason, critique, call_keys, run_id FROM drafts WHERE dialogue_key = ?
+    drafts = _rows(con, """SELECT draft_key, turn_index, stage, round, candidate, round_best, ok, passed, best, text,
+                                  caption, image_key, reason, critique, call_keys, run_id FROM drafts
+                           WHERE dialogue_key = ?
                            ORDER BY turn_index, CASE stage WHEN 'question' THEN 0 WHEN 'answer' THEN 1 ELSE 2 END,
-                                    round""", [key])
+                                    round, candidate""", [key])
     scores = _rows(con, """SELECT draft_key, dimension, scorer, value, run_id FROM scores WHERE dialogue_key = ?
                            ORDER BY dimension, scorer""", [key])
     # A draft's calls were committed in the same transaction as its dialogue, with the same timestamp: filtering on
@@ -118,13 +120,18 @@ def format_lineage(tree: dict[str, Any]) -> str:
                      f"{entry['matched_id']} by {entry['method']} at {entry['similarity']:.3f}; "
                      f"kept {entry['kept_id']}")
     turn = None
+    per_round = Counter((d["turn_index"], d["stage"], d["round"]) for d in tree["drafts"])
     for draft in tree["drafts"]:
         if draft["turn_index"] != turn:
             turn = draft["turn_index"]
             lines.append(f"└─ turn {turn + 1}")
         mark = "kept" if draft["best"] else "passed" if draft["passed"] else "ok" if draft["ok"] else "failed"
         text = draft["text"] if draft["stage"] != "answer" else f"{draft['text']} | caption: {draft['caption']}"
-        lines.append(f"   ├─ {draft['stage']} round {draft['round']} [{mark}] {_short(text or '', 90)}")
+        # Candidates are named only where a round has several (seir.candidates), and the one refined is marked.
+        several = per_round[(draft["turn_index"], draft["stage"], draft["round"])] > 1
+        name = f"round {draft['round']}" + (f" candidate {draft['candidate']}" if several else "")
+        chosen = ", chosen" if several and draft["round_best"] else ""
+        lines.append(f"   ├─ {draft['stage']} {name} [{mark}{chosen}] {_short(text or '', 90)}")
         if not draft["ok"]:
             lines.append(f"   │    reason: {draft['reason']}")
         combined = [s for s in draft["scores"] if s["scorer"] == "combined"]

@@ -7,10 +7,13 @@ the stage's writer (``llm`` for text, ``image`` for pictures) and its scorers, t
 the question and answer stages of earlier turns (a turn's image does not enter the next turn). Once a stage may take
 another path, the rest of it is bounded by its rounds times the most calls one of its drafts made anywhere in the
 output: "at most". A stage that may fail may also end the dialogue, so the cached calls after it are an upper bound.
+A round makes ``seir.candidates`` drafts of its stage (and, judged pairwise, N(N-1) comparisons), so the bound
+counts N of them per round.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,23 +118,29 @@ def forecast(remade: Iterable[tuple[int, Sequence[PriorDraft]]], per_draft: Mapp
         return result.roles.setdefault(name, RoleForecast())
 
     def bound(stage: Stage, n_rounds: int) -> None:
+        """A round writes N candidates, each making at most a draft's calls, and (judged pairwise) N(N-1)
+        comparisons."""
+        candidates = spec.seir.candidates_for(stage)
         for (s, name), n in per_draft.items():
             if s is stage:
-                role(name).computed_max += n * n_rounds
+                role(name).computed_max += n * n_rounds * candidates
+        if spec.seir.pairwise != "off":
+            role("judge").computed_max += candidates * (candidates - 1) * n_rounds
 
     for turns, priors in remade:
-        drafts = sorted(priors, key=lambda d: (d.turn_index, order[d.stage], d.round))
+        drafts = sorted(priors, key=lambda d: (d.turn_index, order[d.stage], d.round, d.candidate))
         certain, text_clean = True, not everything
         for turn in range(turns):
             for stage in Stage:
                 stage_drafts = [d for d in drafts if d.turn_index == turn and d.stage is stage]
                 clean_rounds, clean = 0, text_clean and bool(stage_drafts)
-                for draft in stage_drafts:
-                    for name, n in draft.calls.items():
-                        writer_clean = clean and stage not in writers
-                        if writer_clean and (name in WRITERS or stage not in scorers):
-                            role(name).cached_max += n
-                            role(name).cached_min += n if certain else 0
+                for _, candidates in itertools.groupby(stage_drafts, key=lambda d: d.round):
+                    for draft in candidates:
+                        for name, n in draft.calls.items():
+                            writer_clean = clean and stage not in writers
+                            if writer_clean and (name in WRITERS or stage not in scorers):
+                                role(name).cached_max += n
+                                role(name).cached_min += n if certain else 0
                     clean = clean and stage not in writers and stage not in scorers
                     clean_rounds += clean
                     if not clean:

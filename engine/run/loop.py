@@ -13,6 +13,10 @@ caption request (of their turn, and in the history of later ones) and the judge 
 dialogue whose seed brings pictures is written by the ``vlm`` role when the job has one, else by ``llm`` (which the
 job check then requires to be served by a vision backend).
 
+Each round of a stage writes ``seir.candidates`` drafts per dialogue (best-of-N), with distinct sampling seeds, all
+judged in the same batches; the round's best (by mean score, or by the judge's pairwise comparisons where the job
+ranks so) is the one the next round refines. The first candidate's key and seeds are those of a one-candidate job.
+
 A stage stops early for a dialogue when every dimension it is judged on reaches the job's gate, or when the critic
 finds nothing to fix. The best draft of each stage is kept, not merely the last. Acceptance (thresholds) is decided
 afterwards from the kept drafts' scores, so changing thresholds never changes what was generated.
@@ -21,12 +25,13 @@ afterwards from the kept drafts' scores, so changing thresholds never changes wh
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
 from seir.engine.keys import content_key
-from seir.engine.records import Dialogue, DialogueJudgement, DialogueTask, Draft, Ledger, Stage, Turn
+from seir.engine.records import Comparison, Dialogue, DialogueJudgement, DialogueTask, Draft, Ledger, Stage, Turn
 from seir.engine.run.clients import ModelClient
 from seir.engine.run.pools import CallFailure
 from seir.engine.run.scoring import StageScorer
@@ -34,6 +39,7 @@ from seir.engine.spec import JobSpec
 from seir.engine.store import ImageStore
 from seir.operators.backends.base import ChatRequest, ChatResult, RenderRequest, Sampling
 from seir.operators.context import DoesNotFit, Trim, Window
+from seir.operators.scoring.pairwise import preference
 from seir.operators.scoring.rubrics import DialogueView, TurnView, critique_finds_nothing, suggested_caption
 from seir.operators.seir.prompts import (
     History,
@@ -58,6 +64,7 @@ class _Working:
     kept: dict[Stage, Draft] = field(default_factory=dict)  # the current turn's best draft per stage
     images: dict[str, bytes] = field(default_factory=dict)  # image key -> bytes, for the judge
     shown: list[tuple[bytes, ...]] = field(default_factory=list)  # the seed's pictures, per user turn
+    comparisons: list[Comparison] = field(default_factory=list)  # pairwise judging of candidates
     failure: str = ""
 
     def shown_now(self) -> tuple[bytes, ...]:
@@ -130,26 +137,37 @@ class SeirLoop:
                 for w, v in zip(complete, verdicts, strict=True)}
 
     async def _refine(self, stage: Stage, group: list[_Working], turn_index: int, ledger: Ledger) -> None:
+        """Rounds of one stage for every dialogue of ``group``: each round writes ``seir.candidates`` drafts per
+        active dialogue, all judged in the same batches; the round's best (by mean score, or by pairwise wins where
+        the job ranks so) is the one the next round refines from."""
+        n = self.spec.seir.candidates_for(stage)
+        compare = n > 1 and self.spec.seir.pairwise != "off"
         previous: dict[int, Draft] = {}
         active = list(range(len(group)))
         for round_ in range(self.spec.seir.rounds + 1):
             if not active:
                 break
             self.on_round(turn_index, stage, round_, len(active))
-            members = [group[i] for i in active]
-            drafts = await self._write(stage, members, [previous.get(i) for i in active], turn_index, round_, ledger)
+            slots = [(i, candidate) for i in active for candidate in range(n)]
+            members = [group[i] for i, _ in slots]
+            drafts = await self._write(stage, members, [previous.get(i) for i, _ in slots], turn_index, round_,
+                                       [candidate for _, candidate in slots], ledger)
             judged = [(w, d) for w, d in zip(members, drafts, strict=True) if d.ok]
             verdicts = await self.scorer.verdicts(stage, [_view(stage, w, d) for w, d in judged], ledger)
             for (_, draft), verdict in zip(judged, verdicts, strict=True):
                 verdict.apply(draft)
+            standing = await self._compare(stage, members, drafts, n, ledger) if compare else {}
             still_active = []
-            for i, w, draft in zip(active, members, drafts, strict=True):
-                w.drafts.append(draft)
-                previous[i] = draft
+            for position, i in enumerate(active):
+                w, candidates = group[i], drafts[position * n:(position + 1) * n]
+                w.drafts.extend(candidates)
+                chosen = _choose(candidates, standing if self.spec.seir.pairwise == "rank" else {})
+                chosen.round_best = True
+                previous[i] = chosen
                 best = w.kept.get(stage)
-                if draft.ok and (best is None or draft.mean_score() > best.mean_score()):
-                    w.kept[stage] = draft
-                if not (draft.ok and (draft.passed or critique_finds_nothing(draft.critique))):
+                if chosen.ok and (best is None or chosen.mean_score() > best.mean_score()):
+                    w.kept[stage] = chosen
+                if not (chosen.ok and (chosen.passed or critique_finds_nothing(chosen.critique))):
                     still_active.append(i)
             active = still_active
         for i, w in enumerate(group):
@@ -159,12 +177,39 @@ class SeirLoop:
                 last = previous[i].reason
                 w.failure = f"turn {turn_index + 1}: {stage.value} stage gave no usable draft in any round ({last})"
 
+    async def _compare(self, stage: Stage, members: list[_Working], drafts: list[Draft], n: int,
+                       ledger: Ledger) -> dict[str, float]:
+        """Every two judged candidates of a dialogue's round compared by the judge (both orders, recorded on the
+        dialogue); returns each candidate's mean preference over its comparisons (0-1), by draft key."""
+        pairs, compared = [], []
+        for start in range(0, len(drafts), n):
+            w = members[start]
+            judged = [d for d in drafts[start:start + n] if d.ok]
+            for first, second in itertools.combinations(judged, 2):
+                pairs.append((_view(stage, w, first), _view(stage, w, second)))
+                compared.append((w, first, second))
+        readings = await self.scorer.compare(stage, pairs, ledger)
+        if readings is None:
+            return {}
+        shares: dict[str, list[float]] = {}
+        for (w, first, second), (given, swapped) in zip(compared, readings, strict=True):
+            for shown_first, shown_second, reading in ((first, second, given), (second, first, swapped)):
+                w.comparisons.append(Comparison(first.dialogue_key, first.turn_index, stage, first.round,
+                                                shown_first.draft_key, shown_second.draft_key, reading.p_first,
+                                                reading.p_second, reading.p_tie, reading.call_key))
+            share = preference(given, swapped)
+            shares.setdefault(first.draft_key, []).append(share)
+            shares.setdefault(second.draft_key, []).append(1 - share)
+        return {key: sum(values) / len(values) for key, values in shares.items()}
+
     async def _write(self, stage: Stage, group: list[_Working], previous: list[Draft | None], turn_index: int,
-                     round_: int, ledger: Ledger) -> list[Draft]:
+                     round_: int, candidates: list[int], ledger: Ledger) -> list[Draft]:
         drafts = [
-            Draft(draft_key=content_key([w.task.dialogue_key, turn_index, stage.value, round_]),
-                  dialogue_key=w.task.dialogue_key, turn_index=turn_index, stage=stage, round=round_, text=None)
-            for w in group
+            Draft(draft_key=content_key([w.task.dialogue_key, turn_index, stage.value, round_,
+                                         *_candidate_part(candidate)]),
+                  dialogue_key=w.task.dialogue_key, turn_index=turn_index, stage=stage, round=round_, text=None,
+                  candidate=candidate)
+            for w, candidate in zip(group, candidates, strict=True)
         ]
         if stage is Stage.QUESTION:
             await self._write_questions(group, drafts, previous, ledger)
@@ -302,7 +347,8 @@ class SeirLoop:
 
     def _finish_dialogue(self, w: _Working, judgement: DialogueJudgement | None) -> Dialogue:
         return Dialogue(dialogue_id=w.task.dialogue_id, dialogue_key=w.task.dialogue_key, seed=w.task.seed,
-                        turns=w.turns, drafts=w.drafts, failure=w.failure, judgement=judgement)
+                        turns=w.turns, drafts=w.drafts, failure=w.failure, judgement=judgement,
+                        comparisons=w.comparisons)
 
 
 @dataclass(frozen=True)
@@ -357,5 +403,21 @@ def _seed(spec: JobSpec, working: _Working, draft: Draft, purpose: str) -> int:
     """A sampling seed fixed by what the sample is for: the seed's own key, the turn, stage, round and purpose.
     Never the dialogue key, which holds every role's config: then swapping the image model would change the
     question's sample, and no call of a remade dialogue could come from the cache."""
-    where = [working.task.seed.seed_key, draft.turn_index, draft.stage.value, draft.round, purpose]
+    where = [working.task.seed.seed_key, draft.turn_index, draft.stage.value, draft.round, purpose,
+             *_candidate_part(draft.candidate)]
     return int(content_key([spec.execution.seed, *where])[:15], 16)
+
+
+def _candidate_part(candidate: int) -> list[int]:
+    """What a candidate adds to its draft's key and its sampling seeds: nothing for the first, so a job of one
+    candidate per round keeps every key and output it had."""
+    return [candidate] if candidate else []
+
+
+def _choose(candidates: list[Draft], standing: dict[str, float]) -> Draft:
+    """The round's best judged candidate: by pairwise standing where given, then by mean score (the first on a
+    tie); the first candidate when none could be judged (its reason explains the round)."""
+    judged = [d for d in candidates if d.ok]
+    if not judged:
+        return candidates[0]
+    return max(judged, key=lambda d: (standing.get(d.draft_key, 0.0), d.mean_score()))

@@ -72,10 +72,14 @@ class Changes:
         return "\n".join(lines)
 
 
-def prompt_fingerprint() -> str:
+def prompt_fingerprint(spec: JobSpec) -> str:
     """Prompts are keyed by what they render, not by their source: an edit that renders the same prompts changes
-    no dialogue key, a changed instruction changes every one (and the call keys of exactly the calls that use it)."""
-    return content_key([prompts.prompt_fingerprint(), rubrics.prompt_fingerprint(list(rubrics.DIMENSIONS.values()))])
+    no dialogue key, a changed instruction changes every one (and the call keys of exactly the calls that use it).
+    The comparison prompt counts only for jobs that judge pairwise."""
+    parts = [prompts.prompt_fingerprint(), rubrics.prompt_fingerprint(list(rubrics.DIMENSIONS.values()))]
+    if spec.seir.pairwise != "off":
+        parts.append(rubrics.comparison_fingerprint())
+    return content_key(parts)
 
 
 def model_revisions(spec: JobSpec) -> dict[str, str]:
@@ -95,7 +99,7 @@ def scoring_key(spec: JobSpec, revisions: Mapping[str, str]) -> str:
 
 def run_keys(spec: JobSpec, revisions: Mapping[str, str]) -> Plan:
     """A plan of no dialogues: the keys a run records (a rescore's, a dedup's, a judge evaluation's)."""
-    generation_key = content_key([spec.generation_key(prompt_fingerprint()), dict(sorted(revisions.items()))])
+    generation_key = content_key([spec.generation_key(prompt_fingerprint(spec)), dict(sorted(revisions.items()))])
     return Plan(generation_key, scoring_key(spec, revisions), 0, 0)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from seir.engine.records import STAGE_DIMENSIONS, Draft, Ledger, Score, Stage
+from seir.engine.records import STAGE_DIMENSIONS, STAGE_WRITES, Draft, Ledger, Score, Stage
 from seir.engine.run.clients import ModelClient
 from seir.engine.run.pools import CallFailure
 from seir.engine.spec import JobSpec
@@ -22,7 +22,8 @@ from seir.operators.backends.base import METHODS, Sampling
 from seir.operators.registry import lookup
 from seir.operators.scoring.base import Scorer, ScorerResult
 from seir.operators.scoring.combine import ScoringConfig, combine, passes
-from seir.operators.scoring.rubrics import DIMENSIONS, View
+from seir.operators.scoring.pairwise import PairwiseJudge, Reading
+from seir.operators.scoring.rubrics import DIMENSIONS, TurnView, View
 
 
 class ScorerFailed(RuntimeError):
@@ -120,6 +121,19 @@ class StageScorer:
         return [self._verdict({name: results[name][i] for name in names}, dimensions, gates)
                 for i in range(len(views))]
 
+    async def compare(self, stage: Stage, pairs: Sequence[tuple[TurnView, TurnView]],
+                      ledger: Ledger) -> list[tuple[Reading, Reading]] | None:
+        """Each pair of candidates compared by the judge in both orders, in one batch; None when a comparison call
+        failed (the failure is in the ledger; the round is then ranked by its scores alone)."""
+        if not pairs:
+            return []
+        loop = asyncio.get_running_loop()
+        judge = PairwiseJudge(**self._bridged(PairwiseJudge.roles, loop, ledger), dimensions=STAGE_DIMENSIONS[stage])
+        try:
+            return await asyncio.to_thread(judge.compare, list(pairs), STAGE_WRITES[stage])
+        except ScorerFailed:
+            return None
+
     def _verdict(self, by_scorer: dict[str, ScorerResult], dimensions: Sequence[str],
                  gates: dict[str, float]) -> Verdict:
         failure = next((result.failure for result in by_scorer.values() if result.failure), "")
@@ -144,14 +158,19 @@ class StageScorer:
         roles = list(self.classes[scorer].roles)
         return self.clients[roles[0]].model_id if roles else None
 
+    def _bridged(self, roles: dict[str, tuple[str, ...]], loop: asyncio.AbstractEventLoop,
+                 ledger: Ledger) -> dict[str, Callable[[list[Any]], list[Any]]]:
+        """The backend methods an operator declares on ``roles``, as batch callables named after the method."""
+        return {method: blocking_call(self.clients[role], method, loop, ledger)
+                for role, capabilities in roles.items() for method in capabilities if method in METHODS}
+
     def _scorer(self, name: str, dimensions: Sequence[str], loop: asyncio.AbstractEventLoop,
                 ledger: Ledger) -> Scorer:
         """The scorer built as ``Scorer`` documents: its declared backend methods as bridged batch callables, and
         the job settings its constructor names."""
         cls = self.classes[name]
         used = {**cls.roles, **{r: c for r, c in cls.optional_roles.items() if r in self.clients}}
-        calls = {method: blocking_call(self.clients[role], method, loop, ledger)
-                 for role, capabilities in used.items() for method in capabilities if method in METHODS}
+        calls = self._bridged(used, loop, ledger)
         seir = self.spec.seir
         settings: dict[str, Any] = {"dimensions": list(dimensions), "question_words": seir.question_words,
                                     "caption_words": seir.caption_words,

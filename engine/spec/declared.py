@@ -18,12 +18,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from seir.engine.records import Stage
 from seir.engine.spec.dedup import method_class
 from seir.engine.spec.job import JobSpec, SeedSpec
 from seir.operators.backends.base import Backend
 from seir.operators.base import Operator
 from seir.operators.registry import lookup
 from seir.operators.scoring.base import TURN_INPUTS, Scorer
+from seir.operators.scoring.pairwise import PairwiseJudge
 
 Location = tuple[str | int, ...]  # a key path in the job spec
 Problem = tuple[Location, str]  # where, and what is wrong and how to fix it
@@ -42,6 +44,8 @@ def role_needs(spec: JobSpec) -> dict[str, frozenset[str]]:
     needs: dict[str, set[str]] = {role: set(LOOP_NEEDS.get(role, ())) for role in spec.roles}
     users: list[type[Operator]] = [lookup("scorer", name) for name in spec.scoring.scorers()]
     users += [method_class(name) for name in spec.dedup.methods]
+    if spec.seir.pairwise != "off":
+        users.append(PairwiseJudge)
     for cls in users:
         uses = {**cls.optional_roles, **cls.roles, **INPUT_ROLES.get(cls.reads[0] if cls.reads else "", {})}
         for role, capabilities in uses.items():
@@ -52,7 +56,26 @@ def role_needs(spec: JobSpec) -> dict[str, frozenset[str]]:
 
 def check_job(spec: JobSpec) -> list[Problem]:
     backends, problems = _backends(spec)
-    return problems + _scorer_problems(spec, backends) + _dedup_problems(spec, backends) + _vlm_problems(spec, backends)
+    return (problems + _scorer_problems(spec, backends) + _dedup_problems(spec, backends)
+            + _vlm_problems(spec, backends) + _candidate_problems(spec, backends))
+
+
+def _candidate_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[Problem]:
+    """Best-of-N text candidates need a writer that samples (greedy decoding writes the same draft N times), and
+    pairwise judging needs a judge that can be read over labels."""
+    problems: list[Problem] = []
+    text_stages = [stage for stage in (Stage.QUESTION, Stage.ANSWER) if spec.seir.candidates_for(stage) > 1]
+    for role in ("llm", VISION_WRITER):
+        if text_stages and role in spec.roles and spec.roles[role].sampling.temperature == 0:
+            stages = " and ".join(stage.value for stage in text_stages)
+            problems.append((("roles", role, "sampling", "temperature"),
+                             f"seir.candidates asks several {stages} drafts per round, but the {role} role decodes "
+                             "greedily (temperature 0), so every candidate would be the same text: give it a "
+                             "temperature above 0 (e.g. 0.8), or set seir.candidates to 1 for those stages"))
+    if spec.seir.pairwise != "off":
+        problems += _role_problems(spec, backends, "pairwise judging", PairwiseJudge, PairwiseJudge.roles,
+                                   ("seir", "pairwise"), "set seir.pairwise to off")
+    return problems
 
 
 def _vlm_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[Problem]:

@@ -7,16 +7,27 @@ naming the file, the line and the key path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from seir.engine.errors import SeirError
 from seir.engine.keys import content_key
+from seir.engine.records import Stage
 from seir.engine.spec.dedup import DedupConfig, default_methods
 from seir.operators.scoring.combine import ScoringConfig
 
 MAX_TURNS = 32  # MMDU's dialogues run to 27 turns; a job's turns and a seed line's alike
+MAX_CANDIDATES = 16  # drafts per round of a stage; pairwise judging asks N(N-1) comparisons of them
 
 REQUIRED_ROLES = ("llm", "judge", "image")
 
@@ -129,8 +140,46 @@ class SeirSpec(_Strict):
     image_steps: int = Field(30, ge=1)
     guidance_scale: float = Field(7.5, ge=0)
 
+    # Best-of-N: drafts sampled per round of a stage, one number for every stage or per stage ({answer: 4}). All
+    # are judged in the same batches; the best is critiqued and refined.
+    candidates: int | dict[Stage, int] = Field(1)
+    # Pairwise judging of a round's candidates, asked in both orders: "record" stores the comparisons beside the
+    # scores, "rank" also keeps the candidate that wins most of them (ties broken by mean score).
+    pairwise: Literal["off", "record", "rank"] = "off"
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _candidate_counts(cls, value: Any) -> Any:
+        """One message for every way to get it wrong, rather than one per member of the union."""
+        stages = [stage.value for stage in Stage]
+        counts = value if isinstance(value, dict) else {"every stage": value}
+        for stage, count in counts.items():
+            if isinstance(value, dict) and stage not in stages:
+                raise ValueError(f"candidates: unknown stage {stage!r}; name some of {', '.join(stages)}, or give "
+                                 "one number for every stage")
+            if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_CANDIDATES:
+                raise ValueError(f"candidates: give 1 to {MAX_CANDIDATES} drafts per round ({stage}: {count!r})")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Settings added after the first jobs were made are left out at their defaults, so out of every key: a
+        job that does not use them keeps every key and output it had."""
+        dumped = handler(self)
+        if self.candidates_per_stage() == dict.fromkeys(Stage, 1):
+            dumped.pop("candidates", None)
+        if self.pairwise == "off":
+            dumped.pop("pairwise", None)
+        return dumped
+
     def gate_for(self, dimension: str) -> float:
         return self.gate.get(dimension, self.gate_default)
+
+    def candidates_for(self, stage: Stage) -> int:
+        return self.candidates if isinstance(self.candidates, int) else self.candidates.get(stage, 1)
+
+    def candidates_per_stage(self) -> dict[Stage, int]:
+        return {stage: self.candidates_for(stage) for stage in Stage}
 
 
 class BudgetSpec(_Strict):

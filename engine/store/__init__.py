@@ -18,7 +18,13 @@ from seir.engine.store.integrity import DamagedStore, damaged, is_damage
 from seir.engine.store.lock import OutputBusy, OutputLock
 from seir.engine.store.provenance import ProvenanceStore, open_read_only
 from seir.engine.store.runs import LATEST_CANDIDATES
-from seir.engine.store.schema import ACCEPTED_IN_RUN, SCHEMA_VERSION, keep_score_sql, turn_scores_sql
+from seir.engine.store.schema import (
+    ACCEPTED_IN_RUN,
+    SCHEMA_VERSION,
+    candidate_preferences_sql,
+    keep_score_sql,
+    turn_scores_sql,
+)
 from seir.engine.store.snapshots import keep_snapshots
 from seir.engine.store.versions import Version, version_name, write_version
 
@@ -37,6 +43,7 @@ __all__ = [
            "StoreError",
            "Version",
            "as_png",
+           "candidate_preferences_sql",
            "damaged",
            "decide",
            "folder_whole",

@@ -31,7 +31,7 @@ _PRIOR_CALLS = """
          latest AS (SELECT seed_key, arg_max(dialogue_key, created_at) AS dialogue_key FROM dialogues
                     SEMI JOIN wanted USING (seed_key) GROUP BY seed_key),
          roles AS (SELECT DISTINCT call_key, role FROM model_calls),
-         calls AS (SELECT l.seed_key, dr.turn_index, dr.stage, dr.round, r.role, count(*) AS n
+         calls AS (SELECT l.seed_key, dr.turn_index, dr.stage, dr.round, dr.candidate, r.role, count(*) AS n
                    FROM latest l JOIN drafts dr USING (dialogue_key), unnest(dr.call_keys) AS u(call_key)
                    JOIN roles r ON r.call_key = u.call_key GROUP BY ALL)
     SELECT * FROM calls"""
@@ -213,11 +213,11 @@ class RunRecords(StoreBase):
         with self.held():
             rows = self.con.execute(f"SELECT * FROM ({_PRIOR_CALLS}) ORDER BY ALL",
                                     {"seeds": list(seed_keys)}).fetchall()
-        drafts: dict[tuple[str, int, str, int], dict[str, int]] = {}
-        for seed_key, turn, stage, round_, role, n in rows:
-            drafts.setdefault((seed_key, turn, stage, round_), {})[role] = n
-        return [PriorDraft(seed_key, turn, Stage(stage), round_, calls)
-                for (seed_key, turn, stage, round_), calls in drafts.items()]
+        drafts: dict[tuple[str, int, str, int, int], dict[str, int]] = {}
+        for seed_key, turn, stage, round_, candidate, role, n in rows:
+            drafts.setdefault((seed_key, turn, stage, round_, candidate), {})[role] = n
+        return [PriorDraft(seed_key, turn, Stage(stage), round_, calls, candidate)
+                for (seed_key, turn, stage, round_, candidate), calls in drafts.items()]
 
     @held
     def prior_call_maxima(self) -> dict[tuple[Stage, str], int]:

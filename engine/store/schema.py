@@ -52,6 +52,21 @@ VERSION_ROWS = """
     LEFT JOIN dedup dd ON dd.run_id = $run AND dd.dropped_id = d.dialogue_id"""
 
 
+def candidate_preferences_sql(comparisons: str = "comparisons") -> str:
+    """How much the judge prefers ``draft_key`` over ``other_key`` (0-1, 0.5 none), per ordered pair of compared
+    candidates: its win probability with a tie counting half, averaged over the orders it was asked (the rule of
+    ``pairwise.preference``, which the loop ranks by). ``comparisons``: the table, or a page of it."""
+    return f"""
+    SELECT dialogue_key, turn_index, stage, round, draft_key, other_key, avg(share) AS preference,
+           count(*) AS orders, list(call_key ORDER BY call_key) AS call_keys
+    FROM (SELECT dialogue_key, turn_index, stage, round, first_key AS draft_key, second_key AS other_key,
+                 p_first + p_tie / 2 AS share, call_key FROM {comparisons}
+          UNION ALL
+          SELECT dialogue_key, turn_index, stage, round, second_key, first_key, p_second + p_tie / 2, call_key
+          FROM {comparisons})
+    GROUP BY ALL"""
+
+
 def turn_scores_sql(turns: str = "t") -> str:
     """One exported turn's final scores: a struct of its index and each content dimension."""
     fields = ", ".join(f"'{name}': {turns}.{name}" for name in CONTENT_DIMENSIONS)
@@ -193,8 +208,18 @@ CREATE TABLE IF NOT EXISTS run_dialogues (run_id VARCHAR, n BIGINT, dialogue_key
 UPDATE runs SET status = 'superseded' WHERE status = 'running';
 """
 
+# v7 -> v8: best-of-N. Each draft is one of its round's candidates (0 for every draft made before, each its round's
+# only one, so its round's best), and the judge's pairwise comparisons of candidates are kept, one row per order asked.
+_TO_V8 = """
+ALTER TABLE drafts ADD COLUMN IF NOT EXISTS candidate INTEGER DEFAULT 0;
+ALTER TABLE drafts ADD COLUMN IF NOT EXISTS round_best BOOLEAN DEFAULT true;
+CREATE TABLE IF NOT EXISTS comparisons (dialogue_key VARCHAR, turn_index INTEGER, stage VARCHAR, round INTEGER,
+                                        first_key VARCHAR, second_key VARCHAR, p_first DOUBLE, p_second DOUBLE,
+                                        p_tie DOUBLE, call_key VARCHAR, run_id VARCHAR);
+"""
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4, 4: _TO_V5, 5: _TO_V6, 6: _TO_V7}
+MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4, 4: _TO_V5, 5: _TO_V6, 6: _TO_V7, 7: _TO_V8}
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 VIEWS = """
@@ -226,13 +251,16 @@ CREATE OR REPLACE VIEW dataset_latest AS
     WHERE vd.accepted AND vd.version = (SELECT max(version) FROM versions);
 
 CREATE OR REPLACE VIEW refinement_history AS
-    SELECT d.dialogue_id, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.ok, dr.passed, dr.best,
+    SELECT d.dialogue_id, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate, dr.round_best, dr.ok,
+           dr.passed, dr.best,
            dr.text, dr.image_key, dr.critique, dr.reason,
            (SELECT map(list(s.dimension ORDER BY s.dimension), list(s.value ORDER BY s.dimension))
             FROM scores s WHERE s.draft_key = dr.draft_key AND s.scorer = 'combined'
               AND s.run_id = dr.run_id) AS scores,
            dr.run_id
     FROM drafts dr JOIN dialogues d USING (dialogue_key);
+
+CREATE OR REPLACE VIEW candidate_preferences AS """ + candidate_preferences_sql() + """;
 
 CREATE OR REPLACE VIEW model_usage AS
     SELECT c.run_id, c.role, c.method,

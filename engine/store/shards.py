@@ -58,7 +58,17 @@ class ShardCommits(Decisions):
             "ok": [x.ok for x in drafts], "reason": [x.reason for x in drafts],
             "critique": [x.critique for x in drafts], "passed": [x.passed for x in drafts],
             "best": [x.best for x in drafts], "call_keys": [x.call_keys for x in drafts],
-            "run_id": [run_id] * len(drafts),
+            "run_id": [run_id] * len(drafts), "candidate": [x.candidate for x in drafts],
+            "round_best": [x.round_best for x in drafts],
+        })
+        comparisons = [c for d in dialogues for c in d.comparisons]
+        self._insert("comparisons", {
+            "dialogue_key": [c.dialogue_key for c in comparisons], "turn_index": [c.turn_index for c in comparisons],
+            "stage": [c.stage.value for c in comparisons], "round": [c.round for c in comparisons],
+            "first_key": [c.first_key for c in comparisons], "second_key": [c.second_key for c in comparisons],
+            "p_first": [c.p_first for c in comparisons], "p_second": [c.p_second for c in comparisons],
+            "p_tie": [c.p_tie for c in comparisons], "call_key": [c.call_key for c in comparisons],
+            "run_id": [run_id] * len(comparisons),
         })
         self._insert_scores(run_id, [(x.draft_key, x.dialogue_key, s) for x in drafts for s in x.scores])
         self.insert_dialogue_scores(run_id, [(d.dialogue_key, d.judgement) for d in dialogues if d.judgement])

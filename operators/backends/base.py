@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -65,11 +65,21 @@ class ScoreRequest:
 @dataclass
 class ScoreResult:
     probabilities: list[float]  # one per label, renormalised over the labels
-    expectation: float  # sum(p_i * float(label_i))
+    expectation: float | None  # sum(p_i * float(label_i)); None when the labels are not numbers (label_expectation)
     label_mass: float  # probability the model put on any label before renormalising: low means off-format
     tokens_in: int
     call_key: str = ""  # set by the engine: the content key of the call, for provenance
     method: str = "continue-logprobs"  # how the distribution was read (openai_chat.SCORE_METHODS)
+
+
+def label_expectation(labels: Sequence[str], probabilities: Sequence[float]) -> float | None:
+    """The expectation of numeric labels (a score) under their probabilities; None for labels that are not numbers,
+    such as a comparison's "A", "B" and "tie", which are read by their probabilities alone."""
+    try:
+        values = [float(label) for label in labels]
+    except ValueError:
+        return None
+    return sum(p * value for p, value in zip(probabilities, values, strict=True))
 
 
 @dataclass

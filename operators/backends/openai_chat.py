@@ -45,6 +45,7 @@ from seir.operators.backends.base import (
     ScoreRequest,
     ScoreResult,
     image_parts,
+    label_expectation,
 )
 from seir.operators.backends.openai_http import EndpointError, OpenAIBackend
 from seir.operators.base import register
@@ -80,7 +81,7 @@ def label_distribution(labels: tuple[str, ...], mass: list[float], tokens_in: in
     model was. With no mass on any label the probabilities are uniform, so the expectation is the scale's middle."""
     total = sum(mass)
     probabilities = [m / total for m in mass] if total > 0 else [1 / len(labels)] * len(labels)
-    expectation = sum(p * float(label) for p, label in zip(probabilities, labels, strict=True))
+    expectation = label_expectation(labels, probabilities)
     return ScoreResult(probabilities, expectation, min(total, 1.0), tokens_in, method=method)
 
 

@@ -17,6 +17,7 @@ from seir.operators.backends.base import (
     ScoreResult,
     batches,
     image_parts,
+    label_expectation,
 )
 from seir.operators.backends.sampling import SeededSampling
 from seir.operators.base import register
@@ -93,7 +94,7 @@ def label_tokens(tokenizer: Any, prefix: str, labels: tuple[str, ...]) -> tuple[
 def score_result(labels: tuple[str, ...], label_log_probs: Any, tokens_in: int) -> ScoreResult:
     """Renormalise the label tokens' log-probabilities; their total mass tells how on-format the model was."""
     probabilities = label_log_probs.softmax(-1).tolist()
-    expectation = sum(p * float(label) for p, label in zip(probabilities, labels, strict=True))
+    expectation = label_expectation(labels, probabilities)
     return ScoreResult(probabilities, expectation, label_log_probs.exp().sum().item(), tokens_in)
 
 

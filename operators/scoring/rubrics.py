@@ -294,14 +294,61 @@ def score_request(dimension: Dimension, turn: View, critique: str,
                         answer_prefix=f"{critique}\n\n{line}" if critique else line, labels=dimension.labels)
 
 
+COMPARISON_LABELS = ("A", "B", "tie")
+
+
+def comparison_request(dimensions: Sequence[Dimension], first: TurnView, second: TurnView,
+                       candidate_fields: Sequence[str]) -> ScoreRequest:
+    """Which of two candidates for the same turn is better on ``dimensions``, read over "A", "B" and "tie".
+    ``candidate_fields`` are the fields the candidates wrote (``TurnView``'s names); the rest of the turn is the
+    context both share, shown once from ``first``. The caller asks both orders, so position bias cancels."""
+    unknown = set(candidate_fields) - {"question", "answer", "caption", "image"}
+    if unknown or not candidate_fields:
+        raise ValueError(f"candidate fields {sorted(unknown) or '(none)'}: name the TurnView fields a stage writes")
+    names = [d.title.lower() for d in dimensions]
+    intro = ("You compare two candidates for the same turn of a conversation in which an assistant answers a user "
+             "with text and a picture. Judge them on these dimensions:\n\n"
+             + "\n\n".join(_describe(d) for d in dimensions) + "\n\n")
+    parts = [_text(intro), *_render_history(first, "The turn:"), *_render_shown(first.shown)]
+    if "question" not in candidate_fields:
+        parts.append(_text(f"User: {first.question or '(no question)'}\n"))
+    if "answer" not in candidate_fields and first.answer is not None:
+        parts.append(_text(f"Assistant: {first.answer or '(empty answer)'}\n"))
+    for label, view in zip(COMPARISON_LABELS, (first, second), strict=False):
+        parts.append(_text(f"\nCandidate {label}:\n"))
+        if "question" in candidate_fields:
+            parts.append(_text(f"User: {view.question or '(no question)'}\n"))
+        if "answer" in candidate_fields:
+            parts.append(_text(f"Assistant: {view.answer or '(empty answer)'}\n"))
+        if "image" in candidate_fields:
+            parts += _render_picture(view)
+        elif "caption" in candidate_fields:
+            parts.append(_text(f"Caption: {view.caption or '(none)'}\n"))
+    parts.append(_text(f"\nWhich candidate is better overall on {', '.join(names)}? Answer A or B, or tie when "
+                       "neither is better."))
+    return ScoreRequest(messages=[{"role": "user", "content": _merged(parts)}], answer_prefix="Better candidate: ",
+                        labels=COMPARISON_LABELS)
+
+
 def prompt_fingerprint(dimensions: Sequence[Dimension]) -> str:
     """xxh3_128 of the score prompts rendered for a fixed probe: it changes whenever a rubric or a template does,
     so it belongs in the content key of every score."""
-    probe = TurnView("q", "a", "c", b"image", [("q0", "a0")], [b"shown"], [[b"shown0"]])
-    rendered = []
-    for d in dimensions:
-        request = score_request(d, DialogueView([probe]) if d.per_dialogue else probe, "critique")
-        rendered.append([request.messages, request.answer_prefix, request.labels])
+    probe = _probe()
+    return _fingerprint([score_request(d, DialogueView([probe]) if d.per_dialogue else probe, "critique")
+                         for d in dimensions])
+
+
+def comparison_fingerprint() -> str:
+    """xxh3_128 of the comparison prompt rendered for a fixed probe: a key of every dialogue judged pairwise."""
+    return _fingerprint([comparison_request([QUESTION], _probe(), _probe(), ["question"])])
+
+
+def _probe() -> TurnView:
+    return TurnView("q", "a", "c", b"image", [("q0", "a0")], [b"shown"], [[b"shown0"]])
+
+
+def _fingerprint(requests: Sequence[ScoreRequest]) -> str:
+    rendered = [[request.messages, request.answer_prefix, request.labels] for request in requests]
     return xxhash.xxh3_128_hexdigest(json.dumps(rendered, default=bytes.decode, sort_keys=True).encode())
 
 
@@ -353,15 +400,19 @@ def _task(dimensions: Sequence[Dimension], turn: View, subject: str) -> str:
     return task
 
 
+def _render_history(turn: TurnView, then: str) -> list[dict[str, Any]]:
+    if not turn.history:
+        return []
+    marker, shown = trimmed(turn.earlier(), turn.trim)
+    parts = [_text("Earlier in the conversation:\n" + (f"{marker}\n" if marker else ""))]
+    for earlier in shown:
+        parts += [*_render_shown(earlier.pictures, earlier.pictures_left_out),
+                  _text(f"User: {earlier.question}\nAssistant: {earlier.answer}\n")]
+    return [*parts, _text(f"\n{then}\n")]
+
+
 def _render_turn(turn: TurnView) -> list[dict[str, Any]]:
-    parts = []
-    if turn.history:
-        marker, shown = trimmed(turn.earlier(), turn.trim)
-        parts.append(_text("Earlier in the conversation:\n" + (f"{marker}\n" if marker else "")))
-        for earlier in shown:
-            parts += [*_render_shown(earlier.pictures, earlier.pictures_left_out),
-                      _text(f"User: {earlier.question}\nAssistant: {earlier.answer}\n")]
-        parts.append(_text("\nThe turn to review:\n"))
+    parts = _render_history(turn, "The turn to review:")
     parts += _render_shown(turn.shown)
     parts.append(_text(f"User: {turn.question or '(no question)'}\n"))
     if turn.answer is not None:

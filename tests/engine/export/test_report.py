@@ -78,7 +78,7 @@ def test_every_version_writes_a_report_that_renders_offline(finished: FinishedRu
     page_file = out / "versions" / "v0001" / "report.html"
     shutil.rmtree(out / "images")  # the page must not need the output's files: images are inlined
     rendered = render(page_file)
-    rendered.assert_fine(plots=6)
+    rendered.assert_fine(plots=7)
     assert len(rendered.images) >= 3  # the gallery shows the drafts' images
 
 
@@ -96,4 +96,4 @@ def test_diff_report_shows_two_versions_and_what_changed(finished: FinishedRun, 
     assert "v0001: " in text and "v0002: " in text
     accepted_before = finished.sql("SELECT count(*) FROM version_dialogues WHERE version = 1 AND accepted")[0][0]
     assert text.count("<tr><td>status</td>") == accepted_before > 0
-    render(page_file).assert_fine(plots=6)
+    render(page_file).assert_fine(plots=7)
