@@ -141,8 +141,9 @@ _VERSION_KEYS = """
     WHERE vd.version = $version AND vd.accepted"""
 
 # A page's dialogues with what every query needs of them; ``export_page`` holds the page's keys in export order.
+# Pair queries leave the messages out: a dialogue has many pairs, and they are read once per dialogue instead.
 _PAGE_DIALOGUES = """
-    SELECT p.n, p.dialogue_id, p.dialogue_key, d.messages, d.seed_key, d.run_id
+    SELECT p.n, p.dialogue_id, p.dialogue_key, d.seed_key, d.run_id{messages}
     FROM export_page p JOIN dialogues d USING (dialogue_key)"""
 
 
@@ -177,7 +178,7 @@ def dialogue_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int) -
     sql = f"""
         SELECT v.dialogue_id, v.dialogue_key, any_value(v.messages) AS messages,
                list({turn_scores_sql("t")} ORDER BY t.turn_index) FILTER (WHERE t.turn_index IS NOT NULL) AS scores
-        FROM ({_PAGE_DIALOGUES}) v LEFT JOIN turn_final_scores t USING (dialogue_key)
+        FROM ({_PAGE_DIALOGUES.format(messages=", d.messages")}) v LEFT JOIN turn_final_scores t USING (dialogue_key)
         GROUP BY v.n, v.dialogue_id, v.dialogue_key ORDER BY v.n"""
     for batch in _paged(con, version, sql, {}):
         for row in batch:
@@ -243,8 +244,7 @@ def _pairs_sql(limit_per_turn: bool) -> str:
     (``page_drafts``) and comparisons (``page_comparisons``)."""
     stage_order = " ".join(f"WHEN '{name}' THEN {i}" for name, i in STAGE_ORDER.items())
     return f"""
-    WITH chosen_dialogues AS (SELECT p.n, p.dialogue_id, p.dialogue_key, d.seed_key, d.run_id
-                              FROM export_page p JOIN dialogues d USING (dialogue_key)),
+    WITH chosen_dialogues AS ({_PAGE_DIALOGUES.format(messages="")}),
     scored AS (SELECT * FROM page_drafts WHERE list_contains($stages, stage)),
     pairs AS (
         SELECT k.dialogue_key, k.turn_index, k.stage, k AS chosen, e AS rejected, k.score - e.score AS margin,
@@ -305,7 +305,8 @@ def pair_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int,
 
 def stored_pairs(con: duckdb.DuckDBPyConnection, version: int,
                  options: PairOptions) -> Iterator[tuple[dict[str, Any], str]]:
-    """Each pair as the store holds it, with its dialogue's stored messages, page by page (``pair_page``)."""
+    """Each pair as the store holds it, with its dialogue's stored messages ("" when only question pairs are asked
+    for: their prompt is rebuilt from the seed), page by page (``pair_page``)."""
     # A page's messages are read once per dialogue, not carried on each of its pairs: with several candidates per
     # round a dialogue has dozens of pairs, and its messages on every one would fill DuckDB's memory with copies.
     messages: dict[str, str] = {}
@@ -321,13 +322,14 @@ def stored_pairs(con: duckdb.DuckDBPyConnection, version: int,
             page.execute(f"CREATE OR REPLACE TEMP TABLE page_{table} AS SELECT * FROM export_{table} "
                          "WHERE n BETWEEN ? AND ?", [first, last])
         messages.clear()
-        messages.update(page.execute("SELECT p.dialogue_key, d.messages FROM export_page p "
-                                     "JOIN dialogues d USING (dialogue_key)").fetchall())
+        if any(stage != Stage.QUESTION.value for stage in options.stages):  # a question pair's prompt is rebuilt
+            messages.update(page.execute("SELECT p.dialogue_key, d.messages FROM export_page p "
+                                         "JOIN dialogues d USING (dialogue_key)").fetchall())
 
     for batch in _paged(con, version, _pairs_sql(options.per_turn is not None), _params(options), read_page,
                         pair_page(con)):
         for row in batch:
-            yield row, messages[row["dialogue_key"]]
+            yield row, messages.get(row["dialogue_key"], "")
 
 
 def _pair(row: dict[str, Any], stored_messages: str, images: OutputImages, default_words: int) -> PairRow:

@@ -166,7 +166,7 @@ class SeirSpec(_Strict):
         """Settings added after the first jobs were made are left out at their defaults, so out of every key: a
         job that does not use them keeps every key and output it had."""
         dumped = handler(self)
-        if self.candidates_per_stage() == dict.fromkeys(Stage, 1):
+        if all(self.candidates_for(stage) == 1 for stage in Stage):
             dumped.pop("candidates", None)
         if self.pairwise == "off":
             dumped.pop("pairwise", None)
@@ -177,9 +177,6 @@ class SeirSpec(_Strict):
 
     def candidates_for(self, stage: Stage) -> int:
         return self.candidates if isinstance(self.candidates, int) else self.candidates.get(stage, 1)
-
-    def candidates_per_stage(self) -> dict[Stage, int]:
-        return {stage: self.candidates_for(stage) for stage in Stage}
 
 
 class BudgetSpec(_Strict):
