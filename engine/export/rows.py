@@ -285,12 +285,16 @@ def _params(options: PairOptions) -> dict[str, Any]:
     return params
 
 
+def most_candidates(con: duckdb.DuckDBPyConnection) -> int:
+    """The most candidates any round of this output sampled (seir.candidates; 1 when it never asked for more)."""
+    return con.execute("SELECT coalesce(max(candidate), 0) + 1 FROM drafts").fetchall()[0][0]
+
+
 def pair_page(con: duckdb.DuckDBPyConnection) -> int:
     """Dialogues per page of a pair export. Sibling pairs grow with the square of the candidates per round, so pages
     shrink with it and a page's pairs (which DuckDB sorts whole) stay within its memory cap; one candidate per round
     keeps the dialogues' page."""
-    candidates = con.execute("SELECT coalesce(max(candidate), 0) + 1 FROM drafts").fetchall()[0][0]
-    return max(16, PAGE_DIALOGUES // candidates**2)
+    return max(16, PAGE_DIALOGUES // most_candidates(con) ** 2)
 
 
 def pair_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int,

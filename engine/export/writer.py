@@ -39,6 +39,7 @@ from seir.engine.export.rows import (
     PairRow,
     count_dialogues,
     dialogue_rows,
+    most_candidates,
     pair_rows,
 )
 from seir.engine.keys import bytes_key, content_key, file_key
@@ -220,6 +221,10 @@ def export(out_dir: Path, to: Path, options: ExportOptions, stream: TextIO | Non
         # export's memory does not grow with the dataset.
         limit_memory(con, Path(spill.name))
         version = _version(con, out_dir, options.version)
+        if pair_options is not None and pair_options.pairs != "refinement" and most_candidates(con) == 1:
+            stream.write("[seir] no sibling pairs here: every round of this output sampled one candidate. Set "
+                         "seir.candidates above 1 and refresh to sample several (refinement pairs are exported "
+                         "as asked)\n")
         source = _source(con, out_dir, version, options, pair_options)
         with (writing(to.parent, f"the export {to.name}"),
               folder_whole(to, to.with_name(f".{to.name}.partial-{os.getpid()}")) as temp):

@@ -261,3 +261,14 @@ def test_candidates_from_a_greedy_writer_are_refused_at_load(tmp_path: Path) -> 
         job["seir"]["candidates"] = wrong
         with pytest.raises(JobSpecError, match=rf"greedy\.yaml:\d+: seir\.candidates: .*{said}"):
             load_job(write_job(tmp_path, job))
+
+
+def test_asking_for_sibling_pairs_of_a_one_candidate_output_says_why_there_are_none(
+        single: FinishedRun, best_of_three: FinishedRun, tmp_path: Path) -> None:
+    said = io.StringIO()
+    export(single.out, tmp_path / "none", ExportOptions("trl-dpo", pairs="siblings"), stream=said)
+    assert "no sibling pairs here" in said.getvalue() and "seir.candidates above 1" in said.getvalue()
+    assert not exported_pairs(tmp_path / "none")
+    said = io.StringIO()
+    export(best_of_three.out, tmp_path / "some", ExportOptions("trl-dpo", pairs="siblings"), stream=said)
+    assert "no sibling pairs" not in said.getvalue() and exported_pairs(tmp_path / "some")
