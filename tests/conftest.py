@@ -19,6 +19,18 @@ def shared_file(*parts: str) -> Path:
     return path
 
 
+# vLLM's CPU build in an environment of its own (`make vllm-env`), for the tests that run a real engine.
+VLLM_PYTHON = Path(os.environ.get("SEIR_VLLM_PYTHON") or Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin"
+                   / "python")
+
+
+def vllm_python() -> str:
+    """The engine environment's interpreter; the test is skipped, saying how to make it, when there is none."""
+    if not VLLM_PYTHON.is_file():
+        pytest.skip(f"{VLLM_PYTHON} not found: run `make vllm-env` (or set SEIR_VLLM_PYTHON) for the engine tests")
+    return str(VLLM_PYTHON)
+
+
 # Before any test imports transformers or huggingface_hub, which read these once.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"

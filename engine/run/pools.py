@@ -20,6 +20,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from seir.engine.errors import SeirError
 from seir.engine.logs import redirect_worker_output
 from seir.engine.spec import RoleSpec
 from seir.operators.backends.base import LocalBackend, ProbeReport
@@ -90,13 +91,17 @@ class RolePool:
     def __init__(self, role: str, spec: RoleSpec, log_path: str | None = None) -> None:
         self.role = role
         self.spec = spec
+        backend = lookup("backend", spec.backend)
+        backend_options, num_gpus = backend.placement(dict(spec.options), spec.num_gpus)
+        # An engine that batches continuously is given enough chunks at once to keep in_flight requests running.
+        self.concurrency = max(spec.max_concurrency, -(-backend.in_flight(backend_options) // spec.batch_size))
         options: dict[str, Any] = {
             "num_cpus": spec.num_cpus,
-            "num_gpus": spec.num_gpus,
+            "num_gpus": num_gpus,
             "resources": dict(spec.resources),
             "max_restarts": 3,
             "max_task_retries": spec.max_retries,
-            "max_concurrency": spec.max_concurrency,
+            "max_concurrency": self.concurrency,
         }
         if spec.memory_gb:
             options["memory"] = int(spec.memory_gb * 1024**3)
@@ -105,13 +110,13 @@ class RolePool:
         threads = max(1, int(spec.num_cpus))
         actor_class = ray.remote(RoleActor).options(**options)
         self.actors = [
-            actor_class.remote(role, spec.backend, spec.model, spec.revision, spec.options, threads, log_path)
+            actor_class.remote(role, spec.backend, spec.model, spec.revision, backend_options, threads, log_path)
             for _ in range(spec.replicas)
         ]
         self._lanes = [_Lane(actor) for actor in self.actors]
         # Two chunks per execution slot: while one runs, the next already waits at the actor, which starts it the
         # moment the first ends instead of idling for a round-trip to the driver (bench/bench_scheduler.py).
-        self._depth = 2 * spec.max_concurrency
+        self._depth = 2 * self.concurrency
         # Plain futures made by the running loop when needed, so a pool works under any event loop, one after another.
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._batches = 0
@@ -122,7 +127,11 @@ class RolePool:
         """Wait for every actor to load its model and probe its server for ``needs``; returns the backend's config
         (model, revision, options) and keeps the first actor's probe report in ``report`` and its context window in
         ``window``, where the role's own ``context_length`` wins."""
-        started = ray.get([actor.start.remote(needs) for actor in self.actors], timeout=timeout_s)
+        try:
+            started = ray.get([actor.start.remote(needs) for actor in self.actors], timeout=timeout_s)
+        except RayActorError as err:  # the backend raised while loading: its own message says what to change
+            raise SeirError(f"role {self.role} ({self.spec.backend}, model {self.spec.model}) could not start, so "
+                            f"nothing was run: {_startup_error(err)}") from None
         config, self.report, self.window = started[0]
         if self.window is not None and self.spec.context_length is not None:
             self.window.limit, self.window.source = self.spec.context_length, "job"
@@ -204,7 +213,7 @@ class RolePool:
         """Return once the actor has started this chunk (enough chunks ahead of it are done, and the actor is not
         restarting), so that the chunk's timeout counts its own run, not its wait in the actor's queue."""
         pending = [signal for signal in ahead if not signal.done()]
-        while len(pending) >= self.spec.max_concurrency:
+        while len(pending) >= self.concurrency:
             _, still = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             pending = list(still)
         if lane.restarting is not None:
@@ -232,6 +241,15 @@ class RolePool:
 def _cause(err: BaseException) -> BaseException:
     """The backend's own exception when it raised (Ray wraps it in the actor's traceback), else Ray's."""
     return err.cause if isinstance(err, RayTaskError) and err.cause is not None else err
+
+
+def _startup_error(err: RayActorError) -> str:
+    """What the backend raised in its actor's constructor, without Ray's wrapping and traceback."""
+    cause = getattr(err, "cause", None)
+    cause = getattr(cause, "cause", cause)  # a creation task's RayTaskError holds the backend's own exception
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    return str(err).strip().splitlines()[-1]
 
 
 def _describe(err: BaseException) -> str:
