@@ -24,6 +24,11 @@ VLLM_PYTHON = Path(os.environ.get("SEIR_VLLM_PYTHON") or Path(__file__).resolve(
                    / "python")
 
 
+ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache: vLLM's CPU default (4) is more than tests need
+# vLLM's CPU build crashes on a seeded request whose prefill is chunked ("CPU Generator does not use offset").
+CPU_ENGINE_ARGS = ["--no-enable-chunked-prefill"]
+
+
 def vllm_python() -> str:
     """The engine environment's interpreter; the test is skipped, saying how to make it, when there is none."""
     if not VLLM_PYTHON.is_file():

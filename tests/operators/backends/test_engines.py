@@ -17,15 +17,14 @@ from seir.engine.errors import SeirError
 from seir.engine.spec import load_job
 from seir.operators.backends.base import ChatRequest, Sampling, ScoreRequest, fingerprint_model
 from seir.operators.backends.engines import EngineError, Vllm
-from tests.conftest import vllm_python
+from tests.conftest import CPU_ENGINE_ARGS, ENGINE_ENV, vllm_python
 from tests.engine.conftest import job_dict
-
-ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache: vLLM's CPU default (4) is more than tests need
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_models: dict[str, Path]) -> Iterator[Vllm]:
-    backend = Vllm("tiny:llm-wide-heads", python=vllm_python(), max_model_len=2048, env=ENGINE_ENV)
+    backend = Vllm("tiny:llm-wide-heads", python=vllm_python(), max_model_len=2048, env=ENGINE_ENV,
+                   extra_args=CPU_ENGINE_ARGS)
     yield backend
     backend.server.stop()
 
