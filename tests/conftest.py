@@ -52,7 +52,7 @@ def seir_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(seir_home: Path) -> dict[str, Path]:
-    """Every tiny model (llm, judge, sd, clip), built once per test session: name -> folder."""
+    """Every tiny model (llm, judge, sd, clip, llm-wide-heads), built once per test session: name -> folder."""
     import torch
 
     from seir.operators.backends.tiny import build_tiny_models

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from seir.engine.errors import SeirError
 from seir.engine.logs import redirect_worker_output
@@ -132,6 +132,11 @@ class RolePool:
         except RayActorError as err:  # the backend raised while loading: its own message says what to change
             raise SeirError(f"role {self.role} ({self.spec.backend}, model {self.spec.model}) could not start, so "
                             f"nothing was run: {_startup_error(err)}") from None
+        except GetTimeoutError:
+            raise SeirError(f"role {self.role} ({self.spec.backend}, model {self.spec.model}) did not start within "
+                            f"{timeout_s:g}s, so nothing was run: raise roles.{self.role}.timeout_s if its model is "
+                            "just slow to load, or check that the cluster has the resources the role asks for "
+                            "(`ray status`)") from None
         config, self.report, self.window = started[0]
         if self.window is not None and self.spec.context_length is not None:
             self.window.limit, self.window.source = self.spec.context_length, "job"

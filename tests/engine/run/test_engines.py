@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from seir.engine.errors import SeirError
@@ -144,10 +145,25 @@ def test_killing_the_driver_leaves_no_engine_process(ray_local: None, tmp_path: 
             os.kill(pid, signal.SIGKILL)
 
 
-def test_a_bad_engine_environment_stops_the_run_at_pool_start(ray_local: None, tmp_path: Path) -> None:
-    job = engine_job("bad-python", uuid.uuid4().hex, python=str(tmp_path / "no-venv" / "bin" / "python"))
+@pytest.mark.parametrize("broken", ["python", "model"])
+def test_an_engine_that_cannot_start_stops_the_run_at_pool_start(ray_local: None, tmp_path: Path,
+                                                                broken: str) -> None:
+    """A bad environment is found before the server starts; a model the engine cannot load (a diffusers folder) when
+    the server exits. Either way the run stops before any shard, naming the role and saying what failed."""
+    mark = uuid.uuid4().hex
+    job = (engine_job("bad-python", mark, python=str(tmp_path / "no-venv" / "bin" / "python")) if broken == "python"
+           else engine_job("bad-model", mark))
+    if broken == "model":
+        job["roles"]["llm"]["model"] = "tiny:sd"
     with pytest.raises(SeirError) as err:
         run_job(write_job(tmp_path, job), tmp_path / "out")
     message = str(err.value)
-    assert "role llm (vllm, model tiny:llm-wide-heads) could not start, so nothing was run" in message
-    assert "options.python" in message and "is not an executable file" in message
+    assert f"role llm (vllm, model {job['roles']['llm']['model']}) could not start, so nothing was run" in message
+    if broken == "python":
+        assert "options.python" in message and "is not an executable file" in message
+    else:
+        assert "the vllm engine did not come up: it exited with code" in message
+        assert "Last lines of its log" in message and "Invalid repository ID or local directory" in message
+    with duckdb.connect(str(tmp_path / "out" / "provenance.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM dialogues").fetchone() == (0,)
+    assert gone(mark, timeout_s=30) == []
