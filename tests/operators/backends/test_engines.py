@@ -16,7 +16,7 @@ import yaml
 from seir.engine.errors import SeirError
 from seir.engine.spec import load_job
 from seir.operators.backends.base import ChatRequest, Sampling, ScoreRequest, fingerprint_model
-from seir.operators.backends.engines import EngineError, Vllm
+from seir.operators.backends.engines import EngineError, SGLang, Vllm
 from tests.conftest import CPU_ENGINE_ARGS, ENGINE_ENV, vllm_python
 from tests.engine.conftest import job_dict
 
@@ -122,6 +122,11 @@ def test_engine_options_are_spelt_as_the_engine_reads_them() -> None:
     assert (pairs["--max-model-len"], pairs["--tensor-parallel-size"], pairs["--limit-mm-per-prompt"]) == (
         "8192", "2", '{"image": 4}')
     assert pairs["--revision"] == "abc123" and command[-1] == "--enable-prefix-caching"
+    sglang = SGLang.server_command("/models/qwen", "qwen", None, 8002, {**options, "extra_args": []})
+    assert sglang[:3] == ["-m", "sglang.launch_server", "--model-path"]
+    pairs = dict(zip(sglang[4::2], sglang[5::2], strict=False))
+    assert (pairs["--context-length"], pairs["--tp-size"], pairs["--mem-fraction-static"]) == ("8192", "2", "0.45")
+    assert "--revision" not in pairs and "--limit-mm-per-prompt" not in pairs
 
 
 def test_a_role_whose_parallelism_and_gpus_disagree_is_refused_at_load(tmp_path: Path) -> None:
