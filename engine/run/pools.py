@@ -55,7 +55,11 @@ class RoleActor:
             # Ray sets OMP threads to num_cpus (0 for fractional CPUs means "all"); pin torch to what the role asked.
             torch.set_num_threads(num_threads)
         self.role = role
-        self.backend = backend_class(model=model, revision=revision, **options)
+        self.load_error: Exception | None = None
+        try:
+            self.backend = backend_class(model=model, revision=revision, **options)
+        except Exception as err:  # raised again by start(): Ray then hands the driver the exception itself, whole
+            self.load_error = err
 
     def config(self) -> dict[str, Any]:
         return self.backend.config()
@@ -64,6 +68,8 @@ class RoleActor:
         """Probe the model server (if any) for what the job needs of this role, then the config, which holds what
         the probe chose, and the model's context window with its token counter (shipped to where requests are
         built, so they are fitted before they are keyed)."""
+        if self.load_error is not None:
+            raise self.load_error
         report = self.backend.probe(needs)
         limit, counter = self.backend.context()
         source = "server" if report is not None else "model config"
@@ -129,7 +135,7 @@ class RolePool:
         ``window``, where the role's own ``context_length`` wins."""
         try:
             started = ray.get([actor.start.remote(needs) for actor in self.actors], timeout=timeout_s)
-        except RayActorError as err:  # the backend raised while loading: its own message says what to change
+        except (RayTaskError, RayActorError) as err:  # the backend's own message says what to change
             raise SeirError(f"role {self.role} ({self.spec.backend}, model {self.spec.model}) could not start, so "
                             f"nothing was run: {_startup_error(err)}") from None
         except GetTimeoutError:
@@ -248,13 +254,13 @@ def _cause(err: BaseException) -> BaseException:
     return err.cause if isinstance(err, RayTaskError) and err.cause is not None else err
 
 
-def _startup_error(err: RayActorError) -> str:
-    """What the backend raised in its actor's constructor, without Ray's wrapping and traceback."""
-    cause = getattr(err, "cause", None)
-    cause = getattr(cause, "cause", cause)  # a creation task's RayTaskError holds the backend's own exception
-    if isinstance(cause, BaseException):
+def _startup_error(err: RayTaskError | RayActorError) -> str:
+    """What the backend raised while loading or probing, whole; else why Ray lost the actor."""
+    cause = _cause(err)
+    if cause is not err:
         return f"{type(cause).__name__}: {cause}"
-    return str(err).strip().splitlines()[-1]
+    lines = str(err).strip().splitlines()
+    return lines[-1] if lines else type(err).__name__
 
 
 def _describe(err: BaseException) -> str:
