@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -50,6 +51,7 @@ GPU_SHARE_USED = 0.9  # of the role's GPU share, for the engine's weights and KV
 LOG_LINES_SHOWN = 15
 VERSION_TIMEOUT_S = 300.0  # importing an engine's package can take a minute on a cold disk
 ResultT = TypeVar("ResultT")
+_EXIT_NOISE = re.compile(r"^\s*- leaked |^\s*nanobind: |^\s*- \.\.\. skipped remainder")
 
 
 class EngineError(EndpointError):
@@ -81,17 +83,17 @@ def engine_version(python: str, package: str, engine: str) -> str:
 
 
 class EngineServer:
-    """One engine server process (under the guard), its log file, and how to wait for it, stop it and restart it.
+    """One engine server process and its guard, its log file, and how to wait for it, stop it and restart it.
     ``generation`` counts starts, so threads that saw the same dead engine restart it once between them."""
 
     def __init__(self, engine: str, command: list[str], health_url: str, env: dict[str, str],
                  startup_timeout_s: float) -> None:
+        self.process: subprocess.Popen[bytes] | None = None  # first: __del__ reads it, however far this got
         self.engine, self.command, self.health_url = engine, command, health_url
         self.env, self.startup_timeout_s = env, startup_timeout_s
         handle, name = tempfile.mkstemp(prefix=f"seir-{engine}-", suffix=".log")
         os.close(handle)
         self.log_path = Path(name)
-        self.process: subprocess.Popen[bytes] | None = None
         self.generation = 0
         self._lock = threading.Lock()
 
@@ -126,6 +128,8 @@ class EngineServer:
 
     def tail(self, lines: int = LOG_LINES_SHOWN) -> str:
         text = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
+        # At exit, vLLM's Triton bindings report hundreds of "leaked" objects, after the error that matters.
+        text = [line for line in text if not _EXIT_NOISE.search(line)]
         return "\n".join(f"    {line}" for line in text[-lines:]) or "    (empty)"
 
     def alive(self) -> bool:
