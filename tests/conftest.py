@@ -19,6 +19,23 @@ def shared_file(*parts: str) -> Path:
     return path
 
 
+# vLLM's CPU build in an environment of its own (`make vllm-env`), for the tests that run a real engine.
+VLLM_PYTHON = Path(os.environ.get("SEIR_VLLM_PYTHON") or Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin"
+                   / "python")
+
+
+ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache: vLLM's CPU default (4) is more than tests need
+# vLLM's CPU build crashes on a seeded request whose prefill is chunked ("CPU Generator does not use offset").
+CPU_ENGINE_ARGS = ["--no-enable-chunked-prefill"]
+
+
+def vllm_python() -> str:
+    """The engine environment's interpreter; the test is skipped, saying how to make it, when there is none."""
+    if not VLLM_PYTHON.is_file():
+        pytest.skip(f"{VLLM_PYTHON} not found: run `make vllm-env` (or set SEIR_VLLM_PYTHON) for the engine tests")
+    return str(VLLM_PYTHON)
+
+
 # Before any test imports transformers or huggingface_hub, which read these once.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -35,7 +52,7 @@ def seir_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(seir_home: Path) -> dict[str, Path]:
-    """Every tiny model (llm, judge, sd, clip), built once per test session: name -> folder."""
+    """Every tiny model (llm, judge, sd, clip, llm-wide-heads), built once per test session: name -> folder."""
     import torch
 
     from seir.operators.backends.tiny import build_tiny_models

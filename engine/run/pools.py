@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from seir.engine.errors import SeirError
 from seir.engine.logs import redirect_worker_output
 from seir.engine.spec import RoleSpec
 from seir.operators.backends.base import LocalBackend, ProbeReport
@@ -54,7 +55,11 @@ class RoleActor:
             # Ray sets OMP threads to num_cpus (0 for fractional CPUs means "all"); pin torch to what the role asked.
             torch.set_num_threads(num_threads)
         self.role = role
-        self.backend = backend_class(model=model, revision=revision, **options)
+        self.load_error: Exception | None = None
+        try:
+            self.backend = backend_class(model=model, revision=revision, **options)
+        except Exception as err:  # raised again by start(): Ray then hands the driver the exception itself, whole
+            self.load_error = err
 
     def config(self) -> dict[str, Any]:
         return self.backend.config()
@@ -63,6 +68,8 @@ class RoleActor:
         """Probe the model server (if any) for what the job needs of this role, then the config, which holds what
         the probe chose, and the model's context window with its token counter (shipped to where requests are
         built, so they are fitted before they are keyed)."""
+        if self.load_error is not None:
+            raise self.load_error
         report = self.backend.probe(needs)
         limit, counter = self.backend.context()
         source = "server" if report is not None else "model config"
@@ -90,13 +97,17 @@ class RolePool:
     def __init__(self, role: str, spec: RoleSpec, log_path: str | None = None) -> None:
         self.role = role
         self.spec = spec
+        backend = lookup("backend", spec.backend)
+        backend_options, num_gpus = backend.placement(dict(spec.options), spec.num_gpus)
+        # An engine that batches continuously is given enough chunks at once to keep in_flight requests running.
+        self.concurrency = max(spec.max_concurrency, -(-backend.in_flight(backend_options) // spec.batch_size))
         options: dict[str, Any] = {
             "num_cpus": spec.num_cpus,
-            "num_gpus": spec.num_gpus,
+            "num_gpus": num_gpus,
             "resources": dict(spec.resources),
             "max_restarts": 3,
             "max_task_retries": spec.max_retries,
-            "max_concurrency": spec.max_concurrency,
+            "max_concurrency": self.concurrency,
         }
         if spec.memory_gb:
             options["memory"] = int(spec.memory_gb * 1024**3)
@@ -105,13 +116,13 @@ class RolePool:
         threads = max(1, int(spec.num_cpus))
         actor_class = ray.remote(RoleActor).options(**options)
         self.actors = [
-            actor_class.remote(role, spec.backend, spec.model, spec.revision, spec.options, threads, log_path)
+            actor_class.remote(role, spec.backend, spec.model, spec.revision, backend_options, threads, log_path)
             for _ in range(spec.replicas)
         ]
         self._lanes = [_Lane(actor) for actor in self.actors]
         # Two chunks per execution slot: while one runs, the next already waits at the actor, which starts it the
         # moment the first ends instead of idling for a round-trip to the driver (bench/bench_scheduler.py).
-        self._depth = 2 * spec.max_concurrency
+        self._depth = 2 * self.concurrency
         # Plain futures made by the running loop when needed, so a pool works under any event loop, one after another.
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._batches = 0
@@ -122,7 +133,16 @@ class RolePool:
         """Wait for every actor to load its model and probe its server for ``needs``; returns the backend's config
         (model, revision, options) and keeps the first actor's probe report in ``report`` and its context window in
         ``window``, where the role's own ``context_length`` wins."""
-        started = ray.get([actor.start.remote(needs) for actor in self.actors], timeout=timeout_s)
+        try:
+            started = ray.get([actor.start.remote(needs) for actor in self.actors], timeout=timeout_s)
+        except (RayTaskError, RayActorError) as err:  # the backend's own message says what to change
+            raise SeirError(f"role {self.role} ({self.spec.backend}, model {self.spec.model}) could not start, so "
+                            f"nothing was run: {_startup_error(err)}") from None
+        except GetTimeoutError:
+            raise SeirError(f"role {self.role} ({self.spec.backend}, model {self.spec.model}) did not start within "
+                            f"{timeout_s:g}s, so nothing was run: raise roles.{self.role}.timeout_s if its model is "
+                            "just slow to load, or check that the cluster has the resources the role asks for "
+                            "(`ray status`)") from None
         config, self.report, self.window = started[0]
         if self.window is not None and self.spec.context_length is not None:
             self.window.limit, self.window.source = self.spec.context_length, "job"
@@ -204,7 +224,7 @@ class RolePool:
         """Return once the actor has started this chunk (enough chunks ahead of it are done, and the actor is not
         restarting), so that the chunk's timeout counts its own run, not its wait in the actor's queue."""
         pending = [signal for signal in ahead if not signal.done()]
-        while len(pending) >= self.spec.max_concurrency:
+        while len(pending) >= self.concurrency:
             _, still = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             pending = list(still)
         if lane.restarting is not None:
@@ -232,6 +252,15 @@ class RolePool:
 def _cause(err: BaseException) -> BaseException:
     """The backend's own exception when it raised (Ray wraps it in the actor's traceback), else Ray's."""
     return err.cause if isinstance(err, RayTaskError) and err.cause is not None else err
+
+
+def _startup_error(err: RayTaskError | RayActorError) -> str:
+    """What the backend raised while loading or probing, whole; else why Ray lost the actor."""
+    cause = _cause(err)
+    if cause is not err:
+        return f"{type(cause).__name__}: {cause}"
+    lines = str(err).strip().splitlines()
+    return lines[-1] if lines else type(err).__name__
 
 
 def _describe(err: BaseException) -> str:

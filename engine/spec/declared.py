@@ -57,7 +57,18 @@ def role_needs(spec: JobSpec) -> dict[str, frozenset[str]]:
 def check_job(spec: JobSpec) -> list[Problem]:
     backends, problems = _backends(spec)
     return (problems + _scorer_problems(spec, backends) + _dedup_problems(spec, backends)
-            + _vlm_problems(spec, backends) + _candidate_problems(spec, backends))
+            + _vlm_problems(spec, backends) + _candidate_problems(spec, backends) + _placement_problems(spec, backends))
+
+
+def _placement_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[Problem]:
+    """A role whose backend's options and GPUs disagree (tensor parallelism over more GPUs than the role asks)."""
+    problems: list[Problem] = []
+    for role, backend in backends.items():
+        try:
+            backend.placement(spec.roles[role].options, spec.roles[role].num_gpus)
+        except ValueError as err:
+            problems.append((("roles", role, "num_gpus"), str(err)))
+    return problems
 
 
 def _candidate_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[Problem]:

@@ -181,6 +181,18 @@ class Backend(Operator):
         return None
 
     @classmethod
+    def placement(cls, options: dict[str, Any], num_gpus: float) -> tuple[dict[str, Any], float]:
+        """The options and the GPUs of one actor, from the role's: a backend that splits a model over several GPUs
+        says how many it takes. Raises ValueError, saying what to change, where the two disagree."""
+        return options, num_gpus
+
+    @classmethod
+    def in_flight(cls, options: dict[str, Any]) -> int:
+        """Requests the backend wants at once to keep its model busy, when it batches continuously (an inference
+        engine); 0 when it serves one padded batch at a time."""
+        return 0
+
+    @classmethod
     def offline_context(cls, model: str, revision: str | None = None) -> tuple[int | None, TokenCounter | None]:
         """``context`` without loading the weights or asking a server (for ``seir validate``): what the model's files
         say, or (None, None) where only the running backend knows."""

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-TINY_NAMES = ("llm", "judge", "sd", "clip")
+TINY_NAMES = ("llm", "judge", "sd", "clip", "llm-wide-heads")
 # Part of each built folder's name, raised whenever a builder changes what it builds: a machine's older builds are
 # then never taken for the new ones (2: a 4,096-token window, as real chat models have at least).
 TINY_BUILD = 2
@@ -212,6 +212,19 @@ def _build_llm(path: Path) -> None:
     tokenizer.save_pretrained(path)
 
 
+def _build_llm_wide_heads(path: Path) -> None:
+    """The tiny LM's tokenizer and layers with two 64-wide attention heads instead of four 16-wide ones: inference
+    engines' CPU attention kernels (vLLM's) take head sizes from 32 up only."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    tokenizer = _chat_tokenizer()
+    config = {**_text_config(tokenizer), "hidden_size": 128, "num_attention_heads": 2, "num_key_value_heads": 1}
+    with _seeded(5):
+        model = AutoModelForCausalLM.from_config(Qwen2Config(**config))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
 def _build_judge(path: Path) -> None:
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
@@ -277,4 +290,4 @@ def _build_sd(path: Path) -> None:
 
 
 _BUILDERS: dict[str, Callable[[Path], None]] = {"llm": _build_llm, "judge": _build_judge, "sd": _build_sd,
-                                                "clip": _build_clip}
+                                                "clip": _build_clip, "llm-wide-heads": _build_llm_wide_heads}

@@ -18,6 +18,7 @@ from seir.operators.backends.base import (
     batches,
     image_parts,
     label_expectation,
+    text_of,
 )
 from seir.operators.backends.sampling import SeededSampling
 from seir.operators.base import register
@@ -150,7 +151,21 @@ class TransformersChat(LocalBackend):
         return config_window(self.model.config), ChatTokenCounter(self.processor)
 
     def chat(self, requests: list[ChatRequest]) -> list[ChatResult]:
-        return [result for batch in batches(requests, self.max_batch_size) for result in self._chat(batch)]
+        """Requests of similar length share a batch: a padded batch runs every row to its longest prompt and its
+        longest reply limit (bench/bench_engines.py measures the gain). Seeded sampling makes each result the same
+        whichever requests share its batch."""
+        order = sorted(range(len(requests)), key=lambda i: (requests[i].sampling.max_new_tokens,
+                                                            self.prompt_size(requests[i].messages)))
+        results: list[ChatResult | None] = [None] * len(requests)
+        for batch in batches(order, self.max_batch_size):
+            for i, result in zip(batch, self._chat([requests[i] for i in batch]), strict=True):
+                results[i] = result
+        return [result for result in results if result is not None]
+
+    @staticmethod
+    def prompt_size(messages: list[dict[str, Any]]) -> int:
+        """A cheap stand-in for a prompt's length, to sort by: its text's characters and its pictures."""
+        return sum(len(text_of(m)) + 1000 * len(image_parts(m)) for m in messages)
 
     def _chat(self, batch: list[ChatRequest]) -> list[ChatResult]:
         import torch

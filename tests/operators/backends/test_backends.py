@@ -83,6 +83,28 @@ def test_chat_batch_of_different_sizes(llm: TransformersChat) -> None:
         assert result.tokens_out == request.sampling.max_new_tokens
 
 
+def test_requests_are_batched_by_length_and_answered_in_their_order(llm: TransformersChat,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four prompt lengths interleaved, batches of two: each batch holds one length, and each result is the one its
+    request gets when sent alone (sampled with its own seed), in the order of the requests."""
+    repeats = [1, 9, 1, 9, 3, 6, 3, 6]
+    requests = [ChatRequest(user("Draw " + "a red fox near the stone bridge " * n),
+                            Sampling(max_new_tokens=4, temperature=0.8, seed=i)) for i, n in enumerate(repeats)]
+    alone = [llm.chat([request])[0].text for request in requests]
+    batches_seen: list[list[int]] = []
+    run_batch = llm._chat
+
+    def recording(batch: list[ChatRequest]) -> list[Any]:
+        batches_seen.append(sorted(requests.index(r) for r in batch))
+        return run_batch(batch)
+
+    monkeypatch.setattr(llm, "max_batch_size", 2)
+    monkeypatch.setattr(llm, "_chat", recording)
+    results = llm.chat(requests)
+    assert sorted(batches_seen) == [[0, 2], [1, 3], [4, 6], [5, 7]]
+    assert [r.text for r in results] == alone
+
+
 def test_chat_stops_at_end_of_turn(llm: TransformersChat) -> None:
     # Random weights rarely pick <|im_end|>, so feed the result reader a row that does: the end token is counted,
     # what the batch generated after it is dropped.
