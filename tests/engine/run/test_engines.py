@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from seir.engine.errors import SeirError
-from tests.conftest import CPU_ENGINE_ARGS, vllm_python
+from tests.conftest import vllm_python
 from tests.engine.conftest import TOPICS, FinishedRun, job_dict, run_job, write_job
 from tests.engine.run.test_resume import kill_group, seir_run, wait_for
 
@@ -36,7 +36,7 @@ def engine_job(name: str, mark: str, **llm_options: Any) -> dict[str, Any]:
                    execution={"shard_size": 2, "shards_in_flight": 2})
     job["roles"]["llm"].update(backend="vllm", model="tiny:llm-wide-heads", num_cpus=0.2, options={
         "python": vllm_python(), "max_model_len": 2048, "startup_timeout_s": 300,
-        "extra_args": CPU_ENGINE_ARGS, "env": {"VLLM_CPU_KVCACHE_SPACE": "1", "SEIR_TEST_ENGINE": mark},
+        "env": {"VLLM_CPU_KVCACHE_SPACE": "1", "SEIR_TEST_ENGINE": mark},
         **llm_options})
     for unused in ("embed", "clip"):
         del job["roles"][unused]

