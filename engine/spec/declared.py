@@ -66,6 +66,8 @@ def _placement_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> li
     for role, backend in backends.items():
         try:
             backend.placement(spec.roles[role].options, spec.roles[role].num_gpus)
+        except TypeError as err:
+            problems.append((("roles", role, "options"), str(err)))
         except ValueError as err:
             problems.append((("roles", role, "num_gpus"), str(err)))
     return problems

@@ -183,7 +183,8 @@ class Backend(Operator):
     @classmethod
     def placement(cls, options: dict[str, Any], num_gpus: float) -> tuple[dict[str, Any], float]:
         """The options and the GPUs of one actor, from the role's: a backend that splits a model over several GPUs
-        says how many it takes. Raises ValueError, saying what to change, where the two disagree."""
+        says how many it takes. Raises TypeError for an option it cannot read, and ValueError where the options and
+        the GPUs disagree, each saying what to change."""
         return options, num_gpus
 
     @classmethod

@@ -217,7 +217,10 @@ class ServedEngine(OpenAIChat):
     @classmethod
     def placement(cls, options: dict[str, Any], num_gpus: float) -> tuple[dict[str, Any], float]:
         """Tensor parallelism sets the GPUs an actor asks for; a fractional GPU share bounds the engine's memory."""
-        parallel = int(options.get("tensor_parallel_size", 1))
+        parallel = options.get("tensor_parallel_size", 1)
+        if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
+            raise TypeError(f"tensor_parallel_size is the GPUs each engine splits the model over: a whole number, "
+                            f"1 or more, not {parallel!r}")
         if parallel > 1 and num_gpus not in (0, parallel):
             raise ValueError(f"tensor_parallel_size {parallel} runs each engine on {parallel} GPUs, but num_gpus is "
                              f"{num_gpus:g}: set num_gpus to {parallel}, or leave it out")

@@ -111,6 +111,9 @@ def test_tensor_parallelism_sets_the_gpus_and_a_gpu_share_the_engine_memory() ->
     assert Vllm.placement({}, 1) == ({}, 1)
     with pytest.raises(ValueError, match="set num_gpus to 4"):
         Vllm.placement({"tensor_parallel_size": 4}, 1)
+    for unreadable in ("two", 0, 1.5, True):
+        with pytest.raises(TypeError, match="a whole number, 1 or more"):
+            Vllm.placement({"tensor_parallel_size": unreadable}, 0)
 
 
 def test_engine_options_are_spelt_as_the_engine_reads_them() -> None:
