@@ -17,19 +17,24 @@ from PIL import Image
 from seir.engine.export import ExportOptions, export
 from seir.engine.query import format_lineage, lineage
 from seir.engine.records import TURN_DIMENSIONS
+from seir.engine.run import Runner
+from seir.engine.spec import load_job
 from tests.engine.conftest import FinishedRun, job_dict, run_job, write_job
 from tests.engine.run.test_image_seeds import VLM, save_photo, shown
+from tests.engine.run.test_incremental import _forecast_holds
 
 pytestmark = pytest.mark.slow
 BYTES = "__bytes_xxh3_128__"
 
 
 def edit_job(**seir: object) -> dict:
-    """Two turns, two refinement rounds that always run (a gate of 5), every turn accepted; the judge alone scores
-    the turn dimensions (no dialogue-level ones, so a changed picture changes only image-stage calls)."""
+    """Two turns, two refinement rounds that always run (a gate of 5), every turn accepted; the judge scores the turn
+    dimensions, source-similarity too on image content (no dialogue-level ones, so a changed picture changes only
+    image-stage calls)."""
+    weights = {d: {"judge": 1.0} for d in TURN_DIMENSIONS} | {"image_content": {"judge": 0.5,
+                                                                               "source-similarity": 0.5}}
     job = job_dict("edits", seir={"turns": 2, "rounds": 2, "gate_default": 5.0, **seir},
-                   scoring={"weights": {d: {"judge": 1.0} for d in TURN_DIMENSIONS},
-                            "thresholds": dict.fromkeys(TURN_DIMENSIONS, 0.0)})
+                   scoring={"weights": weights, "thresholds": dict.fromkeys(TURN_DIMENSIONS, 0.0)})
     for role in ("embed", "clip"):
         job["roles"].pop(role)
     job["roles"]["vlm"] = VLM
@@ -117,10 +122,27 @@ def test_the_judge_of_an_edit_sees_the_source_then_the_result(edits) -> None:
     assert judged
 
 
+def test_source_similarity_scores_the_edits_and_only_them(edits) -> None:
+    run, _ = edits
+    scored = run.sql("""SELECT dr.source_key IS NOT NULL, count(s.value), min(s.value), max(s.value)
+                        FROM drafts dr LEFT JOIN scores s ON s.draft_key = dr.draft_key
+                                                          AND s.scorer = 'source-similarity'
+                        WHERE dr.stage = 'image' AND dr.image_key IS NOT NULL GROUP BY ALL ORDER BY 1""")
+    assert len(scored) == 2
+    (_, from_text, _, _), (_, edits_scored, low, high) = scored
+    assert from_text == 0 and edits_scored > 0 and 0.0 <= low <= high <= 5.0
+
+
 def test_lineage_and_exports_keep_the_source(edits, tmp_path: Path) -> None:
     run, keys = edits
     text = format_lineage(lineage(run.out, "cat"))
     assert f"edited from images/{keys['chelsea'][:2]}/{keys['chelsea']}.png (a picture the user showed)" in text
+    # The dialogue's messages hold the user's photograph, then the edit made from it.
+    [(messages, edit)] = run.sql("""SELECT d.messages, t.image_key FROM dialogues d JOIN turns t USING (dialogue_key)
+                                    WHERE d.dialogue_id = 'cat' AND t.turn_index = 0""")
+    pictures = [part["image"] for message in json.loads(messages)[:2] for part in message["content"]
+                if part["type"] == "image"]
+    assert pictures == [f"images/{key[:2]}/{key}.png" for key in (keys["chelsea"], edit)]
     # Every scored pair of drafts, however close (which pairs a margin keeps depends on what the noise scored).
     export(run.out, tmp_path / "dpo", ExportOptions("trl-dpo", version=1, min_margin=0.0), stream=io.StringIO())
     from datasets import load_from_disk
@@ -144,8 +166,14 @@ def test_refresh_after_changing_only_seir_edit_recomputes_only_image_stage_calls
     never = run.job.with_name("edits-never.yaml")
     never.write_text(yaml.safe_dump(job, sort_keys=False))
     shutil.copytree(run.out, tmp_path / "out")  # the other tests read the first run's output as it was
-    again = run_job(never, tmp_path / "out")
+    stream = io.StringIO()
+    runner = Runner(load_job(never), tmp_path / "out", stream=stream)
+    runner.run(show_plan=True)
+    again = FinishedRun(tmp_path / "out", {}, stream.getvalue(), never)
     [(run_id,)] = again.sql("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
+    # The plan said so before the run: the question and answer stages come from the cache.
+    assert "question, answer stages: every call" in again.log
+    _forecast_holds(runner, again.out, run_id)
     # Conditioning is off: no render of this run starts from a picture.
     assert all("source" not in d["request"] for d in image_drafts(again, run_id))
     computed = again.sql("""SELECT DISTINCT dr.stage FROM model_calls c
