@@ -78,13 +78,20 @@ def memory(small: int, large: int) -> None:
     print(f"(the {large} pictures take {size:.0f} MiB on disk)")
 
 
-def dialogues_per_minute(job: Path, limit: int | None) -> tuple[float, int, float]:
+def dialogues_per_minute(job: Path, limit: int | None = None, **seir: object) -> tuple[float, int, float]:
+    """A run of ``job`` into a fresh output (its first ``limit`` seeds; ``seir`` and ``roles`` settings replaced):
+    dialogues per minute over the shard phase, dialogues made, and that phase's seconds."""
     from seir.engine.run import Runner
     from seir.engine.spec import load_job
 
     spec = load_job(job)
     if limit is not None:
         spec = spec.model_copy(update={"seeds": spec.seeds.model_copy(update={"limit": limit})})
+    roles = seir.pop("roles", {})
+    assert isinstance(roles, dict)
+    spec = spec.model_copy(update={"seir": spec.seir.model_copy(update=seir),
+                                   "roles": {**spec.roles, **{name: spec.roles[name].model_copy(update=changes)
+                                                              for name, changes in roles.items()}}})
     with tempfile.TemporaryDirectory(prefix="seir-bench-") as folder:
         summary = Runner(spec, Path(folder), stream=io.StringIO()).run()
     made = summary["accepted"] + summary["rejected"]

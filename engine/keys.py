@@ -16,13 +16,16 @@ from typing import Any
 
 import xxhash
 
+from seir.operators.base import LATER_FIELD
+
 _WHITESPACE = re.compile(r"\s+")
 BYTES_REFERENCE = "__bytes_xxh3_128__"  # how canonical JSON names bytes (an image): by their content key
 
 
 def _to_plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
+                if not (f.metadata.get(LATER_FIELD) and getattr(value, f.name) == f.default)}
     if hasattr(value, "model_dump"):  # pydantic models
         return value.model_dump(mode="json")
     if isinstance(value, enum.Enum):

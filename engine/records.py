@@ -175,6 +175,10 @@ class Draft:
     call_keys: list[str] = field(default_factory=list)
     candidate: int = 0  # which of the round's best-of-N samples (seir.candidates)
     round_best: bool = False  # the round's choice among its candidates: what the next round refines
+    # Answer stage: the picture the caption named to start from (1-based among those the user shows with the
+    # question; prompts.NEW_PICTURE for none; None when it named none). Not stored: the render records the choice.
+    start_from: int | None = None
+    source_key: str | None = None  # image stage: the user's picture the render started from (an edit)
 
     def combined(self) -> dict[str, float]:
         return {s.dimension: s.value for s in self.scores if s.scorer == "combined"}
@@ -209,6 +213,7 @@ class Turn:
     caption: str
     image_key: str | None
     scores: dict[str, float]  # combined score per dimension, from the kept draft of the stage that judged it
+    source_key: str | None = None  # the user's picture ``image_key`` was edited from; None when made from text
 
 
 @dataclass

@@ -8,7 +8,17 @@ operator does.
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import Any, ClassVar, TypeVar
+
+# Metadata of a record field added after records were first keyed: ``seir.engine.keys`` leaves it out at its
+# default, so every record that does not use it keeps the key it had.
+LATER_FIELD = "seir_later_field"
+
+
+def later_field(default: Any) -> Any:
+    """A dataclass field, with ``default``, added after records of its class were first keyed."""
+    return field(default=default, metadata={LATER_FIELD: True})
 
 
 class Operator:
@@ -17,7 +27,8 @@ class Operator:
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""  # registry namespace: "backend", "scorer", "dedup"
     # The model roles it cannot work without, each with the backend capabilities it uses on that role ("chat",
-    # "score", "embed", "similarity", "render"; "vision" for chat requests that carry images).
+    # "score", "embed", "similarity", "render"; "vision" for chat requests that carry images, "edit" for renders that
+    # start from a source picture).
     roles: ClassVar[dict[str, tuple[str, ...]]] = {}
     optional_roles: ClassVar[dict[str, tuple[str, ...]]] = {}  # used when the job has them
     reads: ClassVar[tuple[str, ...]] = ()  # the inputs it is given (each kind's engine names the ones it has)

@@ -32,7 +32,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     command.add_argument("dir", type=Path, help="folder of pictures (searched recursively)")
     command.add_argument("--out", type=Path, required=True, help="the seed file to write (JSONL)")
     command.add_argument("--texts", type=Path, default=None,
-                         help="topics or captions, one per line or a JSON list: seed N gets text N (cycled)")
+                         help="topics or captions, one per line or a JSON list: seed N gets text N (cycled); with "
+                              "--edit, the change each seed asks of its picture")
+    command.add_argument("--edit", action="store_true",
+                         help="each seed asks for an edit of its (first) picture; the job's image role then needs an "
+                              "edit backend, e.g. diffusers-image-to-image")
     command.add_argument("--group-by", choices=("pixels", "clip", "none"), default="pixels",
                          help="how related pictures are found (default: pixels, which needs no model)")
     command.add_argument("--model", default="openai/clip-vit-base-patch32",
@@ -60,7 +64,7 @@ def _from_images(args: argparse.Namespace) -> int:
     grouping = group_images(paths, embed, similarity, args.max_images)
     for path, reason in grouping.skipped:
         print(f"seir: skipped {path}: {reason}", file=sys.stderr)
-    lines = seed_lines(grouping.groups, args.out, texts)
+    lines = seed_lines(grouping.groups, args.out, texts, args.edit)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     grouped = sum(len(group) for group in grouping.groups)

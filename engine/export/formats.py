@@ -40,7 +40,7 @@ TEXT_PAIRS = Features({"prompt": MESSAGES, "chosen": MESSAGES, "rejected": MESSA
                        "chosen_caption": Value("string"), "rejected_caption": Value("string"), **PAIR_FIELDS})
 IMAGE_PAIRS = Features({"prompt": MESSAGES, "images": IMAGES, "answer": Value("string"), "caption": Value("string"),
                         "chosen_image": Image(), "rejected_image": Image(), "chosen_caption": Value("string"),
-                        "rejected_caption": Value("string"), **PAIR_FIELDS})
+                        "rejected_caption": Value("string"), "source_image": Image(), **PAIR_FIELDS})
 
 IMAGE_TOKEN = "<image>"  # LLaVA's and LLaMA-Factory's placeholder in message text
 JSON_ROLES = {"user": "human", "assistant": "gpt", "system": "system"}  # ShareGPT's and LLaVA's "from" tags
@@ -89,7 +89,8 @@ def image_pair(pair: PairRow) -> dict[str, Any]:
     return {"prompt": pair.prompt.messages, "images": [image_cell(i) for i in pair.prompt.images],
             "answer": pair.answer, "caption": pair.caption, "chosen_image": image_cell(pair.chosen.image),
             "rejected_image": image_cell(pair.rejected.image), "chosen_caption": pair.chosen.text,
-            "rejected_caption": pair.rejected.text, **_pair_fields(pair)}
+            "rejected_caption": pair.rejected.text,
+            "source_image": image_cell(pair.source) if pair.source else None, **_pair_fields(pair)}
 
 
 # -- JSON formats (image files copied beside them) ------------------------------------------------------------------

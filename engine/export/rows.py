@@ -93,6 +93,7 @@ class PairRow:
     pairwise: float | None = None  # the judge's preference for chosen over rejected (0-1), where judged pairwise
     caption: str | None = None  # image stage: the caption the answer stage kept (the context both images had)
     answer: str | None = None  # image stage: the turn's answer
+    source: ImageRef | None = None  # image stage: the user's picture both images were edited from, if any
 
 
 class OutputImages:
@@ -227,7 +228,7 @@ def _pair_tables_sql() -> str:
     return f"""
     CREATE OR REPLACE TEMP TABLE export_drafts AS
         SELECT o.n, dr.draft_key, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate, dr.round_best,
-               dr.text, dr.caption, dr.image_key, dr.best, dr.critique, avg(s.value) AS score,
+               dr.text, dr.caption, dr.image_key, dr.source_key, dr.best, dr.critique, avg(s.value) AS score,
                list({{'dimension': s.dimension, 'value': s.value}} ORDER BY s.dimension) AS scores
         FROM export_order o JOIN drafts dr USING (dialogue_key)
         JOIN scores s ON s.draft_key = dr.draft_key AND s.scorer = 'combined' AND s.run_id = dr.run_id
@@ -360,6 +361,9 @@ def _pair(row: dict[str, Any], stored_messages: str, images: OutputImages, defau
         answer = next((m for m in messages[turn_start:turn_end] if m["role"] == "assistant"), {"content": []})
         pair.answer = " ".join(p.get("text") or "" for p in answer["content"] if p.get("type") == "text")
         pair.caption = row["kept_caption"]
+        # Every round of a turn's image stage starts from the same picture, so both sides share the source.
+        source = row["chosen"]["source_key"]
+        pair.source = images.by_key(source, where) if source else None
     return pair
 
 

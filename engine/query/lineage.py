@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from seir.engine.query.sql import QueryRefused
-from seir.engine.store import open_read_only
+from seir.engine.store import ImageStore, open_read_only
 
 
 def lineage(out_dir: Path, dialogue: str) -> dict[str, Any]:
     """The lineage of a dialogue named by id or key (the newest dialogue with that id when there are several)."""
     con = open_read_only(out_dir)
     try:
-        return _lineage(con, dialogue)
+        return _lineage(con, dialogue, ImageStore(out_dir).relative_path)
     finally:
         con.close()
 
@@ -32,7 +33,7 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[d
     return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
 
 
-def _lineage(con: duckdb.DuckDBPyConnection, dialogue: str) -> dict[str, Any]:
+def _lineage(con: duckdb.DuckDBPyConnection, dialogue: str, image_path: Callable[[str], str]) -> dict[str, Any]:
     found = _rows(con, """SELECT d.*, s.seed_id, s.source, s.text AS seed_text, s.topic, s.template
                           FROM dialogues d LEFT JOIN seeds s USING (seed_key)
                           WHERE d.dialogue_id = ? OR d.dialogue_key = ? ORDER BY d.created_at DESC LIMIT 1""",
@@ -47,7 +48,7 @@ def _lineage(con: duckdb.DuckDBPyConnection, dialogue: str) -> dict[str, Any]:
     d = found[0]
     key = d["dialogue_key"]
     drafts = _rows(con, """SELECT draft_key, turn_index, stage, round, candidate, round_best, ok, passed, best, text,
-                                  caption, image_key, reason, critique, call_keys, run_id FROM drafts
+                                  caption, image_key, source_key, reason, critique, call_keys, run_id FROM drafts
                            WHERE dialogue_key = ?
                            ORDER BY turn_index, CASE stage WHEN 'question' THEN 0 WHEN 'answer' THEN 1 ELSE 2 END,
                                     round, candidate""", [key])
@@ -70,6 +71,8 @@ def _lineage(con: duckdb.DuckDBPyConnection, dialogue: str) -> dict[str, Any]:
         draft["scores"] = [s for s in scores if s["draft_key"] == draft["draft_key"]]
         draft["calls"] = [c for k in draft.pop("call_keys") or [] for c in by_call.get(k, [])[:1]]
         draft["image"] = images.get(draft["image_key"])
+        source = draft.pop("source_key")  # one of the seed's pictures: stored, but not in the images table
+        draft["edited_from"] = image_path(source) if source else None
     return {
         "dialogue_id": d["dialogue_id"], "dialogue_key": key, "generated_by": d["run_id"],
         "generation_key": d["generation_key"], "failure": d["failure"],
@@ -145,6 +148,8 @@ def format_lineage(tree: dict[str, Any]) -> str:
         if draft["image"]:
             image = draft["image"]
             lines.append(f"   │    image {image['path']} {image['width']}x{image['height']}")
+        if draft["edited_from"]:
+            lines.append(f"   │    edited from {draft['edited_from']} (a picture the user showed)")
         for call in draft["calls"]:
             how = "cached" if call["cached"] else f"{call['latency_ms']:.0f} ms batch"
             error = f" error: {call['error']}" if call["error"] else ""

@@ -24,7 +24,9 @@ from seir.engine.spec import JobSpec, RoleSpec
 from seir.operators.registry import lookup
 
 WRITERS = {"llm", "vlm", "image"}  # roles that write drafts; the others score them
-_RENDER_SETTINGS = frozenset({"image_width", "image_height", "image_steps", "guidance_scale"})  # read by renders only
+# Read by renders only (whether and how much a render edits the user's picture too: the caption asks which picture
+# to start from whatever seir.edit says).
+_RENDER_SETTINGS = frozenset({"image_width", "image_height", "image_steps", "guidance_scale", "edit", "edit_strength"})
 _STAGE_OF = {dimension: stage for stage, dims in STAGE_DIMENSIONS.items() for dimension in dims}
 
 

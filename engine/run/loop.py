@@ -8,6 +8,10 @@ refinement shrinks the active set. Each turn runs three stages (InterSyn's SEIR)
 3. image: the ``image`` role renders the caption; the judge sees the current image and caption, critiques and
    scores them; the caption is rewritten and the image rendered again. Every image, the last one too, is scored.
 
+In a turn where the user shows pictures, the render is an edit (``seir.edit``): it starts from the picture the
+caption's last line names (the turn's first when it names none), every round of the stage starts from that same
+picture so rounds do not drift, and the judge sees that picture, then the result.
+
 Pictures a seed brings are shown where the user brings them: the writer sees them in every question, answer and
 caption request (of their turn, and in the history of later ones) and the judge in every critique and score. A
 dialogue whose seed brings pictures is written by the ``vlm`` role when the job has one, else by ``llm`` (which the
@@ -42,6 +46,7 @@ from seir.operators.context import DoesNotFit, Trim, Window
 from seir.operators.scoring.pairwise import preference
 from seir.operators.scoring.rubrics import DialogueView, TurnView, critique_finds_nothing, suggested_caption
 from seir.operators.seir.prompts import (
+    NEW_PICTURE,
     History,
     Revision,
     UnusableOutput,
@@ -49,6 +54,7 @@ from seir.operators.seir.prompts import (
     caption_messages,
     clean_reply,
     question_messages,
+    start_from,
 )
 
 RETRY_TEMPERATURE = 0.7  # a failed draft retried greedily would fail the same way
@@ -72,15 +78,23 @@ class _Working:
         index = len(self.turns)
         return self.shown[index] if index < len(self.shown) else ()
 
+    def shown_keys_now(self) -> tuple[str, ...]:
+        """The image keys of ``shown_now``, in the same order."""
+        return self.task.seed.images_of_turn(len(self.turns))
+
+    def shown_picture(self, key: str | None) -> bytes | None:
+        """The bytes of a picture the user shows with the current turn's question, by key."""
+        return dict(zip(self.shown_keys_now(), self.shown_now(), strict=True)).get(key or "")
+
     def history(self) -> History:
         return History(tuple((t.question, t.answer) for t in self.turns), tuple(self.shown[: len(self.turns)]))
 
     def view(self, question: str, answer: str | None = None, caption: str | None = None,
-             image: bytes | None = None) -> TurnView:
+             image: bytes | None = None, source: bytes | None = None) -> TurnView:
         earlier = [list(images) for images in self.shown[: len(self.turns)]]
         return TurnView(question=question, answer=answer, caption=caption, image=image,
                         history=[(t.question, t.answer) for t in self.turns], shown=list(self.shown_now()),
-                        history_shown=earlier)
+                        history_shown=earlier, source=source)
 
 
 @dataclass
@@ -244,8 +258,8 @@ class SeirLoop:
         ]
         captions = await self._chat(caption_prompts, [w for w, _, _, _ in writing], [d for _, d, _, _ in writing],
                                     [p for _, _, _, p in writing], "caption", ledger)
-        for (_, draft, _, _), reply in zip(writing, captions, strict=True):
-            _take_text(draft, reply, "caption", into="caption")
+        for (w, draft, _, _), reply in zip(writing, captions, strict=True):
+            draft.start_from = _take_caption(draft, reply, len(w.shown_now()), into="caption")
 
     async def _write_images(self, group: list[_Working], drafts: list[Draft], previous: list[Draft | None],
                             ledger: Ledger) -> None:
@@ -268,14 +282,19 @@ class SeirLoop:
             replies = await self._chat(prompts, [group[i] for i in rewrite], [drafts[i] for i in rewrite],
                                        [previous[i] for i in rewrite], "caption", ledger)
             for i, reply in zip(rewrite, replies, strict=True):
-                if _take_text(drafts[i], reply, "caption"):
+                # A rewrite keeps the turn's source: a picture named again here would let rounds drift.
+                _take_caption(drafts[i], reply, len(group[i].shown_now()))
+                if drafts[i].ok:
                     captions[i] = drafts[i].text
         seir = self.spec.seir
         rendering = [i for i, caption in enumerate(captions) if caption]
+        for i in rendering:
+            drafts[i].source_key = self._edit_source(group[i])
         requests = [
             RenderRequest(prompt=captions[i] or "", seed=_seed(self.spec, group[i], drafts[i], "render"),
                           width=seir.image_width, height=seir.image_height, steps=seir.image_steps,
-                          guidance_scale=seir.guidance_scale)
+                          guidance_scale=seir.guidance_scale, source=group[i].shown_picture(drafts[i].source_key),
+                          strength=seir.edit_strength if drafts[i].source_key else None)
             for i in rendering
         ]
         images = await self.image.render(requests, ledger)
@@ -291,12 +310,24 @@ class SeirLoop:
         for draft in drafts:
             draft.caption = draft.text
 
+    def _edit_source(self, w: _Working) -> str | None:
+        """The key of the picture this turn's render starts from (``seir.edit``), None to render from the caption:
+        the picture the kept answer's caption named among those the user shows with the question, the first of them
+        when it named none (or, under "always", when it asked for a new picture)."""
+        keys = w.shown_keys_now()
+        if self.spec.seir.edit == "never" or not keys:
+            return None
+        chosen = w.kept[Stage.ANSWER].start_from
+        if chosen == NEW_PICTURE and self.spec.seir.edit == "auto":
+            return None
+        return keys[(chosen or 1) - 1]
+
     def _caption_prompt(self, w: _Working, question: str, answer: str, revision: Revision | None) -> _Prompt:
         """A caption request shows every picture the user has brought so far: those of earlier turns are history
         (left out first, oldest first, when the window needs it), those of this turn are not."""
         def build(history: History) -> list[dict]:
             return caption_messages(question, answer, self.spec.seir.caption_words, revision,
-                                    [*history.pictures(), *w.shown_now()])
+                                    [*history.pictures(), *w.shown_now()], w.shown_now())
 
         return _Prompt.over(w.history(), build)
 
@@ -343,7 +374,7 @@ class SeirLoop:
         # Each dimension comes from the kept draft of the stage that judged it.
         scores = {dim: value for draft in (question, answer, image) for dim, value in draft.combined().items()}
         return Turn(index=turn_index, question=question.text or "", answer=answer.text or "",
-                    caption=image.text or "", image_key=image.image_key, scores=scores)
+                    caption=image.text or "", image_key=image.image_key, scores=scores, source_key=image.source_key)
 
     def _finish_dialogue(self, w: _Working, judgement: DialogueJudgement | None) -> Dialogue:
         return Dialogue(dialogue_id=w.task.dialogue_id, dialogue_key=w.task.dialogue_key, seed=w.task.seed,
@@ -376,13 +407,24 @@ def _view(stage: Stage, working: _Working, draft: Draft) -> TurnView:
     if stage is Stage.ANSWER:
         return working.view(question, draft.text, draft.caption)
     answer = working.kept[Stage.ANSWER].text or ""
-    return working.view(question, answer, draft.text, working.images.get(draft.image_key or ""))
+    return working.view(question, answer, draft.text, working.images.get(draft.image_key or ""),
+                        working.shown_picture(draft.source_key))
 
 
 def _revision(draft: Draft | None, text: str | None = None) -> Revision | None:
     if draft is None or not draft.ok:
         return None
     return Revision(draft=text if text is not None else draft.text or "", critique=draft.critique)
+
+
+def _take_caption(draft: Draft, reply: str | CallFailure, shown: int, into: str = "text") -> int | None:
+    """``_take_text`` for a caption: in a turn where the user shows ``shown`` pictures its last line may name the one
+    to start from, which is cut from the caption and returned (``start_from``)."""
+    chosen = None
+    if isinstance(reply, str) and shown:
+        reply, chosen = start_from(reply, shown)
+    _take_text(draft, reply, "caption", into)
+    return chosen
 
 
 def _take_text(draft: Draft, reply: str | CallFailure, what: str, into: str = "text") -> bool:

@@ -337,7 +337,8 @@ class Runner:
             views = [TurnView(question=row.question, answer=row.answer if stage is not Stage.QUESTION else None,
                               caption=row.caption if stage is not Stage.QUESTION else None,
                               image=self.images.get(row.image_key) if row.image_key else None,
-                              history=row.history, **self._shown(row.turn_images, row.turn_index)) for row in rows]
+                              history=row.history, **self._shown(row.turn_images, row.turn_index),
+                              source=self.images.get(row.source_key) if row.source_key else None) for row in rows]
             for row, verdict in zip(rows, await scorer.verdicts(stage, views, ledger), strict=True):
                 if verdict.failure:
                     raise SeirError(f"rescoring {row.dialogue_key} failed: {verdict.failure}. Run the same command "

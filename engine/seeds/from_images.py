@@ -127,12 +127,22 @@ def group_images(paths: Sequence[Path], embed: Callable[[Sequence[object]], np.n
     return Grouping(sorted(groups.values()), skipped)
 
 
-def seed_lines(groups: Sequence[Sequence[Path]], out: Path, texts: Sequence[str] = ()) -> list[dict[str, object]]:
+DEFAULT_EDIT = "keep its subject and layout, and make it a watercolour painting"
+
+
+def seed_lines(groups: Sequence[Sequence[Path]], out: Path, texts: Sequence[str] = (),
+               edit: bool = False) -> list[dict[str, object]]:
     """One seed per group: its pictures by path relative to the seed file, and a text (``texts`` in turn, cycled,
-    or a request to look and draw)."""
+    or a request to look and draw). With ``edit`` the text asks for an edit of the (first) picture, and ``texts``
+    say what to change in it ("make it night", "as a pencil sketch")."""
     lines = []
     for number, group in enumerate(groups):
-        if texts:
+        if edit:
+            change = texts[number % len(texts)] if texts else DEFAULT_EDIT
+            which = "this picture" if len(group) == 1 else f"these {len(group)} pictures"
+            target = "it" if len(group) == 1 else "the first"
+            text = f"What is in {which}? Then edit {target}: {change.rstrip('.')}."
+        elif texts:
             text = texts[number % len(texts)]
         elif len(group) == 1:
             text = "What is in this picture? Describe it, then draw a new picture inspired by it."

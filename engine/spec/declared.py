@@ -7,8 +7,10 @@ the job lacks, a backend without a capability it uses, a scorer weighted on a di
 the engine does not give is a problem naming the key and the fix. ``load_job`` reports them with file and line.
 
 Seeds that bring pictures need a writer that sees them: a ``vlm`` role, or an ``llm`` role whose backend offers
-``vision``. Whether they do is read from the seed files at load (a line naming images), so a job that would send
-pictures to a text-only writer is refused before Ray starts.
+``vision``; and, unless ``seir.edit`` is ``never``, an ``image`` role whose backend offers ``edit``, since their
+turns' pictures start from the user's. Whether they do is read from the seed files at load (a line naming images),
+so a job that would send pictures to a text-only writer, or ask edits of a text-to-image role, is refused before Ray
+starts.
 """
 
 from __future__ import annotations
@@ -57,7 +59,19 @@ def role_needs(spec: JobSpec) -> dict[str, frozenset[str]]:
 def check_job(spec: JobSpec) -> list[Problem]:
     backends, problems = _backends(spec)
     return (problems + _scorer_problems(spec, backends) + _dedup_problems(spec, backends)
-            + _vlm_problems(spec, backends) + _candidate_problems(spec, backends) + _placement_problems(spec, backends))
+            + _vlm_problems(spec, backends) + _candidate_problems(spec, backends) + _placement_problems(spec, backends)
+            + (_edit_problems(spec, backends, "seir.edit is always") if spec.seir.edit == "always" else []))
+
+
+def _edit_problems(spec: JobSpec, backends: dict[str, type[Backend]], why: str) -> list[Problem]:
+    """Edits asked of an image role whose backend cannot start from a picture."""
+    backend = backends.get("image")
+    if backend is None or "edit" in backend.capabilities:
+        return []
+    return [(("roles", "image", "backend"),
+             f"{why}, so the image role must edit the user's pictures, but backend {spec.roles['image'].backend!r} "
+             "renders from text only: serve it with an edit backend (diffusers-image-to-image, openai-image-edit), "
+             "or set seir.edit: never to render every picture from its caption")]
 
 
 def _placement_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[Problem]:
@@ -101,21 +115,27 @@ def _vlm_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[Pro
              "transformers-vision-chat)")]
 
 
-def blind_writer_problems(spec: JobSpec) -> list[Problem]:
-    """A problem when a seed file brings pictures and no writer can see them (the spec's paths resolved)."""
-    if VISION_WRITER in spec.roles:
-        return []
+def seed_picture_problems(spec: JobSpec) -> list[Problem]:
+    """Problems when a seed file brings pictures (the spec's paths resolved): no writer can see them, or the job
+    edits them (``seir.edit: auto``) with an image role that cannot."""
     backends, _ = _backends(spec)
-    writer = backends.get("llm")
-    if writer is None or "vision" in writer.capabilities:
+    writer = None if VISION_WRITER in spec.roles else backends.get("llm")
+    blind = writer is not None and "vision" not in writer.capabilities
+    edits = _edit_problems(spec, backends, "") if spec.seir.edit == "auto" else []
+    if not blind and not edits:
         return []
     for index, file in enumerate(spec.seeds.files):
         line = first_line_with_images(spec.seeds, file)
-        if line is not None:
-            return [(("seeds", "files", index),
-                     f"{file}:{line} brings images, but the writer cannot see them: roles.llm's backend "
-                     f"{spec.roles['llm'].backend!r} takes no image parts. Add a `{VISION_WRITER}` role served by a "
-                     "vision backend (e.g. backend: transformers-vision-chat), or serve llm with one")]
+        if line is None:
+            continue
+        problems = _edit_problems(spec, backends, f"{file}:{line} brings images and seir.edit is auto") if edits else []
+        if blind:
+            problems.append((("seeds", "files", index),
+                             f"{file}:{line} brings images, but the writer cannot see them: roles.llm's backend "
+                             f"{spec.roles['llm'].backend!r} takes no image parts. Add a `{VISION_WRITER}` role "
+                             "served by a vision backend (e.g. backend: transformers-vision-chat), or serve llm with "
+                             "one"))
+        return problems
     return []
 
 

@@ -139,6 +139,11 @@ class SeirSpec(_Strict):
     image_height: int = Field(512, ge=8)
     image_steps: int = Field(30, ge=1)
     guidance_scale: float = Field(7.5, ge=0)
+    # Edits of the user's pictures, in turns where the user shows some: "auto" starts the render from the picture
+    # the writer's caption names (the first shown when it names none), unless it asks for a new picture; "always"
+    # starts from a picture even then; "never" renders from the caption alone. Seeds without pictures never edit.
+    edit: Literal["auto", "always", "never"] = "auto"
+    edit_strength: float = Field(0.6, gt=0, le=1)  # how far an edit may move from its source (1: only layout kept)
 
     # Best-of-N: drafts sampled per round of a stage, one number for every stage or per stage ({answer: 4}). All
     # are judged in the same batches; the best is critiqued and refined.
@@ -168,8 +173,9 @@ class SeirSpec(_Strict):
         dumped = handler(self)
         if all(self.candidates_for(stage) == 1 for stage in Stage):
             dumped.pop("candidates", None)
-        if self.pairwise == "off":
-            dumped.pop("pairwise", None)
+        for name in ("pairwise", "edit", "edit_strength"):
+            if dumped.get(name) == type(self).model_fields[name].default:
+                dumped.pop(name)
         return dumped
 
     def gate_for(self, dimension: str) -> float:

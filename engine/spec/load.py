@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from seir.engine.spec.declared import blind_writer_problems, check_job
+from seir.engine.spec.declared import check_job, seed_picture_problems
 from seir.engine.spec.job import JobSpec, JobSpecError
 
 
@@ -43,7 +43,7 @@ def load_job(path: str | Path) -> JobSpec:
         raise JobSpecError("\n".join(_located(path, node, list(loc), message) for loc, message in problems))
     spec = _resolve_paths(spec, path.parent)
     _refuse_reads_outside_roots(spec, path, node)
-    problems = blind_writer_problems(spec)
+    problems = seed_picture_problems(spec)
     if problems:
         raise JobSpecError("\n".join(_located(path, node, list(loc), message) for loc, message in problems))
     return spec

@@ -28,6 +28,7 @@ class KeptDraft:
     image_key: str | None
     history: list[tuple[str, str]]
     turn_images: list[list[str]]  # the keys of the pictures the user brought in each turn (the seed's)
+    source_key: str | None = None  # image stage: the user's picture the image was edited from
 
 
 class Decisions(CallRecords):
@@ -50,13 +51,15 @@ class Decisions(CallRecords):
                       coalesce((SELECT list([t.question, t.answer] ORDER BY t.turn_index) FROM turns t
                                 WHERE t.dialogue_key = k.dialogue_key AND t.turn_index < k.turn_index), []),
                       coalesce((SELECT any_value(s.turn_images) FROM dialogues d JOIN seeds s USING (seed_key)
-                                WHERE d.dialogue_key = k.dialogue_key), [])
+                                WHERE d.dialogue_key = k.dialogue_key), []),
+                      k.source_key
                FROM kept k
                JOIN kept q ON q.dialogue_key = k.dialogue_key AND q.turn_index = k.turn_index AND q.stage = 'question'
                JOIN kept a ON a.dialogue_key = k.dialogue_key AND a.turn_index = k.turn_index AND a.stage = 'answer'
                JOIN turns t ON t.dialogue_key = k.dialogue_key AND t.turn_index = k.turn_index
                ORDER BY k.dialogue_key, k.turn_index, k.stage""", [list(dialogue_keys)]).fetchall()
-        return [KeptDraft(*row[:8], history=[(q, a) for q, a in row[8]], turn_images=row[9]) for row in rows]
+        return [KeptDraft(*row[:8], history=[(q, a) for q, a in row[8]], turn_images=row[9], source_key=row[10])
+                for row in rows]
 
     def commit_rescore(self, run_id: str, draft_scores: Sequence[tuple[str, str, Sequence[Score]]],
                        turn_scores: Mapping[tuple[str, int], Mapping[str, float]], ledger: Ledger,

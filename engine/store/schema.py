@@ -218,8 +218,16 @@ CREATE TABLE IF NOT EXISTS comparisons (dialogue_key VARCHAR, turn_index INTEGER
                                         p_tie DOUBLE, call_key VARCHAR, run_id VARCHAR);
 """
 
+# v8 -> v9: edits of the user's pictures. An image draft and a turn name the user's picture their image was edited
+# from (NULL for every picture made before: each was made from its caption alone).
+_TO_V9 = """
+ALTER TABLE drafts ADD COLUMN IF NOT EXISTS source_key VARCHAR;
+ALTER TABLE turns ADD COLUMN IF NOT EXISTS source_key VARCHAR;
+"""
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4, 4: _TO_V5, 5: _TO_V6, 6: _TO_V7, 7: _TO_V8}
+MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4, 4: _TO_V5, 5: _TO_V6, 6: _TO_V7, 7: _TO_V8,
+                              8: _TO_V9}
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 VIEWS = """
@@ -253,7 +261,7 @@ CREATE OR REPLACE VIEW dataset_latest AS
 CREATE OR REPLACE VIEW refinement_history AS
     SELECT d.dialogue_id, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate, dr.round_best, dr.ok,
            dr.passed, dr.best,
-           dr.text, dr.image_key, dr.critique, dr.reason,
+           dr.text, dr.image_key, dr.source_key, dr.critique, dr.reason,
            (SELECT map(list(s.dimension ORDER BY s.dimension), list(s.value ORDER BY s.dimension))
             FROM scores s WHERE s.draft_key = dr.draft_key AND s.scorer = 'combined'
               AND s.run_id = dr.run_id) AS scores,

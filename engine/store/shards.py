@@ -46,7 +46,7 @@ class ShardCommits(Decisions):
             "dialogue_key": [d.dialogue_key for d, _ in turns], "turn_index": [t.index for _, t in turns],
             "question": [t.question for _, t in turns], "answer": [t.answer for _, t in turns],
             "caption": [t.caption for _, t in turns], "image_key": [t.image_key for _, t in turns],
-            "run_id": [run_id] * len(turns),
+            "run_id": [run_id] * len(turns), "source_key": [t.source_key for _, t in turns],
         })
         self.insert_turn_scores(run_id, [(d.dialogue_key, t.index, t.scores) for d, t in turns])
         drafts = [draft for d in dialogues for draft in d.drafts]
@@ -59,7 +59,7 @@ class ShardCommits(Decisions):
             "critique": [x.critique for x in drafts], "passed": [x.passed for x in drafts],
             "best": [x.best for x in drafts], "call_keys": [x.call_keys for x in drafts],
             "run_id": [run_id] * len(drafts), "candidate": [x.candidate for x in drafts],
-            "round_best": [x.round_best for x in drafts],
+            "round_best": [x.round_best for x in drafts], "source_key": [x.source_key for x in drafts],
         })
         comparisons = [c for d in dialogues for c in d.comparisons]
         self._insert("comparisons", {

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import xxhash
 
-from seir.operators.base import Operator
+from seir.operators.base import Operator, later_field
 from seir.operators.context import TokenCounter
 
 SCORE_LABELS_0_TO_5 = ("0", "1", "2", "3", "4", "5")
@@ -84,6 +84,10 @@ def label_expectation(labels: Sequence[str], probabilities: Sequence[float]) -> 
 
 @dataclass
 class RenderRequest:
+    """A picture to render from ``prompt``; with ``source``, an edit: the picture starts from ``source`` (encoded
+    bytes), which ``strength`` (0-1) lets the render move away from (1: only its layout survives the noise), and
+    ``prompt`` says what the result shows. Only backends with the "edit" capability take a source."""
+
     prompt: str
     seed: int
     width: int = 512
@@ -91,6 +95,8 @@ class RenderRequest:
     steps: int = 30
     guidance_scale: float = 7.5
     negative_prompt: str = ""
+    source: bytes | None = later_field(None)
+    strength: float | None = later_field(None)
 
 
 @dataclass
@@ -143,7 +149,7 @@ class ProbeReport:
 
 
 # The batch methods a backend may serve; a capability outside them is a property of one ("vision": its chat takes
-# image parts).
+# image parts; "edit": its render takes a source picture).
 METHODS = ("chat", "score", "render", "embed", "similarity")
 
 

@@ -4,9 +4,10 @@ Requests go through the official ``openai`` client (its generic ``post``, so any
 as they are): it retries 408, 409, 429 and 5xx (honouring ``Retry-After`` up to two minutes), connection errors and
 timeouts, with exponential backoff and jitter. A reply that is not a whole JSON object (a proxy cut the body) is
 retried here; other 4xx are the request's fault and fail at once, with a hint. A batch call posts its requests
-concurrently, at most ``max_concurrency`` in flight per backend (so per Ray actor). The API key is read from the
-environment variable the job names and goes only into the Authorization header: never into ``config()`` (so never
-into content keys or provenance), logs or errors.
+concurrently, at most ``max_concurrency`` in flight per backend (so per Ray actor). A body travels as JSON, or as
+``multipart/form-data`` fields beside files (``post_form``, as OpenAI's image edits take their pictures), through the
+same retries and errors. The API key is read from the environment variable the job names and goes only into the
+Authorization header: never into ``config()`` (so never into content keys or provenance), logs or errors.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import openai
@@ -68,7 +71,12 @@ class Endpoint:
 
     def post_all(self, path: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Replies in the order of ``bodies``; the first request that fails for good fails the batch."""
-        futures = [self._pool.submit(self.post, path, body) for body in bodies]
+        return self.concurrently([partial(self.post, path, body) for body in bodies])
+
+    def concurrently(self, posts: list[Callable[[], dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The replies of ``posts`` (each a call of ``post`` or ``post_form``), in their order, at most
+        ``max_concurrency`` in flight; the first that fails for good fails them all."""
+        futures = [self._pool.submit(post) for post in posts]
         try:
             return [future.result() for future in futures]
         finally:
@@ -76,16 +84,26 @@ class Endpoint:
                 future.cancel()
 
     def post(self, path: str, body: dict[str, Any], max_retries: int | None = None) -> dict[str, Any]:
-        """``max_retries`` overrides the backend's (a probe asks once or twice, not for a minute)."""
+        """``body`` as JSON. ``max_retries`` overrides the backend's (a probe asks once or twice, not for a minute)."""
+        return self._send(path, body, None, max_retries)
+
+    def post_form(self, path: str, fields: dict[str, Any], files: dict[str, tuple[str, bytes, str]]) -> dict[str, Any]:
+        """``fields`` and ``files`` (field name -> (file name, content, content type)) as multipart/form-data."""
+        return self._send(path, fields, files, None)
+
+    def _send(self, path: str, body: dict[str, Any], files: dict[str, tuple[str, bytes, str]] | None,
+              max_retries: int | None) -> dict[str, Any]:
         url = self.base_url + path
         retries = self.max_retries if max_retries is None else max_retries
         client = self._client if max_retries is None else self._client.with_options(max_retries=retries)
+        # A multipart Content-Type (without boundary) makes the client send the body as form fields beside the files.
+        headers = {**self._headers, "Content-Type": "multipart/form-data"} if files else self._headers
         problem = ""
         for attempt in range(retries + 1):  # the client retries the rest; a cut body is retried here
             if attempt:
                 log.warning("POST %s: %s; retry %d of %d", url, problem, attempt, retries)
             try:
-                reply = client.post(path, cast_to=object, body=body, options={"headers": self._headers})
+                reply = client.post(path, cast_to=object, body=body, files=files, options={"headers": headers})
             except openai.APIStatusError as err:
                 status = err.status_code
                 if status in (408, 409, 429) or status >= 500:

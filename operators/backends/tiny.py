@@ -14,10 +14,11 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-TINY_NAMES = ("llm", "judge", "sd", "clip", "llm-wide-heads")
+TINY_NAMES = ("llm", "judge", "sd", "clip", "llm-wide-heads", "sd-instruct-edit")
 # Part of each built folder's name, raised whenever a builder changes what it builds: a machine's older builds are
 # then never taken for the new ones (2: a 4,096-token window, as real chat models have at least).
 TINY_BUILD = 2
@@ -262,16 +263,24 @@ def _build_clip(path: Path) -> None:
     CLIPProcessor(image_processor=_clip_image_processor(), tokenizer=tokenizer).save_pretrained(path)
 
 
-def _build_sd(path: Path) -> None:
-    """Stable Diffusion's layout at toy size: 64x64 images in 2 steps take well under a second on a CPU."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def _build_sd(path: Path, instruct_edit: bool = False) -> None:
+    """Stable Diffusion's layout at toy size: 64x64 images in 2 steps take well under a second on a CPU. With
+    ``instruct_edit``, InstructPix2Pix's: the UNet reads the source picture's 4 latent channels beside the noise's."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = _clip_tokenizer()
     with _seeded(4):
         text_encoder = CLIPTextModel(CLIPTextConfig(**_clip_text_config(tokenizer)))
         unet = UNet2DConditionModel(
-            sample_size=8, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
+            sample_size=8, in_channels=8 if instruct_edit else 4, block_out_channels=(32, 64), layers_per_block=1,
+            cross_attention_dim=32,
             attention_head_dim=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         )
@@ -282,7 +291,8 @@ def _build_sd(path: Path) -> None:
         )
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
-    pipeline = StableDiffusionPipeline(
+    pipeline_class = StableDiffusionInstructPix2PixPipeline if instruct_edit else StableDiffusionPipeline
+    pipeline = pipeline_class(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
@@ -290,4 +300,5 @@ def _build_sd(path: Path) -> None:
 
 
 _BUILDERS: dict[str, Callable[[Path], None]] = {"llm": _build_llm, "judge": _build_judge, "sd": _build_sd,
-                                                "clip": _build_clip, "llm-wide-heads": _build_llm_wide_heads}
+                                                "clip": _build_clip, "llm-wide-heads": _build_llm_wide_heads,
+                                                "sd-instruct-edit": partial(_build_sd, instruct_edit=True)}

@@ -25,7 +25,7 @@ class ScorerResult:
 
 
 # What a ``TurnView`` holds: the inputs a scorer may read.
-TURN_INPUTS = ("question", "answer", "caption", "image", "history")
+TURN_INPUTS = ("question", "answer", "caption", "image", "history", "source")
 
 
 class Scorer(Operator):

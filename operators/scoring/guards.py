@@ -59,10 +59,15 @@ def _guarded_turn(turn: TurnView, max_chars: int, max_pixels: int, where: str) -
 
     image, why = model_ready_image(turn.image, max_pixels) if turn.image is not None else (None, [])
     reasons += [where + r for r in why]
+    source = None
+    if turn.source is not None:
+        source, why = model_ready_image(turn.source, max_pixels)
+        reasons += [f"{where}source picture: {r}" for r in why]
     history = [(cut(q, "history question") or "", cut(a, "history answer") or "") for q, a in turn.history]
     clean = TurnView(cut(turn.question, "question") or "", cut(turn.answer, "answer"), cut(turn.caption, "caption"),
                      image, history, ready(turn.shown, "shown picture"),
-                     [ready(images, f"turn {i + 1} shown picture") for i, images in enumerate(turn.history_shown)])
+                     [ready(images, f"turn {i + 1} shown picture") for i, images in enumerate(turn.history_shown)],
+                     source=source)
     return clean, reasons
 
 

@@ -136,6 +136,21 @@ def blockiness(gray: np.ndarray, block: int = 8) -> float:
     return float((across / n_across) / max(inside / n_inside, 1e-6))
 
 
+def structural_similarity(x: np.ndarray, y: np.ndarray, window: int = 7) -> float:
+    """Mean SSIM (Wang et al. 2004) of two grey pictures of one size in 0-255, over uniform ``window`` squares:
+    1 for the same picture; near 0 for unrelated ones, whatever their colours."""
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    window = min(window, *x.shape)
+
+    def local_mean(a: np.ndarray) -> np.ndarray:
+        return np.lib.stride_tricks.sliding_window_view(a, (window, window)).mean(axis=(-2, -1))
+
+    mx, my = local_mean(x), local_mean(y)
+    vx, vy, cov = local_mean(x * x) - mx * mx, local_mean(y * y) - my * my, local_mean(x * y) - mx * my
+    ssim = (2 * mx * my + c1) * (2 * cov + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(ssim.mean())
+
+
 # --- agreement with humans ------------------------------------------------------------------------------------
 
 

@@ -218,6 +218,7 @@ class TurnView:
     shown: list[bytes] = field(default_factory=list)  # the pictures the user brings with this question
     history_shown: list[list[bytes]] = field(default_factory=list)  # the pictures the user brought in earlier turns
     trim: Trim = field(default_factory=Trim)  # how much of the history a request leaves out to fit the window
+    source: bytes | None = None  # the user's picture ``image`` was edited from; None when made from text
 
     def shown_in(self, index: int) -> list[bytes]:
         """The pictures the user brought in earlier turn ``index``."""
@@ -448,6 +449,10 @@ def _render_picture(turn: TurnView, left_out: bool = False) -> list[dict[str, An
     parts = [_text(f"Caption: {turn.caption}\n")] if turn.caption else []
     if turn.image and left_out:
         return [*parts, _text(f"Picture: {left_out_note(1)}\n")]
+    if turn.image and turn.source:  # an edit: the judge compares what it started from with what it made
+        return [*parts, _text("Picture, edited from this picture the user showed:"),
+                {"type": "image", "image": turn.source}, _text("\nThe edited result:"),
+                {"type": "image", "image": turn.image}, _text("\n")]
     if turn.image:
         return [*parts, _text("Picture:"), {"type": "image", "image": turn.image}, _text("\n")]
     return [*parts, _text("Picture: (none)\n")]

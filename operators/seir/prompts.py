@@ -118,15 +118,53 @@ def answer_messages(question: str, history: History, revision: Revision | None =
 
 
 def caption_messages(question: str, answer: str, max_words: int, revision: Revision | None = None,
-                     images: Sequence[bytes] = ()) -> list[dict]:
+                     images: Sequence[bytes] = (), starts: Sequence[bytes] = ()) -> list[dict]:
+    """``images``: every picture shown to the writer (earlier turns' first); ``starts``: those the user shows with
+    this question, the last of ``images``, which the picture may start from (``start_from`` reads the choice)."""
     task = (
         f"Question: {question}\nAnswer: {answer}\n"
         f"Describe, in at most {max_words} words, the picture that should go with this answer. Show what the answer "
         "explains and add what words cannot: layout, colour, scale, setting. Do not repeat the answer."
     )
-    if images:
+    if starts:
+        task += (" The picture must relate to the pictures the person showed (above) as the question asks. "
+                 f"{_START_FROM_TASK.format(count=len(starts))}")
+    elif images:
         task += " The picture must relate to the pictures the person showed (above) as the question asks."
     return [_text("system", _SYSTEM_ASSISTANT), _user(task + _revise(revision, "caption"), images)]
+
+
+# The caption's last line names the picture to start from, among the ones the user shows with this question.
+_START_FROM_TASK = (
+    "Then, on a last line of its own, write 'Start from: picture N' when the picture should be made from picture N "
+    "of the {count} the person shows with this question (1 is the first), as an edit or a variation of it, or "
+    "'Start from: none' when it should be a new picture."
+)
+_START_FROM_LINE = re.compile(r"^[\s>*_#-]*(?:start(?:ing)?|edit(?:ed)?|made|make it)\s+from\b[\s*_]*[:：-]?(.*)$",
+                              re.IGNORECASE | re.MULTILINE)
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1, "only": 1, "this": 1, "that": 1}
+NEW_PICTURE = 0  # a writer's choice of no source: the picture is made new, from the caption alone
+
+
+def start_from(reply: str, count: int) -> tuple[str, int | None]:
+    """The caption without its 'Start from:' line, and the picture that line names: its number (1-based) among the
+    ``count`` the user shows with the question, ``NEW_PICTURE`` for none, or None when the line is absent or names
+    no picture there (the caller's default then decides). The last such line counts; what it says is read loosely
+    ("picture 2", "#2", "the second photo", "none", "a new picture")."""
+    found = list(_START_FROM_LINE.finditer(reply))
+    if not found:
+        return reply, None
+    said = found[-1].group(1).strip().lower()
+    caption = (reply[:found[-1].start()] + reply[found[-1].end():]).strip()
+    if re.search(r"\b(?:none|new|nothing|scratch)\b", said):
+        return caption, NEW_PICTURE
+    number = re.search(r"\d+", said)
+    if number:
+        chosen = int(number.group())
+    else:
+        chosen = next((value for word, value in _ORDINALS.items() if re.search(rf"\b{word}\b", said)), 0)
+        chosen = count if chosen == -1 else chosen
+    return caption, chosen if 1 <= chosen <= count else None
 
 
 def prompt_fingerprint() -> str:
@@ -143,6 +181,7 @@ def prompt_fingerprint() -> str:
         [question_messages("opening", h, 50, None, i) for h in (History(), shown) for i in ([], [b"image"])],
         [answer_messages("question", h, None, [b"image"]) for h in (History(), shown)],
         caption_messages("question", "answer", 65, None, [b"image"]),
+        caption_messages("question", "answer", 65, None, [b"shown0", b"image"], [b"image"]),
     ]
     return xxhash.xxh3_128_hexdigest(json.dumps(rendered, sort_keys=True, default=bytes.decode).encode())
 

@@ -33,7 +33,7 @@ def job_dict(name: str = "t", topics: list[str] | None = None, **overrides: Any)
                     "sampling": {"max_new_tokens": 12, "temperature": 0.8, "top_p": 0.95}},
             "judge": {"backend": "transformers-vision-chat", "model": "tiny:judge", "num_cpus": 0.4,
                       "batch_size": 16, "sampling": {"max_new_tokens": 8}},
-            "image": {"backend": "diffusers-text-to-image", "model": "tiny:sd", "num_cpus": 0.3, "batch_size": 8},
+            "image": {"backend": "diffusers-image-to-image", "model": "tiny:sd", "num_cpus": 0.3, "batch_size": 8},
             "embed": {"backend": "sentence-transformers", "model": "bundled:all-MiniLM-L6-v2", "num_cpus": 0.2},
             "clip": {"backend": "clip", "model": "tiny:clip", "num_cpus": 0.2},
         },

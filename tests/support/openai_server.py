@@ -2,9 +2,11 @@
 
 It serves ``GET /v1/models``, ``POST /v1/chat/completions`` (``image_url`` data URLs, seed, ``n``,
 ``continue_final_message``, and ``logprobs``/``top_logprobs`` of the first generated token, read from the model's
-real next-token distribution), ``POST /v1/completions`` (one token of a raw prompt with ``logprobs`` top tokens)
-and ``POST /v1/images/generations`` through the local backends, so a remote backend's results can be held against
-the local ones. ``continues = False`` and ``logprobs = False`` make it ignore those fields, as many servers do.
+real next-token distribution), ``POST /v1/completions`` (one token of a raw prompt with ``logprobs`` top tokens),
+``POST /v1/images/generations`` and ``POST /v1/images/edits`` (multipart/form-data, as OpenAI's API takes it, for a
+model whose backend edits; ``edit_form`` keeps the last one's parsed fields) through the local backends, so a remote
+backend's results can be held against the local ones. ``continues = False`` and ``logprobs = False`` make it ignore
+those fields, as many servers do.
 
 ``server.context_length = N`` makes it report N as ``max_model_len`` (as vLLM does) and refuse, as vLLM words it
 (HTTP 400), a chat request whose prompt and ``max_tokens`` exceed N, counted by the model's own tokenizer.
@@ -24,6 +26,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -120,6 +124,7 @@ class OpenAIServer:
         self.continues = True  # False: ignore continue_final_message, like servers that do not know it
         self.image_format = "PNG"
         self.context_length: int | None = None  # set: reported by /models and enforced on chat requests
+        self.edit_form: dict[str, Any] | None = None  # the last edit's fields; its file as filename/content_type/data
 
     def next_fault(self) -> str | None:
         try:
@@ -181,13 +186,26 @@ class OpenAIServer:
         return top, inputs["input_ids"].shape[1]
 
     def images(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._render(self.backends[body["model"]], body)
+
+    def edits(self, form: dict[str, Any]) -> dict[str, Any]:
+        self.edit_form = form
+        backend = self.backends[form["model"]]
+        if "edit" not in backend.capabilities:
+            raise Refused(400, f"model {form['model']} does not edit images")
+        strength = float(form["strength"]) if "strength" in form else None  # None: the backend's default
+        return self._render(backend, form, source=form["image"]["data"], strength=strength)
+
+    def _render(self, backend: Backend, body: dict[str, Any], **edit: Any) -> dict[str, Any]:
+        """Form fields arrive as strings, JSON ones as numbers: both are read with int() and float()."""
         from PIL import Image
 
         width, height = (int(side) for side in body["size"].split("x"))
-        request = RenderRequest(body["prompt"], body.get("seed", 0), width, height, body.get("num_inference_steps", 30),
-                                body.get("guidance_scale", 7.5), body.get("negative_prompt", ""))
+        request = RenderRequest(body["prompt"], int(body.get("seed", 0)), width, height,
+                                int(body.get("num_inference_steps", 30)), float(body.get("guidance_scale", 7.5)),
+                                body.get("negative_prompt", ""), **edit)
         with self._model_lock:
-            png = self.backends[body["model"]].render([request])[0].png
+            png = backend.render([request])[0].png
         if self.image_format != "PNG":
             buffer = io.BytesIO()
             Image.open(io.BytesIO(png)).save(buffer, format=self.image_format, lossless=True)
@@ -203,6 +221,19 @@ def _from_wire(message: dict[str, Any]) -> dict[str, Any]:
     return {"role": message["role"], "content": content}
 
 
+def _form(content_type: str, data: bytes) -> dict[str, Any]:
+    """A multipart/form-data body, read by the standard library's MIME parser: each text field as a string, each
+    file as its filename, content_type and data."""
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + data)
+    form: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name, payload = part.get_param("name", header="content-disposition"), part.get_payload(decode=True)
+        filename = part.get_filename()
+        form[name] = payload.decode() if filename is None else {"filename": filename, "data": payload,
+                                                                "content_type": part.get_content_type()}
+    return form
+
+
 class Refused(Exception):
     """A request the server answers with an error status, as a real one would."""
 
@@ -213,7 +244,7 @@ class Refused(Exception):
 
 def _handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
     routes = {"/v1/chat/completions": server.chat, "/v1/completions": server.completions,
-              "/v1/images/generations": server.images}
+              "/v1/images/generations": server.images, "/v1/images/edits": server.edits}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:  # keep test output quiet
@@ -228,7 +259,9 @@ def _handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            data = self.rfile.read(int(self.headers["Content-Length"]))
+            content_type = self.headers.get("Content-Type", "")
+            body = _form(content_type, data) if content_type.startswith("multipart/form-data") else json.loads(data)
             auth = self.headers.get("Authorization")
             server.requests.append({"path": self.path, "body": body, "authorization": auth})
             fault = server.next_fault() if server.fault_path in (None, self.path) else None

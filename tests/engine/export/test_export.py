@@ -134,7 +134,8 @@ def exported_pairs(path: Path) -> list[dict[str, Any]]:
         dataset = load(folder)
         for split in dataset:
             rows += [dict(r) for r in dataset[split].remove_columns(
-                [c for c in ("images", "chosen_image", "rejected_image") if c in dataset[split].column_names])]
+                [c for c in ("images", "chosen_image", "rejected_image", "source_image")
+                 if c in dataset[split].column_names])]
     return rows
 
 

@@ -105,10 +105,13 @@ def test_every_judge_request_of_the_turn_sees_the_photographs(photos_run) -> Non
         assert judged, stage
         for key in judged:
             assert shown(run, key)[:2] == [keys["astronaut"], keys["coffee"]], stage
-    # The image stage's judge sees the generated picture after the user's photographs.
-    [(generated,)] = run.sql("""SELECT dr.image_key FROM drafts dr JOIN dialogues d USING (dialogue_key)
-                               WHERE d.dialogue_id = 'pair' AND dr.turn_index = 0 AND dr.stage = 'image'""")
-    assert all(shown(run, key) == [keys["astronaut"], keys["coffee"], generated]
+    # The image stage's judge sees the user's photographs, then the one the picture was edited from (seir.edit is
+    # auto), then the picture made.
+    [(generated, source)] = run.sql("""SELECT dr.image_key, dr.source_key FROM drafts dr JOIN dialogues d
+                                      USING (dialogue_key)
+                                      WHERE d.dialogue_id = 'pair' AND dr.turn_index = 0 AND dr.stage = 'image'""")
+    assert source in (keys["astronaut"], keys["coffee"])
+    assert all(shown(run, key) == [keys["astronaut"], keys["coffee"], source, generated]
                for key in draft_calls(run, "pair", 0, "image", "judge"))
     # In the next turn the history the judge reads holds the photographs of the first.
     later = draft_calls(run, "pair", 1, "answer", "judge")

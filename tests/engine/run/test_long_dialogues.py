@@ -45,8 +45,8 @@ def windows(counter: TokenCounter, opening: str) -> dict[str, int]:
     the history of the later turns cannot fit beside."""
     text, pictures = stand_in(REPLY["llm"]), [blank()] * len(PHOTOS)
     writer = max(counter.count(question_messages(opening, History(), 50, images=pictures[:2])),
-                 counter.count(caption_messages(text, text, 65, images=pictures)))
-    turn = TurnView(text, text, text, blank(), shown=pictures[:2])
+                 counter.count(caption_messages(text, text, 65, images=pictures, starts=pictures[:2])))
+    turn = TurnView(text, text, text, blank(), shown=pictures[:2], source=blank())  # an edit: source and result
     judge = max(counter.count(critique_messages(list(SYNJUDGE.values())[1:], turn)),
                 counter.count(critique_messages(list(INTERMT_DIALOGUE.values()), DialogueView([turn]))))
     return {"llm": writer + REPLY["llm"] + SLACK, "judge": judge + REPLY["judge"] + 24 + SLACK}

@@ -171,7 +171,7 @@ roles:
   llm: {backend: transformers-chat, model: tiny:llm}
   vlm: {backend: transformers-vision-chat, model: tiny:judge}
   judge: {backend: transformers-vision-chat, model: tiny:judge}
-  image: {backend: diffusers-text-to-image, model: tiny:sd}
+  image: {backend: diffusers-image-to-image, model: tiny:sd}
 """)
     opened.clear()  # what the test wrote
     spec = load_job(job / "job.yaml")

@@ -60,6 +60,24 @@ def test_none_makes_one_seed_per_picture_and_texts_are_taken_in_turn(photos: Pat
     assert [line["text"] for line in lines[:3]] == ["Space travel", "Breakfast", "Space travel"]
 
 
+def test_edit_seeds_ask_for_the_change_each_text_names(photos: Path, tmp_path: Path) -> None:
+    changes = tmp_path / "changes.txt"
+    changes.write_text("Make it night.\nas a pencil sketch\n")
+    out = tmp_path / "edits.jsonl"
+    assert main(["seeds", "from-images", str(photos), "--edit", "--texts", str(changes), "--out", str(out)]) == 0
+    lines = {Path(line["images"][0]).stem: line for line in map(json.loads, out.read_text().splitlines())}
+    texts = [line["text"] for line in lines.values()]
+    assert texts[0] == "What is in this picture? Then edit it: Make it night."
+    assert texts[1] == "What is in this picture? Then edit it: as a pencil sketch."
+    pair = next(line for line in lines.values() if len(line["images"]) == 2)
+    assert pair["text"].startswith("What is in these 2 pictures? Then edit the first: ")
+    # Without texts, each seed asks for the default change.
+    default = tmp_path / "default.jsonl"
+    assert main(["seeds", "from-images", str(photos), "--edit", "--group-by", "none", "--out", str(default)]) == 0
+    assert {json.loads(line)["text"] for line in default.read_text().splitlines()} == {
+        "What is in this picture? Then edit it: keep its subject and layout, and make it a watercolour painting."}
+
+
 def test_max_images_caps_a_group(photos: Path) -> None:
     paths = images_in(photos)
     loose = group_images(paths, lambda images: __import__("numpy").ones((len(images), 4)) / 2, 0.5, max_images=3)

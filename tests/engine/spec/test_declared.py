@@ -83,8 +83,8 @@ def test_a_weight_naming_an_unknown_scorer_is_refused(tmp_path: Path) -> None:
     path = write_job(tmp_path, job)
     assert refusal(path) == (
         f"{path}:{line_of(path, 'txet:')}: scoring.weights.text_content.txet: unknown scorer 'txet'; known scorers: "
-        "clip, image-quality, judge, text, or give 'module:Class'; fix the name, or remove it from "
-        "scoring.weights.text_content")
+        "clip, image-quality, judge, source-similarity, text, or give 'module:Class'; fix the name, or remove it "
+        "from scoring.weights.text_content")
 
 
 def test_what_each_scorer_declares_is_checked(tmp_path: Path) -> None:
@@ -198,6 +198,43 @@ def test_image_seeds_with_a_writer_that_cannot_see_images_are_refused_at_load(
     assert refusal(write_job(tmp_path / "blind", blind_vlm)).endswith(
         "roles.vlm.backend: the vlm role writes about the pictures seeds bring, but backend 'transformers-chat' "
         "cannot see images: give it a vision backend (e.g. transformers-vision-chat)")
+
+
+def test_edits_asked_of_a_text_to_image_role_are_refused_at_load_naming_the_role(tmp_path: Path) -> None:
+    import io
+
+    import skimage.data
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(skimage.data.chelsea()).resize((48, 32)).save(buffer, format="PNG")
+    seeds = [{"text": "How do yaks stay warm?"}, {"text": "What is this cat doing? Draw it as a watercolour.",
+                                                   "images": ["chelsea.png"]}]
+    vision = {"backend": "transformers-vision-chat", "model": "tiny:judge"}
+    text_to_image = {"backend": "diffusers-text-to-image", "model": "tiny:sd"}
+
+    def job(folder: str, lines: list[dict[str, Any]], image: dict[str, str] = text_to_image, **seir: Any) -> Path:
+        spec = without_embed(seir={"turns": 1, **seir})
+        spec["roles"].update(llm=vision, image=image)
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "chelsea.png").write_bytes(buffer.getvalue())
+        return write_job(tmp_path / folder, spec, seed_lines=lines)
+
+    # seir.edit: auto (the default) with a seed that brings a picture asks for edits.
+    auto = job("auto", seeds)
+    assert refusal(auto) == (
+        f"{auto}:{line_of(auto, 'backend: diffusers-text-to-image')}: roles.image.backend: "
+        f"{tmp_path / 'auto' / 'seeds.jsonl'}:2 brings images and seir.edit is auto, so the image role must edit the "
+        "user's pictures, but backend 'diffusers-text-to-image' renders from text only: serve it with an edit backend "
+        "(diffusers-image-to-image, openai-image-edit), or set seir.edit: never to render every picture from its "
+        "caption")
+    # always asks for edits whatever the seeds bring; never asks none; text seeds under auto ask none.
+    assert "roles.image.backend: seir.edit is always, so the image role must edit" in refusal(
+        job("always", seeds[:1], edit="always"))
+    load_job(job("never", seeds, edit="never"))
+    load_job(job("text", seeds[:1]))
+    for backend in ("diffusers-image-to-image", "openai-image-edit"):
+        load_job(job(backend, seeds, {"backend": backend, "model": "tiny:sd"}, edit="always"))
 
 
 def test_role_needs_are_what_the_loop_scorers_and_dedup_use(tmp_path: Path) -> None:

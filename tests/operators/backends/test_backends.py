@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import skimage.data
 import torch
 from PIL import Image
 
@@ -21,7 +22,7 @@ from seir.operators.backends.base import (
     fingerprint_model,
 )
 from seir.operators.backends.clip import ClipSimilarity
-from seir.operators.backends.diffusers_image import DiffusersTextToImage
+from seir.operators.backends.diffusers_image import DiffusersImageToImage, DiffusersInstructEdit, DiffusersTextToImage
 from seir.operators.backends.sentence_embed import SentenceEmbed
 from seir.operators.backends.transformers_chat import TransformersChat, label_tokens
 from seir.operators.backends.transformers_vision import TransformersVisionChat
@@ -278,6 +279,57 @@ def test_prompt_truncation_is_reported_once(painter: DiffusersTextToImage, caplo
         painter.render(long_prompts[:1])
     warnings = [record for record in caplog.records if "was truncated because" in record.getMessage()]
     assert len(warnings) == 1 and "later prompt truncations are not reported" in warnings[0].getMessage()
+
+
+def photo(name: str, side: int = 96) -> bytes:
+    """A real photograph from scikit-image, as PNG."""
+    image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    image.thumbnail((side, side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("backend", [DiffusersImageToImage, DiffusersInstructEdit])
+def test_an_edit_starts_from_its_source(backend: type[DiffusersTextToImage], tiny_models: dict[str, Path]) -> None:
+    model = tiny_models["sd" if backend is DiffusersImageToImage else "sd-instruct-edit"]
+    editor = backend(str(model))
+    cat, astronaut = photo("chelsea"), photo("astronaut")
+    edit = RenderRequest("the same cat as a watercolour", seed=3, width=64, height=48, steps=2, source=cat,
+                         strength=0.6)
+    other = RenderRequest(edit.prompt, seed=3, width=64, height=48, steps=2, source=astronaut, strength=0.6)
+    text = RenderRequest(edit.prompt, seed=3, width=64, height=48, steps=2)
+    results = editor.render([edit, other, text, edit])
+    assert [(r.width, r.height) for r in results] == [(64, 48)] * 4
+    assert all(Image.open(io.BytesIO(r.png)).size == (64, 48) for r in results)
+    # Two sources at the same seed give two pictures; one source, the same picture (to float rounding, which the
+    # rows of one batch may differ by); no source, another still.
+    first, second, from_text, again = (pixels(r.png) for r in results)
+    assert np.abs(first - again).max() <= 1
+    assert np.abs(first - second).mean() > 5 and np.abs(first - from_text).mean() > 5
+    assert np.abs(pixels(editor.render([edit])[0].png) - first).max() <= 1
+    # A schedule too short for one step at this strength still edits (img2img runs steps x strength of it).
+    short = RenderRequest(edit.prompt, seed=3, width=32, height=32, steps=1, source=cat, strength=0.3)
+    assert Image.open(io.BytesIO(editor.render([short])[0].png)).size == (32, 32)
+
+
+def test_img2img_shares_the_text_to_image_weights(tiny_models: dict[str, Path],
+                                                 painter: DiffusersTextToImage) -> None:
+    editor = DiffusersImageToImage(str(tiny_models["sd"]))
+    assert editor.edit_pipeline.unet is editor.pipeline.unet  # from_pipe: one model in memory
+    fox = RenderRequest("a red fox", seed=1, width=64, height=64, steps=2)
+    assert np.abs(pixels(editor.render([fox])[0].png) - pixels(painter.render([fox])[0].png)).max() <= 1
+    assert editor.config()["operator"] == "diffusers-image-to-image"
+
+
+def test_a_text_to_image_backend_refuses_a_source(painter: DiffusersTextToImage) -> None:
+    with pytest.raises(ValueError, match=r"renders from text only.*diffusers-image-to-image"):
+        painter.render([RenderRequest("x", seed=1, width=32, height=32, steps=1, source=photo("coffee"))])
+
+
+def test_an_instruct_edit_backend_refuses_a_plain_checkpoint(tiny_models: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match=r"not an instruction-edit checkpoint.*diffusers-image-to-image"):
+        DiffusersInstructEdit(str(tiny_models["sd"]))
 
 
 # --- embed and clip -----------------------------------------------------------------------------------------------

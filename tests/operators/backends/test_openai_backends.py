@@ -11,18 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import openai
 import pytest
+import skimage.data
 from PIL import Image
 
 from seir.operators.backends.base import Backend, ChatRequest, RenderRequest, Sampling, ScoreRequest
 from seir.operators.backends.openai_chat import OpenAIChat, _read_samples
 from seir.operators.backends.openai_http import EndpointError
-from seir.operators.backends.openai_image import OpenAIImage
+from seir.operators.backends.openai_image import OpenAIImage, OpenAIImageEdit
 from seir.operators.registry import lookup
 from tests.support.openai_server import OpenAIServer
 
 MODELS = {"tiny:llm": "transformers-chat", "tiny:judge": "transformers-vision-chat",
-          "tiny:sd": "diffusers-text-to-image"}
+          "tiny:sd": "diffusers-image-to-image"}  # it renders from text as diffusers-text-to-image does, and edits
 FAST_RETRIES = {"max_retries": 3, "timeout_s": 10.0}
 
 
@@ -34,6 +37,12 @@ def user(*parts: str | bytes) -> list[dict[str, Any]]:
 def png(color: tuple[int, int, int]) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (40, 32), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encoded(pixels: np.ndarray, format: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=format)
     return buffer.getvalue()
 
 
@@ -150,6 +159,65 @@ def test_render_matches_the_local_backend_and_is_always_png(server: OpenAIServer
     webp = painter.render(requests[:1])[0]
     assert webp.png.startswith(b"\x89PNG") and (webp.width, webp.height) == (32, 32)
     assert Image.open(io.BytesIO(webp.png)).tobytes() == Image.open(io.BytesIO(want[0].png)).tobytes()
+
+
+CAT = encoded(skimage.data.chelsea(), "PNG")  # a real photograph, 451x300
+# The fields of an edit as they travel (multipart fields are text), besides the picture.
+EDIT_FIELDS = {"model": "tiny:sd", "prompt": "a cat in a hat", "n": "1", "size": "32x32", "response_format": "b64_json",
+               "seed": "3", "num_inference_steps": "2", "guidance_scale": "7.5", "negative_prompt": "blur",
+               "strength": "0.5"}
+
+
+def cat_edit(source: bytes = CAT) -> RenderRequest:
+    return RenderRequest("a cat in a hat", seed=3, width=32, height=32, steps=2, negative_prompt="blur",
+                         source=source, strength=0.5)
+
+
+def test_an_edit_goes_as_multipart_and_a_render_from_text_as_json(server: OpenAIServer,
+                                                                  local: dict[str, Backend]) -> None:
+    requests = [cat_edit(), RenderRequest("a red fox", seed=4, width=32, height=64, steps=1)]
+    painter = OpenAIImageEdit("tiny:sd", base_url=server.url, **FAST_RETRIES)
+    assert painter.capabilities == {"render", "edit"}
+    results = painter.render(requests)
+    assert [(r.width, r.height) for r in results] == [(32, 32), (32, 64)]  # in the requests' order
+    assert results == local["tiny:sd"].render(requests)  # seed, steps, strength... reached the model as sent
+    assert sorted(r["path"] for r in server.requests) == ["/v1/images/edits", "/v1/images/generations"]
+    sent = dict(server.edit_form or {})
+    assert sent.pop("image") == {"filename": "source.png", "content_type": "image/png", "data": CAT}
+    assert sent == EDIT_FIELDS
+    generated = next(r["body"] for r in server.requests if r["path"] == "/v1/images/generations")
+    assert generated["size"] == "32x64" and "strength" not in generated
+
+
+def test_the_official_sdk_sends_an_edit_as_this_backend_does(server: OpenAIServer) -> None:
+    """OpenAI's own client is the reference for the wire format: its edit must reach the server as ours does."""
+    client = openai.OpenAI(api_key="unused", base_url=server.url, max_retries=0)
+    extensions = {"seed": 3, "num_inference_steps": 2, "guidance_scale": 7.5, "negative_prompt": "blur",
+                  "strength": 0.5}
+    reply = client.images.edit(image=("source.png", CAT, "image/png"), prompt="a cat in a hat", model="tiny:sd", n=1,
+                               size="32x32", response_format="b64_json", extra_body=extensions)
+    by_sdk = server.edit_form
+    ours = OpenAIImageEdit("tiny:sd", base_url=server.url, **FAST_RETRIES).render([cat_edit()])[0]
+    assert server.edit_form == by_sdk and by_sdk is not None and by_sdk["image"]["data"] == CAT
+    assert base64.b64decode(reply.data[0].b64_json) == ours.png
+
+
+def test_a_jpeg_source_is_sent_as_png(server: OpenAIServer) -> None:
+    jpeg = encoded(skimage.data.chelsea(), "JPEG")
+    OpenAIImageEdit("tiny:sd", base_url=server.url, **FAST_RETRIES).render([cat_edit(jpeg)])
+    sent = (server.edit_form or {})["image"]
+    assert (sent["filename"], sent["content_type"]) == ("source.png", "image/png")
+    with Image.open(io.BytesIO(sent["data"])) as image, Image.open(io.BytesIO(jpeg)) as source:
+        assert image.format == "PNG" and image.size == (451, 300) and image.tobytes() == source.tobytes()
+
+
+def test_an_edit_is_retried_and_without_diffusion_params_sends_only_openais_fields(server: OpenAIServer) -> None:
+    server.faults.extend(["503", "truncate"])  # the client retries the first, seir the second
+    server.fault_path = "/v1/images/edits"
+    painter = OpenAIImageEdit("tiny:sd", base_url=server.url, diffusion_params=False, **FAST_RETRIES)
+    assert (painter.render([cat_edit()])[0].width, len(server.requests)) == (32, 3)
+    assert [r["body"] for r in server.requests[1:]] == [server.requests[0]["body"]] * 2  # the same form each time
+    assert set(server.edit_form or {}) == {"image", "model", "prompt", "n", "size", "response_format"}
 
 
 # --- probe: what the server can do, the best scoring method it allows, and what stops a job before it starts ------

@@ -9,7 +9,14 @@ from PIL import Image
 
 from seir.operators.scoring.guards import guarded_view
 from seir.operators.scoring.rubrics import INTERMT_DIALOGUE, SYNJUDGE, DialogueView, TurnView, critique_messages
-from seir.operators.seir.prompts import History, answer_messages, caption_messages, question_messages
+from seir.operators.seir.prompts import (
+    NEW_PICTURE,
+    History,
+    answer_messages,
+    caption_messages,
+    question_messages,
+    start_from,
+)
 
 
 def picture(color: str) -> bytes:
@@ -62,3 +69,35 @@ def test_a_refused_shown_picture_is_left_out_with_its_reason() -> None:
     assert clean.shown == [RED] and clean.history_shown == [[GREEN]]
     assert any(r.startswith("shown picture 2: image does not decode") for r in reasons)
     assert any(r.startswith("turn 1 shown picture 1: image is empty") for r in reasons)
+
+
+def test_the_caption_asks_which_shown_picture_to_start_from_and_the_choice_is_read_loosely() -> None:
+    [_, user] = caption_messages("q", "a", 65, images=[RED, GREEN, BLUE], starts=[GREEN, BLUE])
+    text = user["content"][-1]["text"]
+    assert "'Start from: picture N'" in text and "of the 2 the person shows" in text
+    assert "Start from" not in caption_messages("q", "a", 65, images=[RED])[-1]["content"][-1]["text"]
+    caption = "A cat painted in watercolour on a windowsill."
+    assert start_from(f"{caption}\nStart from: picture 2", 2) == (caption, 2)
+    assert start_from(f"{caption}\n**Start from:** the second photo.", 3) == (caption, 2)
+    assert start_from(f"{caption}\nStarting from #1", 1) == (caption, 1)
+    assert start_from(f"{caption}\nstart from: none, a new picture", 2) == (caption, NEW_PICTURE)
+    assert start_from(f"{caption}\nStart from: the last one", 3) == (caption, 3)
+    # A picture that is not there, a line that names nothing, or no line: the caller's default decides.
+    assert start_from(f"{caption}\nStart from: picture 5", 2) == (caption, None)
+    assert start_from(f"{caption}\nStart from: hmm", 2) == (caption, None)
+    assert start_from(caption, 2) == (caption, None)
+    # Only the last such line counts, and each is cut from the caption.
+    assert start_from(f"Start from: picture 1\n{caption}\nStart from: picture 2", 2)[1] == 2
+
+
+def test_the_judge_of_an_edit_sees_the_source_then_the_result() -> None:
+    view = TurnView("Make it blue?", "Here it is, in blue.", "the square in blue", BLUE, shown=[RED, GREEN],
+                    source=GREEN)
+    [message] = critique_messages([SYNJUDGE["image_content"]], view)
+    parts = message["content"]
+    assert [p["image"] for p in parts if p["type"] == "image"] == [RED, GREEN, GREEN, BLUE]
+    text = "".join(p["text"] if p["type"] == "text" else "<image>" for p in parts)
+    assert "edited from this picture the user showed:<image>\nThe edited result:<image>" in text
+    # The guard that makes pictures model-ready keeps the source.
+    guarded, _ = guarded_view(view)
+    assert guarded.source == GREEN
