@@ -98,7 +98,7 @@ def demo_before_and_after(repeats: int) -> None:
     import ray
 
     job = REPO / "jobs" / "demo-images.yaml"
-    before = {"edit": "never", "roles": {"image": {"backend": "diffusers-text-to-image"}}}
+    before = {"seir": {"edit": "never"}, "roles": {"image": {"backend": "diffusers-text-to-image"}}}
     ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     print(f"jobs/demo-images.yaml, dialogues per minute over the shard phase, median of {repeats}")
     rates = {}
