@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -78,8 +79,10 @@ def memory(small: int, large: int) -> None:
     print(f"(the {large} pictures take {size:.0f} MiB on disk)")
 
 
-def dialogues_per_minute(job: Path, limit: int | None = None, **seir: object) -> tuple[float, int, float]:
-    """A run of ``job`` into a fresh output (its first ``limit`` seeds; ``seir`` and ``roles`` settings replaced):
+def dialogues_per_minute(job: Path, limit: int | None = None, seir: dict[str, Any] | None = None,
+                         roles: dict[str, dict[str, Any]] | None = None) -> tuple[float, int, float]:
+    """A run of ``job`` into a fresh output (its first ``limit`` seeds; the given ``seir`` and ``roles`` settings
+    replaced):
     dialogues per minute over the shard phase, dialogues made, and that phase's seconds."""
     from seir.engine.run import Runner
     from seir.engine.spec import load_job
@@ -87,11 +90,9 @@ def dialogues_per_minute(job: Path, limit: int | None = None, **seir: object) ->
     spec = load_job(job)
     if limit is not None:
         spec = spec.model_copy(update={"seeds": spec.seeds.model_copy(update={"limit": limit})})
-    roles = seir.pop("roles", {})
-    assert isinstance(roles, dict)
-    spec = spec.model_copy(update={"seir": spec.seir.model_copy(update=seir),
+    spec = spec.model_copy(update={"seir": spec.seir.model_copy(update=seir or {}),
                                    "roles": {**spec.roles, **{name: spec.roles[name].model_copy(update=changes)
-                                                              for name, changes in roles.items()}}})
+                                                              for name, changes in (roles or {}).items()}}})
     with tempfile.TemporaryDirectory(prefix="seir-bench-") as folder:
         summary = Runner(spec, Path(folder), stream=io.StringIO()).run()
     made = summary["accepted"] + summary["rejected"]

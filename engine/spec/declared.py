@@ -63,10 +63,15 @@ def check_job(spec: JobSpec) -> list[Problem]:
             + (_edit_problems(spec, backends, "seir.edit is always") if spec.seir.edit == "always" else []))
 
 
-def _edit_problems(spec: JobSpec, backends: dict[str, type[Backend]], why: str) -> list[Problem]:
-    """Edits asked of an image role whose backend cannot start from a picture."""
+def _cannot_edit(backends: dict[str, type[Backend]]) -> bool:
+    """Whether the job's image role renders from text only."""
     backend = backends.get("image")
-    if backend is None or "edit" in backend.capabilities:
+    return backend is not None and "edit" not in backend.capabilities
+
+
+def _edit_problems(spec: JobSpec, backends: dict[str, type[Backend]], why: str) -> list[Problem]:
+    """Edits asked (``why``) of an image role whose backend cannot start from a picture."""
+    if not _cannot_edit(backends):
         return []
     return [(("roles", "image", "backend"),
              f"{why}, so the image role must edit the user's pictures, but backend {spec.roles['image'].backend!r} "
@@ -121,14 +126,14 @@ def seed_picture_problems(spec: JobSpec) -> list[Problem]:
     backends, _ = _backends(spec)
     writer = None if VISION_WRITER in spec.roles else backends.get("llm")
     blind = writer is not None and "vision" not in writer.capabilities
-    edits = _edit_problems(spec, backends, "") if spec.seir.edit == "auto" else []
-    if not blind and not edits:
+    cannot_edit = spec.seir.edit == "auto" and _cannot_edit(backends)
+    if not blind and not cannot_edit:
         return []
     for index, file in enumerate(spec.seeds.files):
         line = first_line_with_images(spec.seeds, file)
         if line is None:
             continue
-        problems = _edit_problems(spec, backends, f"{file}:{line} brings images and seir.edit is auto") if edits else []
+        problems = _edit_problems(spec, backends, f"{file}:{line} brings images and seir.edit is auto")
         if blind:
             problems.append((("seeds", "files", index),
                              f"{file}:{line} brings images, but the writer cannot see them: roles.llm's backend "

@@ -98,13 +98,12 @@ class DiffusersImageToImage(DiffusersTextToImage):
         first = batch[0]
         if first.source is None:
             return super()._render(batch)
-        # The source is fitted to the requested size: img2img keeps its input's size, and the job asks for another.
-        sources = [decode_image(r.source or b"").resize((first.width, first.height)) for r in batch]
         strength = self._strength(first)
         # img2img denoises only the last steps x strength of the schedule; a schedule too short for one step would
         # return the source's latents unchanged (diffusers fails on it), so it is lengthened to one step at least.
         steps = max(first.steps, math.ceil(1 / strength))
-        return self._run(self.edit_pipeline, batch, image=sources, strength=strength, num_inference_steps=steps)
+        return self._run(self.edit_pipeline, batch, image=_fitted_sources(batch), strength=strength,
+                         num_inference_steps=steps)
 
     def _strength(self, request: RenderRequest) -> float:
         return self.DEFAULT_STRENGTH if request.strength is None else request.strength
@@ -128,6 +127,13 @@ class _FirstTruncationWarningOnly(logging.Filter):
         return True
 
 
+def _fitted_sources(batch: list[RenderRequest]) -> list[Any]:
+    """The batch's source pictures at its requested size: an edit pipeline keeps its input's size, and the job asks
+    for its own."""
+    size = (batch[0].width, batch[0].height)
+    return [decode_image(r.source or b"").resize(size) for r in batch]
+
+
 def _png(image: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -149,7 +155,6 @@ class DiffusersInstructEdit(DiffusersTextToImage):
             raise ValueError(f"backend {self.name!r}: {model} is not an instruction-edit checkpoint (its UNet reads "
                              f"{self.pipeline.unet.config.in_channels} channels, not noise and source latents); "
                              "serve it with diffusers-image-to-image")
-        self.image_guidance_scale = image_guidance_scale
         self.options["image_guidance_scale"] = image_guidance_scale
 
     def _batch_key(self, request: RenderRequest) -> tuple[Any, ...]:
@@ -166,5 +171,6 @@ class DiffusersInstructEdit(DiffusersTextToImage):
             sources: Any = torch.zeros(len(batch), channels, first.height // scale, first.width // scale,
                                        dtype=self.dtype, device=self.device)
         else:
-            sources = [decode_image(r.source or b"").resize((first.width, first.height)) for r in batch]
-        return self._run(self.pipeline, batch, image=sources, image_guidance_scale=self.image_guidance_scale)
+            sources = _fitted_sources(batch)
+        return self._run(self.pipeline, batch, image=sources,
+                         image_guidance_scale=self.options["image_guidance_scale"])

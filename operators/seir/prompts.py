@@ -126,11 +126,10 @@ def caption_messages(question: str, answer: str, max_words: int, revision: Revis
         f"Describe, in at most {max_words} words, the picture that should go with this answer. Show what the answer "
         "explains and add what words cannot: layout, colour, scale, setting. Do not repeat the answer."
     )
-    if starts:
-        task += (" The picture must relate to the pictures the person showed (above) as the question asks. "
-                 f"{_START_FROM_TASK.format(count=len(starts))}")
-    elif images:
+    if images:
         task += " The picture must relate to the pictures the person showed (above) as the question asks."
+    if starts:
+        task += " " + _START_FROM_TASK.format(count=len(starts))
     return [_text("system", _SYSTEM_ASSISTANT), _user(task + _revise(revision, "caption"), images)]
 
 
