@@ -17,14 +17,14 @@ from typing import Any
 import duckdb
 
 from seir.engine.errors import SeirError
-from seir.engine.records import STAGE_DIMENSIONS, Stage
 from seir.engine.spec import SeirSpec
 from seir.engine.store import candidate_preferences_sql, turn_scores_sql
-from seir.operators.seir.prompts import History, question_messages
+from seir.operators.base import REGISTRY
+from seir.operators.stages import BUILT_IN
+from seir.operators.stages.prompts import History, question_messages
 
 FETCH_ROWS = 256  # rows per fetch from DuckDB: small enough that a batch of dialogue JSON stays a few MB
 PAGE_DIALOGUES = 2048  # dialogues per query (see _paged)
-STAGE_ORDER = {stage.value: i for i, stage in enumerate(Stage)}
 # Where engine/store/images.py stores an image: images/ab/abcdef....png (key: 32 hex digits, the first two its folder).
 _STORED_IMAGE = re.compile(r"images/([0-9a-f]{2})/\1[0-9a-f]{30}\.png")
 
@@ -94,6 +94,11 @@ class PairRow:
     caption: str | None = None  # image stage: the caption the answer stage kept (the context both images had)
     answer: str | None = None  # image stage: the turn's answer
     source: ImageRef | None = None  # image stage: the user's picture both images were edited from, if any
+
+    @property
+    def image_pair(self) -> bool:
+        """The two sides differ in their pictures (a stage that writes images), not only in text."""
+        return self.chosen.image is not None
 
 
 class OutputImages:
@@ -195,15 +200,16 @@ PAIR_KINDS = {"refinement": ("refinement",), "siblings": ("sibling",), "both": (
 
 @dataclass(frozen=True)
 class PairOptions:
-    stages: tuple[str, ...] = tuple(stage.value for stage in Stage)
+    stages: tuple[str, ...] = BUILT_IN  # the stages whose pairs to export
     min_margin: float = 0.0
     per_turn: int | None = None  # at most this many pairs per turn, the widest margins first
     pairs: str = "both"
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.stages if s not in STAGE_ORDER]
-        if unknown or not self.stages:
-            raise ExportError(f"--stages {','.join(self.stages)}: choose among {', '.join(STAGE_ORDER)}")
+        known = stage_names()
+        unknown = [s for s in self.stages if s not in known]
+        if unknown:
+            raise ExportError(f"--stages {','.join(self.stages)}: choose among {', '.join(known)}")
         if self.pairs not in PAIR_KINDS:
             raise ExportError(f"--pairs {self.pairs}: choose among {', '.join(PAIR_KINDS)}")
         if self.min_margin < 0:
@@ -212,11 +218,15 @@ class PairOptions:
             raise ExportError(f"--pairs-per-turn {self.per_turn}: give 1 or more (or leave it out for all pairs)")
 
 
-def _stage_dimension_sql() -> str:
-    """True for a combined score on one of its draft's stage's dimensions (STAGE_DIMENSIONS, engine/records.py)."""
-    cases = " ".join(f"WHEN '{stage.value}' THEN s.dimension IN ({', '.join(repr(d) for d in dims)})"
-                     for stage, dims in STAGE_DIMENSIONS.items())
-    return f"CASE dr.stage {cases} ELSE false END"
+def stage_names() -> list[str]:
+    """Every stage an export can name: the built-in ones in their order, then any other registered stage."""
+    return [*BUILT_IN, *sorted(name for kind, name in REGISTRY if kind == "stage" and name not in BUILT_IN)]
+
+
+def _stage_order_sql(column: str) -> str:
+    """Stages in the built-in order, a stage of one's own after them (by name)."""
+    cases = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(BUILT_IN))
+    return f"CASE {column} {cases} ELSE {len(BUILT_IN)} END, {column}"
 
 
 def _pair_tables_sql() -> str:
@@ -224,15 +234,15 @@ def _pair_tables_sql() -> str:
     place in the export (``n``) and stored in that order: built once per pair export, so each page reads its own
     range (DuckDB skips the other row groups) instead of joining every draft, score and comparison again. A draft's
     score is the mean of its combined scores on its stage's dimensions, as ``Draft.mean_score`` ranks drafts in the
-    loop; scores are those of the run that made the draft (a rescore re-scores kept drafts only)."""
-    return f"""
+    loop (a draft's combined scores are on its stage's dimensions alone); scores are those of the run that made the
+    draft (a rescore re-scores kept drafts only)."""
+    return """
     CREATE OR REPLACE TEMP TABLE export_drafts AS
         SELECT o.n, dr.draft_key, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate, dr.round_best,
                dr.text, dr.caption, dr.image_key, dr.source_key, dr.best, dr.critique, avg(s.value) AS score,
-               list({{'dimension': s.dimension, 'value': s.value}} ORDER BY s.dimension) AS scores
+               list({'dimension': s.dimension, 'value': s.value} ORDER BY s.dimension) AS scores
         FROM export_order o JOIN drafts dr USING (dialogue_key)
         JOIN scores s ON s.draft_key = dr.draft_key AND s.scorer = 'combined' AND s.run_id = dr.run_id
-                     AND {_stage_dimension_sql()}
         WHERE dr.ok
         GROUP BY ALL ORDER BY o.n;
     CREATE OR REPLACE TEMP TABLE export_comparisons AS
@@ -243,7 +253,6 @@ def _pairs_sql(limit_per_turn: bool) -> str:
     """Pairs of drafts of one stage where the chosen one scores higher by at least the margin: (kept draft, earlier
     round's draft) for refinement pairs, two candidates of one round for sibling pairs, from the page's scored drafts
     (``page_drafts``) and comparisons (``page_comparisons``)."""
-    stage_order = " ".join(f"WHEN '{name}' THEN {i}" for name, i in STAGE_ORDER.items())
     return f"""
     WITH chosen_dialogues AS ({_PAGE_DIALOGUES.format(messages="")}),
     scored AS (SELECT * FROM page_drafts WHERE list_contains($stages, stage)),
@@ -251,7 +260,7 @@ def _pairs_sql(limit_per_turn: bool) -> str:
         SELECT k.dialogue_key, k.turn_index, k.stage, k AS chosen, e AS rejected, k.score - e.score AS margin,
                CASE WHEN e.round = k.round THEN 'sibling' ELSE 'refinement' END AS kind,
                row_number() OVER (PARTITION BY k.dialogue_key, k.turn_index
-                                  ORDER BY k.score - e.score DESC, CASE k.stage {stage_order} END, e.round,
+                                  ORDER BY k.score - e.score DESC, {_stage_order_sql('k.stage')}, e.round,
                                            e.candidate, k.candidate) AS rank
         FROM scored k JOIN scored e ON e.dialogue_key = k.dialogue_key AND e.turn_index = k.turn_index
                                     AND e.stage = k.stage
@@ -274,7 +283,7 @@ def _pairs_sql(limit_per_turn: bool) -> str:
     FROM pairs p JOIN chosen_dialogues c USING (dialogue_key)
     LEFT JOIN preferences cp ON cp.draft_key = p.chosen.draft_key AND cp.other_key = p.rejected.draft_key
     {"WHERE p.rank <= $per_turn" if limit_per_turn else ""}
-    ORDER BY c.n, p.turn_index, CASE p.stage {stage_order} END, p.chosen.round, p.kind, p.rejected.round,
+    ORDER BY c.n, p.turn_index, {_stage_order_sql('p.stage')}, p.chosen.round, p.kind, p.rejected.round,
              p.chosen.candidate, p.rejected.candidate"""
 
 
@@ -327,7 +336,7 @@ def stored_pairs(con: duckdb.DuckDBPyConnection, version: int,
             page.execute(f"CREATE OR REPLACE TEMP TABLE page_{table} AS SELECT * FROM export_{table} "
                          "WHERE n BETWEEN ? AND ?", [first, last])
         messages.clear()
-        if any(stage != Stage.QUESTION.value for stage in options.stages):  # a question pair's prompt is rebuilt
+        if options.stages != ("question",):  # a question pair's prompt is rebuilt
             messages.update(page.execute("SELECT p.dialogue_key, d.messages FROM export_page p "
                                          "JOIN dialogues d USING (dialogue_key)").fetchall())
 
@@ -342,7 +351,7 @@ def _pair(row: dict[str, Any], stored_messages: str, images: OutputImages, defau
     sides = [_side(row[name], images, where) for name in ("chosen", "rejected")]
     pair = PairRow(row["dialogue_id"], row["dialogue_key"], row["turn_index"], row["stage"], Conversation(),
                    sides[0], sides[1], row["margin"], row["critique"] or "", row["kind"], row["pairwise"])
-    if row["stage"] == Stage.QUESTION.value:
+    if row["stage"] == "question":
         # A question is written by the user side: its prompt is what seir's writer was asked for the first draft.
         history = History(tuple((q, a) for q, a in row["history"] or []))
         words = int(row["question_words"] or default_words)
@@ -357,7 +366,7 @@ def _pair(row: dict[str, Any], stored_messages: str, images: OutputImages, defau
     turn_start, turn_end = starts[row["turn_index"]], starts[row["turn_index"] + 1]
     asking = messages[:turn_start] + [m for m in messages[turn_start:turn_end] if m["role"] == "user"]
     pair.prompt = conversation(asking, images, where)
-    if row["stage"] == Stage.IMAGE.value:
+    if row["stage"] == "image":
         answer = next((m for m in messages[turn_start:turn_end] if m["role"] == "assistant"), {"content": []})
         pair.answer = " ".join(p.get("text") or "" for p in answer["content"] if p.get("type") == "text")
         pair.caption = row["kept_caption"]

@@ -41,11 +41,13 @@ from seir.engine.export.rows import (
     dialogue_rows,
     most_candidates,
     pair_rows,
+    stage_names,
 )
 from seir.engine.keys import bytes_key, content_key, file_key
 from seir.engine.progress import Meter
-from seir.engine.records import CONTENT_DIMENSIONS, Stage
+from seir.engine.records import CONTENT_DIMENSIONS
 from seir.engine.store import folder_whole, limit_memory, open_read_only, version_name
+from seir.operators.registry import lookup
 
 __all__ = ["ExportError", "ExportOptions", "ExportResult", "export", "parse_splits"]
 
@@ -108,9 +110,11 @@ class ExportOptions:
 
     def pair_options(self) -> PairOptions:
         fmt = FORMATS[self.format]
-        text = tuple(s.value for s in Stage if s is not Stage.IMAGE)
-        stages = self.stages or (text if fmt.text_stages_only else tuple(s.value for s in Stage))
-        if fmt.text_stages_only and Stage.IMAGE.value in stages:
+        known = [lookup("stage", name) for name in stage_names()]
+        pictures = tuple(stage.name for stage in known if "image" in stage.writes)  # whose drafts differ in pictures
+        every = tuple(stage.name for stage in known)
+        stages = self.stages or (tuple(s for s in every if s not in pictures) if fmt.text_stages_only else every)
+        if fmt.text_stages_only and set(stages) & set(pictures):
             raise ExportError(f"--format {fmt.name} holds text pairs only (its chosen and rejected are text): "
                               "export image-stage pairs with --format trl-dpo (image_pairs/), or drop image from "
                               "--stages")

@@ -11,7 +11,7 @@ from seir.engine.store.acceptance import decide
 from seir.engine.store.base import StoreError, limit_memory, now, pages
 from seir.engine.store.call_cache import SharedCallCache
 from seir.engine.store.connect import STORAGE_VERSION
-from seir.engine.store.decisions import KeptDraft
+from seir.engine.store.decisions import KeptTurn
 from seir.engine.store.files import folder_whole, write_whole
 from seir.engine.store.images import ImageStore, as_png
 from seir.engine.store.integrity import DamagedStore, damaged, is_damage
@@ -35,7 +35,7 @@ __all__ = [
            "STORAGE_VERSION",
            "DamagedStore",
            "ImageStore",
-           "KeptDraft",
+           "KeptTurn",
            "OutputBusy",
            "OutputLock",
            "ProvenanceStore",

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from seir.engine.keys import content_key
-from seir.engine.records import SEED_COLUMNS, DialogueTask, PriorDraft, Seed, Stage
+from seir.engine.records import SEED_COLUMNS, DialogueTask, PriorDraft, Seed
 from seir.engine.store.base import StoreBase, held, now, pages
 from seir.engine.store.schema import VERSION_ROWS
 
@@ -216,16 +216,16 @@ class RunRecords(StoreBase):
         drafts: dict[tuple[str, int, str, int, int], dict[str, int]] = {}
         for seed_key, turn, stage, round_, candidate, role, n in rows:
             drafts.setdefault((seed_key, turn, stage, round_, candidate), {})[role] = n
-        return [PriorDraft(seed_key, turn, Stage(stage), round_, calls, candidate)
+        return [PriorDraft(seed_key, turn, stage, round_, calls, candidate)
                 for (seed_key, turn, stage, round_, candidate), calls in drafts.items()]
 
     @held
-    def prior_call_maxima(self) -> dict[tuple[Stage, str], int]:
+    def prior_call_maxima(self) -> dict[tuple[str, str], int]:
         """Over the newest committed dialogue of each seed in ``plan_dialogues``: the most calls one draft of a stage
         made, per role."""
         rows = self.con.execute(
             f"SELECT stage, role, max(n) FROM ({_PRIOR_CALLS}) GROUP BY ALL", {"seeds": None}).fetchall()
-        return {(Stage(stage), role): n for stage, role, n in rows}
+        return {(stage, role): n for stage, role, n in rows}
 
     @held
     def run_size(self, run_id: str) -> int:

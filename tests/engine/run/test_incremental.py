@@ -18,7 +18,7 @@ import pytest
 from seir.engine.query import format_lineage, lineage
 from seir.engine.run import Runner
 from seir.engine.spec import load_job
-from seir.operators.seir import prompts
+from seir.operators.stages import prompts
 from tests.engine.conftest import TOPICS, job_dict, write_job
 
 NAME = "incremental"

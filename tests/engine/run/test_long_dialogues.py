@@ -16,7 +16,7 @@ import skimage.data
 from seir.operators.backends.transformers_vision import TransformersVisionChat
 from seir.operators.context import TokenCounter
 from seir.operators.scoring.rubrics import INTERMT_DIALOGUE, SYNJUDGE, DialogueView, TurnView, critique_messages
-from seir.operators.seir.prompts import History, caption_messages, question_messages
+from seir.operators.stages.prompts import History, caption_messages, question_messages
 from tests.engine.conftest import FinishedRun, run_job, write_job
 from tests.engine.run.test_image_seeds import VLM, image_job, save_photo, shown
 
