@@ -24,7 +24,7 @@ from seir.engine.export.rows import OutputImages, conversation, turn_spans
 from seir.engine.export.writer import split_of
 from seir.engine.keys import file_key
 from seir.engine.query import lineage
-from seir.engine.records import STAGE_DIMENSIONS
+from seir.operators.registry import lookup
 from tests.engine.conftest import TOPICS, FinishedRun, job_dict, run_job, write_job
 
 SPLITS = (("train", 0.5), ("test", 0.5))
@@ -122,7 +122,7 @@ def draft_score(run: FinishedRun, draft_key: str) -> tuple[float, dict[str, Any]
     draft = dict(zip(("stage", "round", "best", "dialogue_key", "turn_index", "run_id"), run.sql(
         "SELECT stage, round, best, dialogue_key, turn_index, run_id FROM drafts WHERE draft_key = ?",
         [draft_key])[0], strict=True))
-    dims = STAGE_DIMENSIONS[next(s for s in STAGE_DIMENSIONS if s.value == draft["stage"])]
+    dims = lookup("stage", draft["stage"]).dimensions
     values = [v for d, v in run.sql("SELECT dimension, value FROM scores WHERE draft_key = ? AND scorer = 'combined' "
                                     "AND run_id = ?", [draft_key, draft["run_id"]]) if d in dims]
     return sum(values) / len(values), draft
