@@ -74,7 +74,7 @@ def check_job(spec: JobSpec) -> list[Problem]:
 
 def _stage_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[Problem]:
     """The roles the job's stages and the judge need, the capabilities they use on them, and the dimensions each stage
-    is judged on: known ones, each weighted for some scorer."""
+    is judged on, each one a rubric defines (a dimension no scorer is weighted on goes unscored, as it always has)."""
     stages = spec.seir.stage_units()
     needs = loop_needs(stages)
     missing = [role for role in needs if role not in spec.roles]
@@ -91,10 +91,6 @@ def _stage_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[P
             if dimension not in DIMENSIONS:
                 problems.append((where, f"stage {stage.name!r} is judged on {dimension!r}, which no rubric defines "
                                         f"(known: {', '.join(DIMENSIONS)})"))
-            elif dimension not in spec.scoring.weights:
-                problems.append((("scoring", "weights"), f"stage {stage.name!r} is judged on {dimension}, but no "
-                                                         f"scorer is weighted on it: add scoring.weights.{dimension} "
-                                                         "(e.g. {judge: 1.0})"))
     return problems
 
 

@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -174,22 +175,20 @@ class SeirSpec(_Strict):
 
     @field_validator("candidates", mode="before")
     @classmethod
-    def _candidate_counts(cls, value: Any) -> Any:
-        """One message for every way to get it wrong, rather than one per member of the union."""
+    def _candidate_counts(cls, value: Any, info: ValidationInfo) -> Any:
+        """One message for every way to get it wrong, rather than one per member of the union; a stage named must
+        be one of the job's (``stages`` is checked first: fields are validated in order)."""
         counts = value if isinstance(value, dict) else {"every stage": value}
         for stage, count in counts.items():
             if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_CANDIDATES:
                 raise ValueError(f"candidates: give 1 to {MAX_CANDIDATES} drafts per round ({stage}: {count!r})")
-        return value
-
-    @model_validator(mode="after")
-    def _candidates_of_known_stages(self) -> SeirSpec:
-        if isinstance(self.candidates, dict):
-            unknown = [stage for stage in self.candidates if stage not in self.stage_names()]
+        if isinstance(value, dict) and "stages" in info.data:
+            names = [lookup("stage", name).name for name in info.data["stages"]]
+            unknown = [stage for stage in value if stage not in names]
             if unknown:
-                raise ValueError(f"candidates: unknown stage {unknown[0]!r}; name some of "
-                                 f"{', '.join(self.stage_names())}, or give one number for every stage")
-        return self
+                raise ValueError(f"unknown stage {unknown[0]!r}; name some of {', '.join(names)}, or give one "
+                                 "number for every stage")
+        return value
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -41,6 +41,10 @@ class Dimension:
         if sorted(self.anchors) != list(range(self.scale[0], self.scale[1] + 1)):
             raise ValueError(f"{self.name}: anchors must name every level of {self.scale}")
 
+    def rubric_for(self, limits: WordLimits) -> str:
+        """The rubric as a judge reads it, with the job's word limits filled in."""
+        return self.rubric.format(question_words=limits.question, caption_words=limits.caption)
+
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(str(level) for level in range(self.scale[0], self.scale[1] + 1))
@@ -388,8 +392,7 @@ def suggested_caption(critique: str) -> str | None:
 def _describe(dimension: Dimension, limits: WordLimits) -> str:
     low, high = dimension.scale
     anchors = "\n".join(f"  {level}: {meaning}" for level, meaning in sorted(dimension.anchors.items()))
-    rubric = dimension.rubric.format(question_words=limits.question, caption_words=limits.caption)
-    return f"{dimension.title} ({low}-{high}): {rubric}\n{anchors}"
+    return f"{dimension.title} ({low}-{high}): {dimension.rubric_for(limits)}\n{anchors}"
 
 
 def _task(dimensions: Sequence[Dimension], turn: View, subject: str, limits: WordLimits) -> str:
