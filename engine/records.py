@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seir.operators.scoring.rubrics import QUESTION, SYNJUDGE
-from seir.operators.stages import Draft, Score
+from seir.operators.stages import Draft, Score, Stage
 
 # -- which dimensions judge what: each rule stated here once, for the loop, the store's SQL and the exports --------
 # (which dimensions judge each stage's drafts, and what they write, each stage declares: seir.operators.stages)
@@ -21,6 +21,33 @@ from seir.operators.stages import Draft, Score
 CONTENT_DIMENSIONS: tuple[str, ...] = tuple(SYNJUDGE)
 # Every dimension a turn has a final score on, one column each in the ``turn_final_scores`` view.
 TURN_DIMENSIONS: tuple[str, ...] = (*CONTENT_DIMENSIONS, QUESTION.name)
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """What an output keeps of each stage a run ran (``runs.stages``), so that exports and lineage read an output's
+    stages from the output itself, with no need to import a stage of one's own again."""
+
+    name: str
+    writes: tuple[str, ...]  # the turn fields its drafts set
+    dimensions: tuple[str, ...]  # what its drafts are judged on
+    # Where in a draft's call keys the writer request that is its preference pairs' prompt sits (the stage's
+    # ``pair_prompt`` among its ``purposes``); None: the pairs' prompt is the dialogue up to the turn's question.
+    prompt_call: int | None
+
+    @classmethod
+    def of(cls, stage: Stage | type[Stage]) -> StageRecord:
+        prompt_call = None if stage.pair_prompt is None else stage.purposes.index(stage.pair_prompt)
+        return cls(stage.name, tuple(stage.writes), tuple(stage.dimensions), prompt_call)
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> StageRecord:
+        return cls(stored["name"], tuple(stored["writes"]), tuple(stored["dimensions"]), stored["prompt_call"])
+
+    @property
+    def image_pairs(self) -> bool:
+        """Its pairs differ in their pictures (it writes images), not only in text."""
+        return "image" in self.writes
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from seir.engine.failpoints import failpoint
 from seir.engine.keys import content_key
 from seir.engine.logs import log_path, quiet
 from seir.engine.progress import Meter, say
-from seir.engine.records import DialogueJudgement, Ledger, PriorDraft
+from seir.engine.records import DialogueJudgement, Ledger, PriorDraft, StageRecord
 from seir.engine.run.budget import Budget, Spend
 from seir.engine.run.clients import LayeredCache, ModelClient
 from seir.engine.run.forecast import Forecast, forecast
@@ -212,7 +212,9 @@ class Runner:
         run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         shards = store.begin_run(run_id, kind, self.spec.name, self.spec.key(), plan.generation_key,
                                  plan.scoring_key, self.spec.model_dump(mode="json"), seir.__version__, candidates,
-                                 self.spec.execution.shard_size if kind == "run" else None)
+                                 self.spec.execution.shard_size if kind == "run" else None,
+                                 [StageRecord.of(stage) for stage in self.spec.seir.stage_units()]
+                                 if kind == "run" else ())
         if kind == "run":
             self.say(f"run {run_id}: {plan.pending} dialogues to make in {shards} shards, "
                      f"{plan.dialogues - plan.pending} reused")

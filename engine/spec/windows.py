@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +124,26 @@ def _last_turns(spec: JobSpec) -> dict[str, tuple[list[Prompt], list[View]]]:
             turn.briefs += [b for b in [stage.brief(draft)] if b]
         found[name] = (recorder.prompts, views)
     return found
+
+
+def stage_prompts(spec: JobSpec, names: Collection[str]) -> list[Any]:
+    """The requests the job's stages named in ``names`` build on a fixed probe (a later turn, a first draft and a
+    revision of it), as rendered: keyed into a job's dialogues, so that a stage of one's own that changes what it
+    asks changes the keys of what it made, as seir's own prompt fingerprint does for the built-in stages."""
+    recorder = _Recorder(spec)
+    turn = TurnContext(opening="opening", seed_key="", history=History((("q0", "a0"),)))
+    rendered: list[Any] = []
+    for stage in spec.seir.stage_units():
+        recorder.prompts = []
+        first = Draft("", "", 1, stage.name, 0, None)
+        asyncio.run(stage.write([turn], [first], [None], recorder))  # type: ignore[arg-type]
+        first.critique = "critique"
+        asyncio.run(stage.write([turn], [Draft("", "", 1, stage.name, 1, None)], [first], recorder))  # type: ignore[arg-type]
+        if stage.name in names:
+            rendered += [prompt.build(Trim()) for prompt in recorder.prompts]
+        turn.kept[stage.name] = first
+        turn.briefs += [b for b in [stage.brief(first)] if b]
+    return rendered
 
 
 def _writer_sizes(spec: JobSpec, role: str, counter: TokenCounter,

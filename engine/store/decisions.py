@@ -84,23 +84,28 @@ class Decisions(CallRecords):
         """Decide acceptance of the run's dialogues under ``thresholds`` from their final scores; a dialogue whose
         decision changed (or that had none) gets a new decision row from ``run_id``. The inputs are gathered in one
         query and decided a page at a time."""
+        # Each turn's final score on every dimension it has (its stages' own included), the latest run's.
         inputs = """
+            WITH mine AS (SELECT DISTINCT dialogue_key FROM run_dialogues WHERE run_id = $run),
+            finals AS (SELECT ts.dialogue_key, ts.turn_index, ts.dimension, arg_max(ts.value, r.started_at) AS value
+                       FROM turn_scores ts SEMI JOIN mine USING (dialogue_key) JOIN runs r USING (run_id)
+                       WHERE ts.value IS NOT NULL GROUP BY ALL),
+            turns AS (SELECT dialogue_key, turn_index, map(list(dimension), list(value)) AS scores FROM finals
+                      GROUP BY ALL)
             SELECT d.dialogue_key, any_value(d.failure) AS failure,
-                   list(t ORDER BY t.turn_index) FILTER (WHERE t.turn_index IS NOT NULL) AS turns,
+                   list(t.scores ORDER BY t.turn_index) FILTER (WHERE t.turn_index IS NOT NULL) AS turns,
                    any_value(ld.accepted) AS accepted, any_value(ld.reason) AS reason,
                    any_value((SELECT map(list(f.dimension), list(f.value)) FROM dialogue_final_scores f
                               WHERE f.dialogue_key = d.dialogue_key)) AS whole
-            FROM (SELECT DISTINCT dialogue_key FROM run_dialogues WHERE run_id = ?) rd
-            JOIN dialogues d USING (dialogue_key)
-            LEFT JOIN turn_final_scores t USING (dialogue_key)
+            FROM mine JOIN dialogues d USING (dialogue_key)
+            LEFT JOIN turns t USING (dialogue_key)
             LEFT JOIN latest_decisions ld USING (dialogue_key)
             GROUP BY d.dialogue_key"""
-        for page in pages(self.con, inputs, "dialogue_key", REDECIDE_ROWS, [run_id]):
+        for page in pages(self.con, inputs, "dialogue_key", REDECIDE_ROWS, {"run": run_id}):
             changed = []
             for key, failure, turns, was_accepted, was_reason, whole in zip(
                     *(page.column(i).to_pylist() for i in range(6)), strict=True):
-                scores = [{k: v for k, v in t.items() if k not in ("dialogue_key", "turn_index") and v is not None}
-                          for t in turns or []]
+                scores = [dict(t) for t in turns or []]
                 decision = decide(failure or "", scores, thresholds, dict(whole or {}))
                 if (decision.accepted, decision.reason) != (was_accepted, was_reason):
                     changed.append((key, decision))

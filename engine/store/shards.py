@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from seir.engine.records import Dialogue, Draft, Ledger
+from seir.engine.records import Comparison, Dialogue, Draft, Ledger
 from seir.engine.store.base import StoreError, now
 from seir.engine.store.decisions import Decisions
 from seir.operators.stages import stored_fields
@@ -51,8 +51,14 @@ class ShardCommits(Decisions):
         })
         self.insert_turn_scores(run_id, [(d.dialogue_key, t.index, t.scores) for d, t in turns])
         drafts = [draft for d in dialogues for draft in d.drafts]
-        # A draft's columns are its record's stored fields (Draft declares them), and the run that made it.
-        self._insert("drafts", {**{f.name: [getattr(x, f.name) for x in drafts] for f in stored_fields(Draft)},
-                                "run_id": [run_id] * len(drafts)})
+        self._insert("drafts", _columns(Draft, drafts, run_id))
+        self._insert("comparisons", _columns(Comparison, [c for d in dialogues for c in d.comparisons], run_id))
         self._insert_scores(run_id, [(x.draft_key, x.dialogue_key, s) for x in drafts for s in x.scores])
         self.insert_dialogue_scores(run_id, [(d.dialogue_key, d.judgement) for d in dialogues if d.judgement])
+
+
+def _columns(record: type, rows: Sequence[Any], run_id: str) -> dict[str, list[Any]]:
+    """Rows of a record type as its table's columns: the fields the record declares stored, and the run that made
+    them."""
+    return {**{f.name: [getattr(row, f.name) for row in rows] for f in stored_fields(record)},
+            "run_id": [run_id] * len(rows)}

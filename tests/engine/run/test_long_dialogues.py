@@ -8,16 +8,19 @@ models happen to write."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
 import skimage.data
 
+from seir.engine.export import ExportOptions, export
 from seir.operators.backends.transformers_vision import TransformersVisionChat
 from seir.operators.context import TokenCounter
 from seir.operators.scoring.rubrics import INTERMT_DIALOGUE, SYNJUDGE, DialogueView, TurnView, critique_messages
 from seir.operators.stages.prompts import History, caption_messages, question_messages
 from tests.engine.conftest import FinishedRun, run_job, write_job
+from tests.engine.export.test_export import assert_pair_prompts_are_the_writers_requests
 from tests.engine.run.test_image_seeds import VLM, image_job, save_photo, shown
 
 pytestmark = pytest.mark.slow
@@ -152,3 +155,23 @@ def test_a_window_too_small_for_the_fixed_parts_fails_those_drafts_unsent(
     sent = run.sql("""SELECT count(*) FROM model_calls JOIN call_outputs USING (call_key)
                       WHERE role = 'llm' AND CAST(request AS VARCHAR) LIKE '%Tell me about the harbor. Tell me%'""")
     assert sent == [(0,)]
+
+
+def test_every_pairs_prompt_is_the_fitted_request_with_the_pictures_its_writer_was_sent(
+        ray_local: None, tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """Two candidates per round of the question and answer stages on the photo album, in windows its later turns'
+    history does not fit: every sibling pair's prompt is the recorded request both candidates were written for,
+    with the user's pictures and the marker of the history left out, as the writer was sent it."""
+    keys = {name: save_photo(getattr(skimage.data, name)(), tmp_path / f"{name}.png", side=48) for name in PHOTOS}
+    turn_images = [["astronaut.png", "coffee.png"], ["rocket.png"], [], ["chelsea.png"], ["camera.png"]]
+    _, counter = TransformersVisionChat.offline_context(str(tiny_models["judge"]))
+    job = long_job("pairs", windows(counter, OPENING), turns=6, candidates={"question": 2, "answer": 2})
+    seeds = [{"id": "album", "text": OPENING, "turn_images": turn_images}]
+    run = run_job(write_job(tmp_path, job, seed_lines=seeds), tmp_path / "out")
+    export(run.out, tmp_path / "dpo", ExportOptions("trl-dpo", pairs="siblings"), stream=io.StringIO())
+    pairs = assert_pair_prompts_are_the_writers_requests(run, tmp_path / "dpo")
+    assert pairs and {p["stage"] for p in pairs} <= {"question", "answer"}
+    prompts = [json.dumps(p["prompt"]) for p in pairs]
+    assert any("omitted]" in prompt for prompt in prompts), "no exported prompt was fitted to its window"
+    shown_in_prompts = {image["path"].removesuffix(".png") for p in pairs for image in p["images"]}
+    assert shown_in_prompts and shown_in_prompts <= set(keys.values())
