@@ -76,7 +76,8 @@ def write_diff_report(con: duckdb.DuckDBPyConnection, out_dir: Path, before: int
     con.execute("CREATE OR REPLACE TEMP TABLE report_keys AS SELECT dialogue_key, dialogue_id, accepted "
                 "FROM version_dialogues WHERE version = ? AND dialogue_id IN (SELECT unnest(?::VARCHAR[]))",
                 [after, sorted(ids)])
-    cards = "".join(_dialogue_card(con, out_dir, *row) for row in con.execute(
+    order = stage_order_sql("d.stage", output_stages(con))
+    cards = "".join(_dialogue_card(con, out_dir, order, *row) for row in con.execute(
         f"SELECT dialogue_key, dialogue_id, accepted, {keep_score_sql('k')} FROM report_keys k "
         f"ORDER BY dialogue_id LIMIT {GALLERY_EACH * 2}").fetchall())
     summary = ", ".join(f"{len(changes[k])} {k}" for k in ("added", "removed", "changed", "status"))

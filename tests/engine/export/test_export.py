@@ -414,21 +414,6 @@ def test_trl_dpo_trainer_runs_on_text_pairs_with_the_tiny_causal_lm(refined: Fin
     _train(trainer)
 
 
-def test_trl_dpo_trainer_runs_on_pairs_with_images_with_the_tiny_vision_lm(
-        refined: FinishedRun, tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    """Later turns' pairs carry the earlier turns' images in their prompts: TRL's vision preference path."""
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-    from trl import DPOConfig, DPOTrainer
-
-    pairs = load(run_export(refined, tmp_path / "dpo", "trl-dpo"))["train"]
-    with_images = pairs.filter(lambda row: len(row["images"]) > 0)
-    assert with_images.num_rows, "no pair of a later turn: the job refines every stage of three turns"
-    trainer = DPOTrainer(model=LlavaForConditionalGeneration.from_pretrained(tiny_models["judge"]),
-                         args=_args(DPOConfig, tmp_path / "run", max_length=None), train_dataset=with_images,
-                         processing_class=AutoProcessor.from_pretrained(tiny_models["judge"]))
-    _train(trainer)
-
-
 def test_the_command_line_exports_and_refuses_with_one_line(refined: FinishedRun, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     from seir.engine.cli import main
