@@ -16,7 +16,7 @@ CONSTRAINTS := constraints.txt
 VLLM_VENV ?= .venv-vllm
 VLLM_CONSTRAINTS := constraints-vllm.txt
 
-.PHONY: setup demo test lint lint-imports bench lock vllm-env
+.PHONY: setup demo test test-fast lint lint-imports bench lock vllm-env
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
@@ -45,6 +45,13 @@ test: setup
 	$(BIN)/ruff check .
 	$(MAKE) --no-print-directory lint-imports
 	$(BIN)/python -m pytest -q
+
+# The fast tier, to run after every change (under 2 minutes): every test that starts no Ray, model server, engine or
+# browser. `pytest --fast` leaves out the tests marked ray, engine, server, browser or slow (tests/conftest.py marks
+# most by what they start) and fails any other test that starts one of these. `make test` runs them all.
+test-fast: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q --fast
 
 lint: setup
 	$(BIN)/ruff check .

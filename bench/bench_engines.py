@@ -41,7 +41,7 @@ from seir.operators.backends.base import ChatRequest, ChatResult, Sampling, batc
 from seir.operators.backends.engines import Vllm
 from seir.operators.backends.tiny import corpus
 from seir.operators.backends.transformers_chat import TransformersChat
-from seir.operators.seir.prompts import History, Revision, answer_messages, caption_messages, question_messages
+from seir.operators.stages.prompts import History, Revision, answer_messages, caption_messages, question_messages
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORTEST_REPLY, LONGEST_REPLY = 16, 256

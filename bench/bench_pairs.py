@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_readers import job_file  # noqa: E402
 from bench.bench_snapshots import replicate  # noqa: E402
 from seir.engine.export import ExportOptions, export  # noqa: E402
-from seir.engine.export.rows import PairOptions, stored_pairs  # noqa: E402
-from seir.engine.store import limit_memory  # noqa: E402
+from seir.engine.export.rows import PairOptions, pair_stages, stored_pairs  # noqa: E402
+from seir.engine.store import limit_memory, output_stages  # noqa: E402
 
 
 def source_output(work: Path) -> Path:
@@ -66,7 +66,8 @@ def main() -> None:
                                     [version]).fetchall()[0][0]
             started = time.perf_counter()
             limit_memory(con, work / "spill")  # as an export caps it
-            rows = sum(1 for _ in stored_pairs(con, version, PairOptions()))
+            every_stage = PairOptions(pair_stages(output_stages(con), None, text_only=False))
+            rows = sum(1 for _ in stored_pairs(con, version, every_stage))
             query = time.perf_counter() - started
         started = time.perf_counter()
         written = export(out, work / f"export-{size}", ExportOptions("sharegpt-dpo", stages=("question",)),

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from seir.engine.run import Runner, loop, planning
 from seir.engine.spec import JobSpec, load_job
 from seir.operators.backends.tiny import resolve_model_ref
-from seir.operators.seir import prompts
+from seir.operators.stages import prompts
 
 REPO = Path(__file__).resolve().parents[1]
 

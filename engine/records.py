@@ -1,5 +1,5 @@
-"""Typed records that flow from the SEIR loop to the provenance store and the exported dataset, and the stages and
-dimensions they are judged on.
+"""Typed records that flow from the SEIR loop to the provenance store and the exported dataset, and the dimensions
+they are judged on. A stage's drafts and their scores are records of ``seir.operators.stages``, re-exported here.
 
 Every record carries the content key of what produced it; the store adds ``run_id`` when it commits a shard.
 """
@@ -8,19 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from seir.operators.scoring.rubrics import QUESTION, SYNJUDGE
-
-
-class Stage(str, Enum):
-    QUESTION = "question"
-    ANSWER = "answer"
-    IMAGE = "image"
-
+from seir.operators.stages import Draft, Score, Stage
 
 # -- which dimensions judge what: each rule stated here once, for the loop, the store's SQL and the exports --------
+# (which dimensions judge each stage's drafts, and what they write, each stage declares: seir.operators.stages)
 
 # The dimensions a turn's content is scored on (SynJudge's four): what the exported versions list per turn and
 # what a dialogue's dedup keep-score averages.
@@ -28,19 +22,32 @@ CONTENT_DIMENSIONS: tuple[str, ...] = tuple(SYNJUDGE)
 # Every dimension a turn has a final score on, one column each in the ``turn_final_scores`` view.
 TURN_DIMENSIONS: tuple[str, ...] = (*CONTENT_DIMENSIONS, QUESTION.name)
 
-# Which dimensions judge each stage's drafts: what the loop gates and ranks a stage's drafts by.
-STAGE_DIMENSIONS: dict[Stage, tuple[str, ...]] = {
-    Stage.QUESTION: (QUESTION.name,),
-    Stage.ANSWER: ("text_content",),
-    Stage.IMAGE: ("image_content", "image_quality", "image_text_synergy"),
-}
 
-# What each stage's drafts write into a turn (``TurnView``'s fields): what two candidates of a stage differ in.
-STAGE_WRITES: dict[Stage, tuple[str, ...]] = {
-    Stage.QUESTION: ("question",),
-    Stage.ANSWER: ("answer", "caption"),
-    Stage.IMAGE: ("caption", "image"),
-}
+@dataclass(frozen=True)
+class StageRecord:
+    """What an output keeps of each stage a run ran (``runs.stages``), so that exports and lineage read an output's
+    stages from the output itself, with no need to import a stage of one's own again."""
+
+    name: str
+    writes: tuple[str, ...]  # the turn fields its drafts set
+    dimensions: tuple[str, ...]  # what its drafts are judged on
+    # Where in a draft's call keys the writer request that is its preference pairs' prompt sits (the stage's
+    # ``pair_prompt`` among its ``purposes``); None: the pairs' prompt is the dialogue up to the turn's question.
+    prompt_call: int | None
+
+    @classmethod
+    def of(cls, stage: Stage | type[Stage]) -> StageRecord:
+        prompt_call = None if stage.pair_prompt is None else stage.purposes.index(stage.pair_prompt)
+        return cls(stage.name, tuple(stage.writes), tuple(stage.dimensions), prompt_call)
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> StageRecord:
+        return cls(stored["name"], tuple(stored["writes"]), tuple(stored["dimensions"]), stored["prompt_call"])
+
+    @property
+    def image_pairs(self) -> bool:
+        """Its pairs differ in their pictures (it writes images), not only in text."""
+        return "image" in self.writes
 
 
 @dataclass(frozen=True)
@@ -144,58 +151,13 @@ class Ledger:
     images: dict[str, StoredImage] = field(default_factory=dict)
 
 
-@dataclass
-class Score:
-    dimension: str
-    value: float  # combined 0-5 (or the rubric's own scale)
-    scorer: str  # "combined" or a scorer's name
-    model_id: str | None
-    raw: dict[str, Any] = field(default_factory=dict)
-    method: str | None = None  # how a judge's score was read (openai_chat.SCORE_METHODS); None for other scorers
-
-
-@dataclass
-class Draft:
-    """One attempt at one stage of one turn."""
-
-    draft_key: str
-    dialogue_key: str
-    turn_index: int
-    stage: Stage
-    round: int
-    text: str | None  # question text, or answer text (answer stage), or the caption rendered (image stage)
-    caption: str | None = None  # answer stage: the caption proposed with the answer
-    image_key: str | None = None
-    ok: bool = True
-    reason: str = ""  # why a draft failed, or why it was chosen or refined
-    critique: str = ""
-    scores: list[Score] = field(default_factory=list)
-    passed: bool = False
-    best: bool = False  # kept as the stage's result
-    call_keys: list[str] = field(default_factory=list)
-    candidate: int = 0  # which of the round's best-of-N samples (seir.candidates)
-    round_best: bool = False  # the round's choice among its candidates: what the next round refines
-    # Answer stage: the picture the caption named to start from (1-based among those the user shows with the
-    # question; prompts.NEW_PICTURE for none; None when it named none). Not stored: the render records the choice.
-    start_from: int | None = None
-    source_key: str | None = None  # image stage: the user's picture the render started from (an edit)
-
-    def combined(self) -> dict[str, float]:
-        return {s.dimension: s.value for s in self.scores if s.scorer == "combined"}
-
-    def mean_score(self) -> float:
-        """What ranks drafts of one stage: the mean combined score over the stage's dimensions."""
-        values = list(self.combined().values())
-        return sum(values) / len(values) if values else float("-inf")
-
-
 @dataclass(frozen=True)
 class Comparison:
     """The judge asked which of two candidates of one round is better, in one order: ``first`` shown as A."""
 
     dialogue_key: str
     turn_index: int
-    stage: Stage
+    stage: str
     round: int
     first_key: str  # draft key of the candidate shown first
     second_key: str
@@ -222,7 +184,7 @@ class PriorDraft:
 
     seed_key: str
     turn_index: int
-    stage: Stage
+    stage: str
     round: int
     calls: dict[str, int]  # role -> calls this draft made
     candidate: int = 0

@@ -22,10 +22,10 @@ def later_field(default: Any) -> Any:
 
 
 class Operator:
-    """Base of every pluggable unit: backends, scorers, dedup methods."""
+    """Base of every pluggable unit: backends, scorers, dedup methods and the loop's stages."""
 
     name: ClassVar[str] = ""
-    kind: ClassVar[str] = ""  # registry namespace: "backend", "scorer", "dedup"
+    kind: ClassVar[str] = ""  # registry namespace: "backend", "scorer", "dedup", "stage"
     # The model roles it cannot work without, each with the backend capabilities it uses on that role ("chat",
     # "score", "embed", "similarity", "render"; "vision" for chat requests that carry images, "edit" for renders that
     # start from a source picture).

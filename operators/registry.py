@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from seir.operators import backends, dedup, scoring  # noqa: F401  (imported for their @register decorators)
+from seir.operators import backends, dedup, scoring, stages  # noqa: F401  (imported for their @register decorators)
 from seir.operators.base import REGISTRY, Operator
 
 _NOUNS = {"dedup": "dedup method"}  # what a kind's operators are called in messages

@@ -17,7 +17,7 @@ from datasets import Features, Image, List, Value
 from datasets.arrow_writer import ArrowWriter, ParquetWriter
 
 from seir.engine.export.rows import Conversation, DialogueRow, ImageRef, PairRow
-from seir.engine.records import CONTENT_DIMENSIONS, Stage
+from seir.engine.records import CONTENT_DIMENSIONS
 
 # -- Hugging Face features ------------------------------------------------------------------------------------------
 # Content parts carry only "type" and "text": a chat template that tests `'image' in part` must not see an "image"
@@ -168,7 +168,7 @@ class Format:
 
 
 def _pair_route(pair: PairRow) -> tuple[str, dict[str, Any]]:
-    return ("image_pairs", image_pair(pair)) if pair.stage == Stage.IMAGE.value else ("default", text_pair(pair))
+    return ("image_pairs", image_pair(pair)) if pair.image_pair else ("default", text_pair(pair))
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (

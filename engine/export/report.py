@@ -34,7 +34,7 @@ from plotly.subplots import make_subplots
 
 from seir.engine.errors import SeirError, writing
 from seir.engine.records import CONTENT_DIMENSIONS
-from seir.engine.store import keep_score_sql, version_name, write_whole
+from seir.engine.store import keep_score_sql, output_stages, stage_order_sql, version_name, write_whole
 from seir.operators.scoring.judge_eval import JudgeEvalReport
 
 GALLERY_EACH = 3  # dialogues shown as best, as worst and at random
@@ -76,7 +76,8 @@ def write_diff_report(con: duckdb.DuckDBPyConnection, out_dir: Path, before: int
     con.execute("CREATE OR REPLACE TEMP TABLE report_keys AS SELECT dialogue_key, dialogue_id, accepted "
                 "FROM version_dialogues WHERE version = ? AND dialogue_id IN (SELECT unnest(?::VARCHAR[]))",
                 [after, sorted(ids)])
-    cards = "".join(_dialogue_card(con, out_dir, *row) for row in con.execute(
+    order = stage_order_sql("d.stage", output_stages(con))
+    cards = "".join(_dialogue_card(con, out_dir, order, *row) for row in con.execute(
         f"SELECT dialogue_key, dialogue_id, accepted, {keep_score_sql('k')} FROM report_keys k "
         f"ORDER BY dialogue_id LIMIT {GALLERY_EACH * 2}").fetchall())
     summary = ", ".join(f"{len(changes[k])} {k}" for k in ("added", "removed", "changed", "status"))
@@ -307,23 +308,23 @@ def _gallery(con: duckdb.DuckDBPyConnection, out_dir: Path) -> str:
                        "REPEATABLE (7)").fetchall() if ranked else []
     by_key = {row[0]: row for row in ranked}
     picks["random"] = [by_key[key] for (key,) in rest]
+    order = stage_order_sql("d.stage", output_stages(con))  # the stages in the order the output ran them
     parts = []
     for label, rows in picks.items():
-        cards = "".join(_dialogue_card(con, out_dir, *row) for row in rows)
+        cards = "".join(_dialogue_card(con, out_dir, order, *row) for row in rows)
         parts.append(f"<h3>{label}</h3>{cards or '<p>none</p>'}")
     return "\n".join(parts)
 
 
-def _dialogue_card(con: duckdb.DuckDBPyConnection, out_dir: Path, key: str, dialogue_id: str, accepted: bool,
-                   score: float) -> str:
-    drafts = con.execute("""
+def _dialogue_card(con: duckdb.DuckDBPyConnection, out_dir: Path, stage_order: str, key: str, dialogue_id: str,
+                   accepted: bool, score: float) -> str:
+    drafts = con.execute(f"""
         SELECT d.draft_key, d.turn_index, d.stage, d.round, d.candidate, d.text, d.caption, d.image_key, d.critique,
                d.best, d.passed, i.path,
                (SELECT list((s.dimension, round(s.value, 2)) ORDER BY s.dimension) FROM scores s
                 WHERE s.draft_key = d.draft_key AND s.scorer = 'combined')
         FROM drafts d LEFT JOIN images i USING (image_key) WHERE d.dialogue_key = ?
-        ORDER BY d.turn_index, CASE d.stage WHEN 'question' THEN 0 WHEN 'answer' THEN 1 ELSE 2 END, d.round,
-                 d.candidate""",
+        ORDER BY d.turn_index, {stage_order}, d.round, d.candidate""",
                          [key]).fetchall()
     rows: dict[tuple[int, str], list[str]] = {}
     for (_, turn, stage, round_, candidate, text, caption, _, critique, best, passed, path, scores) in drafts:
@@ -334,7 +335,7 @@ def _dialogue_card(con: duckdb.DuckDBPyConnection, out_dir: Path, key: str, dial
         rows.setdefault((turn, stage), []).append(
             f'<div class="draft{marks}"><b>{name}{" (kept)" if best else ""}'
             f'{" passed" if passed else ""}</b><p>{html.escape(text or "")}</p>'
-            + (f"<p><i>{html.escape(caption)}</i></p>" if caption and stage == "answer" else "")
+            + (f"<p><i>{html.escape(caption)}</i></p>" if caption else "")
             + image + f"<ul>{cells}</ul><p class='critique'>{html.escape(critique or '')}</p></div>")
     stages = "".join(f'<div class="stage"><h5>turn {turn + 1} · {stage}</h5><div class="drafts">{"".join(cells)}'
                      f"</div></div>" for (turn, stage), cells in rows.items())

@@ -17,14 +17,12 @@ from typing import Any
 import duckdb
 
 from seir.engine.errors import SeirError
-from seir.engine.records import STAGE_DIMENSIONS, Stage
-from seir.engine.spec import SeirSpec
-from seir.engine.store import candidate_preferences_sql, turn_scores_sql
-from seir.operators.seir.prompts import History, question_messages
+from seir.engine.keys import BYTES_REFERENCE
+from seir.engine.records import StageRecord
+from seir.engine.store import candidate_preferences_sql, sql_text, stage_order_sql, turn_scores_sql
 
 FETCH_ROWS = 256  # rows per fetch from DuckDB: small enough that a batch of dialogue JSON stays a few MB
 PAGE_DIALOGUES = 2048  # dialogues per query (see _paged)
-STAGE_ORDER = {stage.value: i for i, stage in enumerate(Stage)}
 # Where engine/store/images.py stores an image: images/ab/abcdef....png (key: 32 hex digits, the first two its folder).
 _STORED_IMAGE = re.compile(r"images/([0-9a-f]{2})/\1[0-9a-f]{30}\.png")
 
@@ -84,7 +82,10 @@ class PairRow:
     dialogue_key: str
     turn: int
     stage: str
-    prompt: Conversation  # the conversation up to the turn (a question's: what its writer was asked)
+    # What the stage's writer was asked, as recorded (messages, pictures and trimming as sent): for sibling pairs
+    # their round's request, for refinement pairs the first round's; for a stage whose writer is not asked in words
+    # (image), the conversation up to the turn.
+    prompt: Conversation
     chosen: DraftSide
     rejected: DraftSide
     margin: float
@@ -94,6 +95,11 @@ class PairRow:
     caption: str | None = None  # image stage: the caption the answer stage kept (the context both images had)
     answer: str | None = None  # image stage: the turn's answer
     source: ImageRef | None = None  # image stage: the user's picture both images were edited from, if any
+
+    @property
+    def image_pair(self) -> bool:
+        """The two sides differ in their pictures (a stage that writes images), not only in text."""
+        return self.chosen.image is not None
 
 
 class OutputImages:
@@ -195,55 +201,77 @@ PAIR_KINDS = {"refinement": ("refinement",), "siblings": ("sibling",), "both": (
 
 @dataclass(frozen=True)
 class PairOptions:
-    stages: tuple[str, ...] = tuple(stage.value for stage in Stage)
+    stages: tuple[StageRecord, ...]  # the stages whose pairs to export, in the output's order (``pair_stages``)
     min_margin: float = 0.0
     per_turn: int | None = None  # at most this many pairs per turn, the widest margins first
     pairs: str = "both"
 
-    def __post_init__(self) -> None:
-        unknown = [s for s in self.stages if s not in STAGE_ORDER]
-        if unknown or not self.stages:
-            raise ExportError(f"--stages {','.join(self.stages)}: choose among {', '.join(STAGE_ORDER)}")
-        if self.pairs not in PAIR_KINDS:
-            raise ExportError(f"--pairs {self.pairs}: choose among {', '.join(PAIR_KINDS)}")
-        if self.min_margin < 0:
-            raise ExportError(f"--min-margin {self.min_margin}: a margin is 0 or more (scores are 0-5)")
-        if self.per_turn is not None and self.per_turn < 1:
-            raise ExportError(f"--pairs-per-turn {self.per_turn}: give 1 or more (or leave it out for all pairs)")
+    @property
+    def names(self) -> list[str]:
+        return [stage.name for stage in self.stages]
 
 
-def _stage_dimension_sql() -> str:
-    """True for a combined score on one of its draft's stage's dimensions (STAGE_DIMENSIONS, engine/records.py)."""
-    cases = " ".join(f"WHEN '{stage.value}' THEN s.dimension IN ({', '.join(repr(d) for d in dims)})"
-                     for stage, dims in STAGE_DIMENSIONS.items())
-    return f"CASE dr.stage {cases} ELSE false END"
+def pair_stages(known: Sequence[StageRecord], asked: Sequence[str] | None,
+                text_only: bool) -> tuple[StageRecord, ...]:
+    """The stages an export takes pairs of: those ``asked`` for (default: every stage the output ran whose pairs the
+    format can hold; ``text_only``: formats whose chosen and rejected are text), in the output's stage order."""
+    by_name = {stage.name: stage for stage in known}
+    unknown = [name for name in asked or () if name not in by_name]
+    if unknown:
+        raise ExportError(f"--stages {','.join(asked or ())}: this output's stages are {', '.join(by_name)}")
+    chosen = [stage for stage in known if (stage.name in asked if asked else not (text_only and stage.image_pairs))]
+    if text_only and any(stage.image_pairs for stage in chosen):
+        raise ExportError("this format holds text pairs only (its chosen and rejected are text): export the pairs of "
+                          f"{', '.join(s.name for s in chosen if s.image_pairs)} with --format trl-dpo "
+                          "(image_pairs/), or leave them out of --stages")
+    return tuple(chosen)
 
 
-def _pair_tables_sql() -> str:
+def _prompt_call_sql(column: str, stages: Sequence[StageRecord]) -> str:
+    """The position (from 1) in a draft's call keys of its stage's pair-prompt request; NULL for stages without."""
+    cases = " ".join(f"WHEN {sql_text(stage.name)} THEN {stage.prompt_call + 1}" for stage in stages
+                     if stage.prompt_call is not None)
+    return f"CASE {column} {cases} END" if cases else "NULL::INTEGER"
+
+
+def _caption_stage(stages: Sequence[StageRecord]) -> str:
+    """The stage whose kept caption an image pair shows as the context both its pictures were made for: the first
+    that writes a caption without a picture ("" when none does)."""
+    return next((s.name for s in stages if "caption" in s.writes and not s.image_pairs), "")
+
+
+def _pair_tables_sql(stages: Sequence[StageRecord]) -> str:
     """Every scored draft of the version's accepted dialogues, and their comparisons, each tagged with its dialogue's
     place in the export (``n``) and stored in that order: built once per pair export, so each page reads its own
     range (DuckDB skips the other row groups) instead of joining every draft, score and comparison again. A draft's
     score is the mean of its combined scores on its stage's dimensions, as ``Draft.mean_score`` ranks drafts in the
-    loop; scores are those of the run that made the draft (a rescore re-scores kept drafts only)."""
-    return f"""
+    loop (a draft's combined scores are on its stage's dimensions alone); scores are those of the run that made the
+    draft (a rescore re-scores kept drafts only). ``export_prompts`` names, per turn, stage and round, the recorded
+    writer request its candidates shared (the first candidate's whose answer is recorded): a pair's prompt."""
+    return """
     CREATE OR REPLACE TEMP TABLE export_drafts AS
         SELECT o.n, dr.draft_key, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate, dr.round_best,
                dr.text, dr.caption, dr.image_key, dr.source_key, dr.best, dr.critique, avg(s.value) AS score,
-               list({{'dimension': s.dimension, 'value': s.value}} ORDER BY s.dimension) AS scores
+               list({'dimension': s.dimension, 'value': s.value} ORDER BY s.dimension) AS scores
         FROM export_order o JOIN drafts dr USING (dialogue_key)
         JOIN scores s ON s.draft_key = dr.draft_key AND s.scorer = 'combined' AND s.run_id = dr.run_id
-                     AND {_stage_dimension_sql()}
         WHERE dr.ok
         GROUP BY ALL ORDER BY o.n;
     CREATE OR REPLACE TEMP TABLE export_comparisons AS
-        SELECT o.n, c.* FROM export_order o JOIN comparisons c USING (dialogue_key) ORDER BY o.n;"""
+        SELECT o.n, c.* FROM export_order o JOIN comparisons c USING (dialogue_key) ORDER BY o.n;
+    CREATE OR REPLACE TEMP TABLE export_prompts AS
+        SELECT n, dialogue_key, turn_index, stage, round, arg_min(call_key, candidate) AS call_key
+        FROM (SELECT o.n, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate,
+                     dr.call_keys[{prompt_call}] AS call_key
+              FROM export_order o JOIN drafts dr USING (dialogue_key))
+        SEMI JOIN call_outputs USING (call_key)
+        GROUP BY ALL ORDER BY n;""".replace("{prompt_call}", _prompt_call_sql("dr.stage", stages))
 
 
-def _pairs_sql(limit_per_turn: bool) -> str:
+def _pairs_sql(limit_per_turn: bool, stages: Sequence[StageRecord]) -> str:
     """Pairs of drafts of one stage where the chosen one scores higher by at least the margin: (kept draft, earlier
     round's draft) for refinement pairs, two candidates of one round for sibling pairs, from the page's scored drafts
     (``page_drafts``) and comparisons (``page_comparisons``)."""
-    stage_order = " ".join(f"WHEN '{name}' THEN {i}" for name, i in STAGE_ORDER.items())
     return f"""
     WITH chosen_dialogues AS ({_PAGE_DIALOGUES.format(messages="")}),
     scored AS (SELECT * FROM page_drafts WHERE list_contains($stages, stage)),
@@ -251,7 +279,7 @@ def _pairs_sql(limit_per_turn: bool) -> str:
         SELECT k.dialogue_key, k.turn_index, k.stage, k AS chosen, e AS rejected, k.score - e.score AS margin,
                CASE WHEN e.round = k.round THEN 'sibling' ELSE 'refinement' END AS kind,
                row_number() OVER (PARTITION BY k.dialogue_key, k.turn_index
-                                  ORDER BY k.score - e.score DESC, CASE k.stage {stage_order} END, e.round,
+                                  ORDER BY k.score - e.score DESC, {stage_order_sql('k.stage', stages)}, e.round,
                                            e.candidate, k.candidate) AS rank
         FROM scored k JOIN scored e ON e.dialogue_key = k.dialogue_key AND e.turn_index = k.turn_index
                                     AND e.stage = k.stage
@@ -265,21 +293,17 @@ def _pairs_sql(limit_per_turn: bool) -> str:
            (SELECT any_value(x.critique) FROM page_drafts x WHERE x.dialogue_key = p.dialogue_key AND x.round_best
               AND x.turn_index = p.turn_index AND x.stage = p.stage AND x.round = p.chosen.round - 1) AS critique,
            (SELECT any_value(a.caption) FROM page_drafts a WHERE a.dialogue_key = p.dialogue_key
-              AND a.turn_index = p.turn_index AND a.stage = 'answer' AND a.best) AS kept_caption,
-           (SELECT any_value(sd.text) FROM seeds sd WHERE sd.seed_key = c.seed_key) AS seed_text,
-           (SELECT list([t.question, t.answer] ORDER BY t.turn_index) FROM turns t
-              WHERE t.dialogue_key = p.dialogue_key AND t.turn_index < p.turn_index) AS history,
-           (SELECT any_value(r.job_spec->>'$.seir.question_words') FROM runs r WHERE r.run_id = c.run_id)
-              AS question_words
+              AND a.turn_index = p.turn_index AND a.stage = {sql_text(_caption_stage(stages))} AND a.best)
+              AS kept_caption
     FROM pairs p JOIN chosen_dialogues c USING (dialogue_key)
     LEFT JOIN preferences cp ON cp.draft_key = p.chosen.draft_key AND cp.other_key = p.rejected.draft_key
     {"WHERE p.rank <= $per_turn" if limit_per_turn else ""}
-    ORDER BY c.n, p.turn_index, CASE p.stage {stage_order} END, p.chosen.round, p.kind, p.rejected.round,
+    ORDER BY c.n, p.turn_index, {stage_order_sql('p.stage', stages)}, p.chosen.round, p.kind, p.rejected.round,
              p.chosen.candidate, p.rejected.candidate"""
 
 
 def _params(options: PairOptions) -> dict[str, Any]:
-    params: dict[str, Any] = {"stages": list(options.stages), "min_margin": options.min_margin,
+    params: dict[str, Any] = {"stages": options.names, "min_margin": options.min_margin,
                               "kinds": list(PAIR_KINDS[options.pairs])}
     if options.per_turn is not None:
         params["per_turn"] = options.per_turn
@@ -303,52 +327,63 @@ def pair_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int,
     """Preference pairs from the refinement history of the version's accepted dialogues (refinement pairs, sibling
     pairs or both), in dialogue id, turn, stage and round order."""
     images = OutputImages(out_dir)
-    default_words = SeirSpec.model_fields["question_words"].default
-    for row, messages in stored_pairs(con, version, options):
-        yield _pair(row, messages, images, default_words)
+    by_name = {stage.name: stage for stage in options.stages}
+    for row, messages, request in stored_pairs(con, version, options):
+        yield _pair(row, by_name[row["stage"]], messages, request, images)
 
 
 def stored_pairs(con: duckdb.DuckDBPyConnection, version: int,
-                 options: PairOptions) -> Iterator[tuple[dict[str, Any], str]]:
-    """Each pair as the store holds it, with its dialogue's stored messages ("" when only question pairs are asked
-    for: their prompt is rebuilt from the seed), page by page (``pair_page``)."""
-    # A page's messages are read once per dialogue, not carried on each of its pairs: with several candidates per
-    # round a dialogue has dozens of pairs, and its messages on every one would fill DuckDB's memory with copies.
+                 options: PairOptions) -> Iterator[tuple[dict[str, Any], str, str | None]]:
+    """Each pair as the store holds it, with its dialogue's stored messages and the recorded writer request that is
+    its prompt (None for a stage whose pairs' prompt is the dialogue so far), page by page (``pair_page``)."""
+    # A page's messages and requests are read once per dialogue and turn, not carried on each of its pairs: with
+    # several candidates per round a turn has dozens of pairs, and a long dialogue's requests on every one would
+    # fill DuckDB's memory with copies.
     messages: dict[str, str] = {}
+    requests: dict[tuple[str, int, str, int], str] = {}
     tables_built = False
 
     def read_page(page: duckdb.DuckDBPyConnection) -> None:
         nonlocal tables_built
         if not tables_built:  # export_order is there from the first page on
-            page.execute(_pair_tables_sql())
+            page.execute(_pair_tables_sql(options.stages))
             tables_built = True
         first, last = page.execute("SELECT min(n), max(n) FROM export_page").fetchall()[0]
-        for table in ("drafts", "comparisons"):  # constant bounds: DuckDB prunes by the tables' order
+        for table in ("drafts", "comparisons", "prompts"):  # constant bounds: DuckDB prunes by the tables' order
             page.execute(f"CREATE OR REPLACE TEMP TABLE page_{table} AS SELECT * FROM export_{table} "
                          "WHERE n BETWEEN ? AND ?", [first, last])
         messages.clear()
-        if any(stage != Stage.QUESTION.value for stage in options.stages):  # a question pair's prompt is rebuilt
+        requests.clear()
+        if any(stage.prompt_call is None for stage in options.stages):  # their prompt is the dialogue so far
             messages.update(page.execute("SELECT p.dialogue_key, d.messages FROM export_page p "
                                          "JOIN dialogues d USING (dialogue_key)").fetchall())
+        for key, turn, stage, round_, request in page.execute(
+                "SELECT p.dialogue_key, p.turn_index, p.stage, p.round, c.request FROM page_prompts p "
+                "JOIN call_outputs c USING (call_key) WHERE list_contains(?, p.stage)", [options.names]).fetchall():
+            requests[(key, turn, stage, round_)] = request
 
-    for batch in _paged(con, version, _pairs_sql(options.per_turn is not None), _params(options), read_page,
-                        pair_page(con)):
+    sql = _pairs_sql(options.per_turn is not None, options.stages)
+    for batch in _paged(con, version, sql, _params(options), read_page, pair_page(con)):
         for row in batch:
-            yield row, messages.get(row["dialogue_key"], "")
+            key = row["dialogue_key"]
+            # Siblings were both written for their round's request; a refinement pair's prompt is the task as first
+            # asked (round 0's request), which the refined draft answers better.
+            asked_in = row["chosen"]["round"] if row["kind"] == "sibling" else 0
+            yield row, messages.get(key, ""), requests.get((key, row["turn_index"], row["stage"], asked_in))
 
 
-def _pair(row: dict[str, Any], stored_messages: str, images: OutputImages, default_words: int) -> PairRow:
+def _pair(row: dict[str, Any], stage: StageRecord, stored_messages: str, request: str | None,
+          images: OutputImages) -> PairRow:
     where = f"dialogue {row['dialogue_id']} turn {row['turn_index'] + 1} {row['stage']}"
     sides = [_side(row[name], images, where) for name in ("chosen", "rejected")]
     pair = PairRow(row["dialogue_id"], row["dialogue_key"], row["turn_index"], row["stage"], Conversation(),
                    sides[0], sides[1], row["margin"], row["critique"] or "", row["kind"], row["pairwise"])
-    if row["stage"] == Stage.QUESTION.value:
-        # A question is written by the user side: its prompt is what seir's writer was asked for the first draft.
-        history = History(tuple((q, a) for q, a in row["history"] or []))
-        words = int(row["question_words"] or default_words)
-        asked = question_messages(row["seed_text"] or "", history, words)
-        pair.prompt.messages = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
-                                for m in asked]
+    if stage.prompt_call is not None:
+        # The stage's writer was asked in words: its pairs' prompt is that recorded request, as it was sent.
+        if request is None:
+            raise ExportError(f"{where}: the writer's request for this stage is not in call_outputs, so its pairs "
+                              "have no prompt; run `seir check` on the output")
+        pair.prompt = asked_conversation(json.loads(request)["messages"], images, where)
         return pair
     messages = json.loads(stored_messages)
     starts = [*turn_spans(messages), len(messages)]
@@ -357,14 +392,32 @@ def _pair(row: dict[str, Any], stored_messages: str, images: OutputImages, defau
     turn_start, turn_end = starts[row["turn_index"]], starts[row["turn_index"] + 1]
     asking = messages[:turn_start] + [m for m in messages[turn_start:turn_end] if m["role"] == "user"]
     pair.prompt = conversation(asking, images, where)
-    if row["stage"] == Stage.IMAGE.value:
-        answer = next((m for m in messages[turn_start:turn_end] if m["role"] == "assistant"), {"content": []})
-        pair.answer = " ".join(p.get("text") or "" for p in answer["content"] if p.get("type") == "text")
-        pair.caption = row["kept_caption"]
-        # Every round of a turn's image stage starts from the same picture, so both sides share the source.
-        source = row["chosen"]["source_key"]
-        pair.source = images.by_key(source, where) if source else None
+    answer = next((m for m in messages[turn_start:turn_end] if m["role"] == "assistant"), {"content": []})
+    pair.answer = " ".join(p.get("text") or "" for p in answer["content"] if p.get("type") == "text")
+    pair.caption = row["kept_caption"]
+    # Every round of a turn's image stage starts from the same picture, so both sides share the source.
+    source = row["chosen"]["source_key"]
+    pair.source = images.by_key(source, where) if source else None
     return pair
+
+
+def asked_conversation(messages: Sequence[dict[str, Any]], images: OutputImages, where: str) -> Conversation:
+    """A recorded chat request's messages (text as a string or parts; pictures by content key) as placeholders plus
+    the images in order: the exact messages, pictures and trimming the writer was sent."""
+    found = Conversation()
+    for message in messages:
+        parts = message["content"]
+        if isinstance(parts, str):
+            parts = [{"type": "text", "text": parts}]
+        content = []
+        for part in parts:
+            if part.get("type") == "image":
+                found.images.append(images.by_key(part["image"][BYTES_REFERENCE], where))
+                content.append({"type": "image", "text": None})
+            else:
+                content.append({"type": "text", "text": part.get("text") or ""})
+        found.messages.append({"role": message["role"], "content": content})
+    return found
 
 
 def _side(draft: dict[str, Any], images: OutputImages, where: str) -> DraftSide:

@@ -33,6 +33,7 @@ from seir.engine.export.formats import (
     save_to_disk_state,
 )
 from seir.engine.export.rows import (
+    PAIR_KINDS,
     DialogueRow,
     ExportError,
     PairOptions,
@@ -41,11 +42,12 @@ from seir.engine.export.rows import (
     dialogue_rows,
     most_candidates,
     pair_rows,
+    pair_stages,
 )
 from seir.engine.keys import bytes_key, content_key, file_key
 from seir.engine.progress import Meter
-from seir.engine.records import CONTENT_DIMENSIONS, Stage
-from seir.engine.store import folder_whole, limit_memory, open_read_only, version_name
+from seir.engine.records import CONTENT_DIMENSIONS, StageRecord
+from seir.engine.store import folder_whole, limit_memory, open_read_only, output_stages, version_name
 
 __all__ = ["ExportError", "ExportOptions", "ExportResult", "export", "parse_splits"]
 
@@ -96,25 +98,31 @@ class ExportOptions:
     pairs: str = "both"  # refinement, siblings or both (rows.PAIR_KINDS)
     shard_mb: int = 500
 
-    def described(self) -> dict[str, Any]:
-        """The options that shape the files (what the export key and the card record)."""
+    def __post_init__(self) -> None:
+        if self.pairs not in PAIR_KINDS:
+            raise ExportError(f"--pairs {self.pairs}: choose among {', '.join(PAIR_KINDS)}")
+        if self.min_margin < 0:
+            raise ExportError(f"--min-margin {self.min_margin}: a margin is 0 or more (scores are 0-5)")
+        if self.pairs_per_turn is not None and self.pairs_per_turn < 1:
+            raise ExportError(f"--pairs-per-turn {self.pairs_per_turn}: give 1 or more (or leave it out for all "
+                              "pairs)")
+
+    def described(self, pairs: PairOptions | None) -> dict[str, Any]:
+        """The options that shape the files (what the export key and the card record); ``pairs``: the pair options
+        resolved against the output's stages (``pair_options``)."""
         shown: dict[str, Any] = {"splits": dict(self.splits)}
         if FORMATS[self.format].tables is not None:
             shown.update(parquet=self.parquet, shard_mb=self.shard_mb)
-        if FORMATS[self.format].source == "pairs":
-            shown.update(stages=list(self.pair_options().stages), min_margin=self.min_margin,
-                         pairs_per_turn=self.pairs_per_turn, pairs=self.pairs)
+        if pairs is not None:
+            shown.update(stages=pairs.names, min_margin=self.min_margin, pairs_per_turn=self.pairs_per_turn,
+                         pairs=self.pairs)
         return shown
 
-    def pair_options(self) -> PairOptions:
+    def pair_options(self, known: list[StageRecord]) -> PairOptions:
+        """The pairs to export of an output that ran the stages ``known``."""
         fmt = FORMATS[self.format]
-        text = tuple(s.value for s in Stage if s is not Stage.IMAGE)
-        stages = self.stages or (text if fmt.text_stages_only else tuple(s.value for s in Stage))
-        if fmt.text_stages_only and Stage.IMAGE.value in stages:
-            raise ExportError(f"--format {fmt.name} holds text pairs only (its chosen and rejected are text): "
-                              "export image-stage pairs with --format trl-dpo (image_pairs/), or drop image from "
-                              "--stages")
-        return PairOptions(stages, self.min_margin, self.pairs_per_turn, self.pairs)
+        return PairOptions(pair_stages(known, self.stages, fmt.text_stages_only), self.min_margin,
+                           self.pairs_per_turn, self.pairs)
 
 
 @dataclass
@@ -210,7 +218,6 @@ def export(out_dir: Path, to: Path, options: ExportOptions, stream: TextIO | Non
     if options.format not in FORMATS:
         raise ExportError(f"--format {options.format}: choose among {', '.join(FORMATS)}")
     fmt = FORMATS[options.format]
-    pair_options = options.pair_options() if fmt.source == "pairs" else None
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise ExportError(f"{to} exists and is not an empty folder: export into a new folder (or remove it first)")
     started = time.monotonic()
@@ -221,6 +228,7 @@ def export(out_dir: Path, to: Path, options: ExportOptions, stream: TextIO | Non
         # export's memory does not grow with the dataset.
         limit_memory(con, Path(spill.name))
         version = _version(con, out_dir, options.version)
+        pair_options = options.pair_options(output_stages(con)) if fmt.source == "pairs" else None
         if pair_options is not None and pair_options.pairs != "refinement" and most_candidates(con) == 1:
             stream.write("[seir] no sibling pairs here: every round of this output sampled one candidate. Set "
                          "seir.candidates above 1 and refresh to sample several (refinement pairs are exported "
@@ -249,6 +257,7 @@ class _Source:
     unit: str
     items: Iterator[DialogueRow] | Iterator[PairRow]
     about: dict[str, Any]  # what the card says of the version
+    pairs: PairOptions | None  # the pairs it holds, for pair formats
     scores: dict[str, Summary] = field(default_factory=dict)
 
 
@@ -275,9 +284,9 @@ def _source(con: Any, out_dir: Path, version: int, options: ExportOptions,
              "generated_by_seir": engine_version}
     if pair_options is None:
         return _Source(version, count_dialogues(con, version), "dialogues", dialogue_rows(con, out_dir, version),
-                       about)
+                       about, None)
     # Pairs are found page by page as they are written: their number is known at the end.
-    return _Source(version, None, "pairs", pair_rows(con, out_dir, version, pair_options), about)
+    return _Source(version, None, "pairs", pair_rows(con, out_dir, version, pair_options), about, pair_options)
 
 
 def _write(root: Path, fmt: Format, options: ExportOptions, source: _Source,
@@ -316,7 +325,7 @@ def _note_scores(scores: dict[str, Summary], item: DialogueRow | PairRow) -> Non
 
 
 def _export_key(fmt: Format, options: ExportOptions, source: _Source) -> str:
-    return content_key({"format": fmt.name, "options": options.described(), "version": source.about,
+    return content_key({"format": fmt.name, "options": options.described(source.pairs), "version": source.about,
                         "seir": seir.__version__})
 
 
@@ -339,7 +348,7 @@ def _card_and_manifest(root: Path, fmt: Format, options: ExportOptions, source: 
             for table in fmt.tables]
     header["seir"] = {
         "format": fmt.name, "export_key": export_key, "seir_version": seir.__version__, **source.about,
-        "options": options.described(), "rows": rows,
+        "options": options.described(source.pairs), "rows": rows,
         "scores": {name: s.described() for name, s in sorted(source.scores.items())},
     }
     yaml_text = yaml.safe_dump(header, sort_keys=False, allow_unicode=True, default_flow_style=None, width=120)

@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 
 from seir.engine.query.sql import QueryRefused
-from seir.engine.store import ImageStore, open_read_only
+from seir.engine.store import ImageStore, open_read_only, output_stages, stage_order_sql
 
 
 def lineage(out_dir: Path, dialogue: str) -> dict[str, Any]:
@@ -50,8 +50,8 @@ def _lineage(con: duckdb.DuckDBPyConnection, dialogue: str, image_path: Callable
     drafts = _rows(con, """SELECT draft_key, turn_index, stage, round, candidate, round_best, ok, passed, best, text,
                                   caption, image_key, source_key, reason, critique, call_keys, run_id FROM drafts
                            WHERE dialogue_key = ?
-                           ORDER BY turn_index, CASE stage WHEN 'question' THEN 0 WHEN 'answer' THEN 1 ELSE 2 END,
-                                    round, candidate""", [key])
+                           ORDER BY turn_index, {order}, round, candidate""".format(
+                               order=stage_order_sql("stage", output_stages(con))), [key])
     scores = _rows(con, """SELECT draft_key, dimension, scorer, value, run_id FROM scores WHERE dialogue_key = ?
                            ORDER BY dimension, scorer""", [key])
     # A draft's calls were committed in the same transaction as its dialogue, with the same timestamp: filtering on
@@ -129,7 +129,7 @@ def format_lineage(tree: dict[str, Any]) -> str:
             turn = draft["turn_index"]
             lines.append(f"└─ turn {turn + 1}")
         mark = "kept" if draft["best"] else "passed" if draft["passed"] else "ok" if draft["ok"] else "failed"
-        text = draft["text"] if draft["stage"] != "answer" else f"{draft['text']} | caption: {draft['caption']}"
+        text = draft["text"] if not draft["caption"] else f"{draft['text']} | caption: {draft['caption']}"
         # Candidates are named only where a round has several (seir.candidates), and the one refined is marked.
         several = per_round[(draft["turn_index"], draft["stage"], draft["round"])] > 1
         name = f"round {draft['round']}" + (f" candidate {draft['candidate']}" if several else "")

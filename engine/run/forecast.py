@@ -3,8 +3,9 @@ cache, from the committed drafts of the dialogues it remakes.
 
 A remade dialogue replays its loop through the call cache. Its earlier drafts are walked in loop order (turn,
 stage, round): a draft's calls are answered by the cache for certain when nothing they depend on changed, namely
-the stage's writer (``llm`` for text, ``image`` for pictures) and its scorers, the earlier rounds of the stage and
-the question and answer stages of earlier turns (a turn's image does not enter the next turn). Once a stage may take
+the roles the stage declares it writes with, the job settings its constructor reads, its scorers (their roles and
+the settings they read), the earlier rounds of the stage, and every earlier stage that later ones read (a stage that
+declares ``read_later = False``, like the image, does not enter later requests). Once a stage may take
 another path, the rest of it is bounded by its rounds times the most calls one of its drafts made anywhere in the
 output: "at most". A stage that may fail may also end the dialogue, so the cached calls after it are an upper bound.
 A round makes ``seir.candidates`` drafts of its stage (and, judged pairwise, N(N-1) comparisons), so the bound
@@ -13,21 +14,17 @@ counts N of them per round.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from seir.engine.records import STAGE_DIMENSIONS, PriorDraft, Stage
+from seir.engine.records import PriorDraft
 from seir.engine.run.planning import Changes
+from seir.engine.run.scoring import SCORER_SETTINGS, scorer_classes
 from seir.engine.spec import JobSpec, RoleSpec
-from seir.operators.registry import lookup
-
-WRITERS = {"llm", "vlm", "image"}  # roles that write drafts; the others score them
-# Read by renders only (whether and how much a render edits the user's picture too: the caption asks which picture
-# to start from whatever seir.edit says).
-_RENDER_SETTINGS = frozenset({"image_width", "image_height", "image_steps", "guidance_scale", "edit", "edit_strength"})
-_STAGE_OF = {dimension: stage for stage, dims in STAGE_DIMENSIONS.items() for dimension in dims}
+from seir.operators.stages import TEXT_WRITER, VISION_WRITER, Stage
 
 
 @dataclass
@@ -50,7 +47,7 @@ class RoleForecast:
 @dataclass
 class Forecast:
     roles: dict[str, RoleForecast] = field(default_factory=dict)
-    unchanged_stages: set[Stage] = field(default_factory=set)  # no role computes a call in these, for certain
+    unchanged_stages: list[str] = field(default_factory=list)  # no role computes a call in these, for certain
     known: bool = True  # False: no earlier drafts to estimate new work from
 
     def describe(self) -> str:
@@ -59,50 +56,53 @@ class Forecast:
         lines = ["calls per role (certain unless 'at most'):"]
         lines += [f"  {role}: {forecast.describe()}" for role, forecast in sorted(self.roles.items())]
         if self.unchanged_stages:
-            stages = ", ".join(s.value for s in Stage if s in self.unchanged_stages)
+            stages = ", ".join(self.unchanged_stages)
             lines.append(f"  {stages} stages: every call from the cache")
         return "\n".join(lines)
 
 
-def changed_parts(previous: Mapping[str, Any] | None, spec: JobSpec) -> tuple[set[Stage], set[Stage], bool]:
+def _writer_roles(stage: Stage) -> set[str]:
+    """The roles a stage writes with; the vision writer stands in for the text writer on dialogues with pictures."""
+    roles = set(stage.roles)
+    return roles | {VISION_WRITER} if TEXT_WRITER in roles else roles
+
+
+def changed_parts(previous: Mapping[str, Any] | None, spec: JobSpec) -> tuple[set[str], set[str], bool]:
     """(stages whose writer changed, stages whose scorers changed, whether anything else changed that can move
     every stage) between the previous run's spec and this one."""
     if previous is None:
         return set(), set(), True
     now = spec.model_dump(mode="json")
-    writers: set[Stage] = set()
-    scorers: set[Stage] = set()
     old_roles, new_roles = previous.get("roles", {}), now["roles"]
     changed_roles = {r for r in set(old_roles) | set(new_roles)
                      if {k: (old_roles.get(r) or {}).get(k) for k in RoleSpec.OUTPUT_FIELDS}
                      != {k: (new_roles.get(r) or {}).get(k) for k in RoleSpec.OUTPUT_FIELDS}}
-    if changed_roles & {"llm", "vlm"}:  # vlm writes the dialogues whose seeds bring pictures
-        writers |= set(Stage)
-    if "image" in changed_roles:
-        writers.add(Stage.IMAGE)
-    weights = spec.scoring.weights
-    for dimension, stage in _STAGE_OF.items():
-        for scorer in weights.get(dimension, {}):
-            cls = lookup("scorer", scorer)
-            if changed_roles & {*cls.roles, *cls.optional_roles}:  # the roles it declares it calls
-                scorers.add(stage)
     old_seir, new_seir = previous.get("seir", {}), now["seir"]
     seir_changed = {k for k in set(old_seir) | set(new_seir) if old_seir.get(k) != new_seir.get(k)}
-    if seir_changed & _RENDER_SETTINGS:
-        writers.add(Stage.IMAGE)
-    if "question_words" in seir_changed:
-        writers.add(Stage.QUESTION)
-        scorers.add(Stage.ANSWER)  # the text scorer checks lengths
-    if "caption_words" in seir_changed:
-        writers |= {Stage.ANSWER, Stage.IMAGE}
-        scorers.add(Stage.ANSWER)
-    elsewhere = (seir_changed - _RENDER_SETTINGS - {"question_words", "caption_words"}
+    # the seir settings scorers are made with, and which of them changed
+    scorer_fields = {f for fields in SCORER_SETTINGS.values() for f in fields}
+    scorer_changed = {setting for setting, fields in SCORER_SETTINGS.items() if seir_changed & set(fields)}
+    classes = scorer_classes(spec.scoring)
+    writers: set[str] = set()
+    scorers: set[str] = set()
+    stages = spec.seir.stage_units()
+    for stage in stages:
+        if changed_roles & _writer_roles(stage) or seir_changed & set(stage.settings()):
+            writers.add(stage.name)
+        for dimension in stage.dimensions:
+            for name in spec.scoring.weights.get(dimension, {}):
+                cls = classes[name]
+                reads = set(inspect.signature(cls).parameters)
+                if changed_roles & {*cls.roles, *cls.optional_roles} or scorer_changed & reads:
+                    scorers.add(stage.name)
+    settings = {name for stage in stages for name in stage.settings()}
+    elsewhere = (seir_changed - settings - scorer_fields
                  or previous.get("scoring", {}).get("weights") != now["scoring"]["weights"]
                  or previous.get("execution", {}).get("seed") != now["execution"]["seed"])
     return writers, scorers, bool(elsewhere)
 
 
-def forecast(remade: Iterable[tuple[int, Sequence[PriorDraft]]], per_draft: Mapping[tuple[Stage, str], int],
+def forecast(remade: Iterable[tuple[int, Sequence[PriorDraft]]], per_draft: Mapping[tuple[str, str], int],
              changes: Changes, previous: Mapping[str, Any] | None, spec: JobSpec) -> Forecast:
     """``remade``: each dialogue to make, as its number of turns and every draft of its seed's latest committed
     dialogue; ``per_draft``: the most calls one draft of a stage made, per role, over the planned seeds' latest
@@ -113,34 +113,38 @@ def forecast(remade: Iterable[tuple[int, Sequence[PriorDraft]]], per_draft: Mapp
         return result
     rounds = spec.seir.rounds + 1
     writers, scorers, everything = changed_parts(previous, spec)
-    order = {stage: i for i, stage in enumerate(Stage)}
-    unclean_stages: set[Stage] = set()
+    stages = spec.seir.stage_units()
+    order = {stage.name: i for i, stage in enumerate(stages)}
+    unclean_stages: set[str] = set()
+    writes_with = {stage.name: _writer_roles(stage) for stage in stages}  # a draft's calls to these are its writing
 
     def role(name: str) -> RoleForecast:
         return result.roles.setdefault(name, RoleForecast())
 
-    def bound(stage: Stage, n_rounds: int) -> None:
+    def bound(stage: str, n_rounds: int) -> None:
         """A round writes N candidates, each making at most a draft's calls, and (judged pairwise) N(N-1)
         comparisons."""
         candidates = spec.seir.candidates_for(stage)
         for (s, name), n in per_draft.items():
-            if s is stage:
+            if s == stage:
                 role(name).computed_max += n * n_rounds * candidates
         if spec.seir.pairwise != "off":
             role("judge").computed_max += candidates * (candidates - 1) * n_rounds
 
     for turns, priors in remade:
-        drafts = sorted(priors, key=lambda d: (d.turn_index, order[d.stage], d.round, d.candidate))
+        drafts = sorted((d for d in priors if d.stage in order),
+                        key=lambda d: (d.turn_index, order[d.stage], d.round, d.candidate))
         certain, text_clean = True, not everything
         for turn in range(turns):
-            for stage in Stage:
-                stage_drafts = [d for d in drafts if d.turn_index == turn and d.stage is stage]
+            for unit in stages:
+                stage = unit.name
+                stage_drafts = [d for d in drafts if d.turn_index == turn and d.stage == stage]
                 clean_rounds, clean = 0, text_clean and bool(stage_drafts)
                 for _, candidates in itertools.groupby(stage_drafts, key=lambda d: d.round):
                     for draft in candidates:
                         for name, n in draft.calls.items():
                             writer_clean = clean and stage not in writers
-                            if writer_clean and (name in WRITERS or stage not in scorers):
+                            if writer_clean and (name in writes_with[stage] or stage not in scorers):
                                 role(name).cached_max += n
                                 role(name).cached_min += n if certain else 0
                     clean = clean and stage not in writers and stage not in scorers
@@ -151,6 +155,6 @@ def forecast(remade: Iterable[tuple[int, Sequence[PriorDraft]]], per_draft: Mapp
                     bound(stage, rounds - clean_rounds)
                     unclean_stages.add(stage)
                     certain = False
-                    text_clean = text_clean and stage is Stage.IMAGE
-    result.unchanged_stages = set(Stage) - unclean_stages
+                    text_clean = text_clean and not unit.read_later
+    result.unchanged_stages = [stage.name for stage in stages if stage.name not in unclean_stages]
     return result

@@ -16,12 +16,13 @@ import pyarrow as pa
 
 from seir.engine.keys import content_key
 from seir.engine.run.scoring import scorer_roles
-from seir.engine.spec import JobSpec
+from seir.engine.spec import JobSpec, stage_prompts
 from seir.engine.store import ProvenanceStore
 from seir.operators.backends.base import fingerprint_model
 from seir.operators.backends.tiny import resolve_model_ref
+from seir.operators.limits import WordLimits
 from seir.operators.scoring import rubrics
-from seir.operators.seir import prompts
+from seir.operators.stages import BUILT_IN, prompts
 
 PLAN_ROWS = 65536  # seeds keyed per step while planning
 
@@ -75,11 +76,21 @@ class Changes:
 def prompt_fingerprint(spec: JobSpec) -> str:
     """Prompts are keyed by what they render, not by their source: an edit that renders the same prompts changes
     no dialogue key, a changed instruction changes every one (and the call keys of exactly the calls that use it).
-    The comparison prompt counts only for jobs that judge pairwise."""
-    parts = [prompts.prompt_fingerprint(), rubrics.prompt_fingerprint(list(rubrics.DIMENSIONS.values()))]
+    The comparison prompt counts only for jobs that judge pairwise, a stage of one's own's prompts only for jobs that
+    run it."""
+    limits = word_limits(spec)
+    parts = [prompts.prompt_fingerprint(), rubrics.prompt_fingerprint(list(rubrics.DIMENSIONS.values()), limits)]
     if spec.seir.pairwise != "off":
-        parts.append(rubrics.comparison_fingerprint())
+        parts.append(rubrics.comparison_fingerprint(limits))
+    own = [name for name in spec.seir.stage_names() if name not in BUILT_IN]
+    if own:  # stages of one's own: what their prompts render (a job of the built-in stages keeps its keys)
+        parts.append(content_key(stage_prompts(spec, own)))
     return content_key(parts)
+
+
+def word_limits(spec: JobSpec) -> WordLimits:
+    """The job's word limits, which its rubrics state (so they are part of what its prompts render)."""
+    return WordLimits(spec.seir.question_words, spec.seir.caption_words)
 
 
 def model_revisions(spec: JobSpec) -> dict[str, str]:
@@ -93,7 +104,7 @@ def scoring_key(spec: JobSpec, revisions: Mapping[str, str]) -> str:
     return content_key({
         "weights": spec.scoring.weights,
         "roles": {r: [spec.roles[r].output_config(), revisions[r]] for r in scorer_roles(spec)},
-        "rubrics": rubrics.prompt_fingerprint(list(rubrics.DIMENSIONS.values())),
+        "rubrics": rubrics.prompt_fingerprint(list(rubrics.DIMENSIONS.values()), word_limits(spec)),
     })
 
 

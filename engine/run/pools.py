@@ -23,16 +23,9 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from seir.engine.errors import SeirError
 from seir.engine.logs import redirect_worker_output
 from seir.engine.spec import RoleSpec
-from seir.operators.backends.base import LocalBackend, ProbeReport
+from seir.operators.backends.base import CallFailure, LocalBackend, ProbeReport
 from seir.operators.context import Window
 from seir.operators.registry import lookup
-
-
-@dataclass
-class CallFailure:
-    reason: str
-    call_key: str = ""
-    stops_run: bool = False  # the backend said the same request would fail again (a refusal, retries spent)
 
 
 @dataclass

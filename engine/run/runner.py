@@ -29,13 +29,13 @@ from seir.engine.failpoints import failpoint
 from seir.engine.keys import content_key
 from seir.engine.logs import log_path, quiet
 from seir.engine.progress import Meter, say
-from seir.engine.records import DialogueJudgement, Ledger, PriorDraft, Stage
+from seir.engine.records import DialogueJudgement, Ledger, PriorDraft, StageRecord
 from seir.engine.run.budget import Budget, Spend
 from seir.engine.run.clients import LayeredCache, ModelClient
 from seir.engine.run.forecast import Forecast, forecast
 from seir.engine.run.loop import SeirLoop
 from seir.engine.run.planning import PLAN_ROWS, Plan, changes, model_revisions, plan_dialogues, run_keys
-from seir.engine.run.pools import CallFailure, RolePool
+from seir.engine.run.pools import RolePool
 from seir.engine.run.scoring import StageScorer, blocking_call, judge_sampling, scorer_roles
 from seir.engine.run.summary import Progress, format_summary, run_summary
 from seir.engine.seeds import image_key_only, plan_seeds
@@ -43,7 +43,7 @@ from seir.engine.spec import JobSpec, role_needs
 from seir.engine.store import (
     LATEST_CANDIDATES,
     ImageStore,
-    KeptDraft,
+    KeptTurn,
     OutputLock,
     ProvenanceStore,
     SharedCallCache,
@@ -52,10 +52,11 @@ from seir.engine.store import (
     version_name,
     write_version,
 )
-from seir.operators.backends.base import ProbeReport
+from seir.operators.backends.base import CallFailure, ProbeReport
 from seir.operators.scoring.judge import JudgeScorer
 from seir.operators.scoring.judge_eval import JudgeEvalReport, evaluate, judged_items, read_eval_data
 from seir.operators.scoring.rubrics import DialogueView, TurnView
+from seir.operators.stages import TurnContext
 
 RESCORE_BATCH = 64  # turns judged per batched scorer call during a rescore
 EMBED_BATCH = 256  # dialogues embedded per call before the dedup pass: progress between calls
@@ -211,7 +212,9 @@ class Runner:
         run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         shards = store.begin_run(run_id, kind, self.spec.name, self.spec.key(), plan.generation_key,
                                  plan.scoring_key, self.spec.model_dump(mode="json"), seir.__version__, candidates,
-                                 self.spec.execution.shard_size if kind == "run" else None)
+                                 self.spec.execution.shard_size if kind == "run" else None,
+                                 [StageRecord.of(stage) for stage in self.spec.seir.stage_units()]
+                                 if kind == "run" else ())
         if kind == "run":
             self.say(f"run {run_id}: {plan.pending} dialogues to make in {shards} shards, "
                      f"{plan.dialogues - plan.pending} reused")
@@ -327,41 +330,47 @@ class Runner:
 
     async def _rescore_batch(self, store: ProvenanceStore, run_id: str, scorer: StageScorer,
                              dialogue_keys: list[str]) -> None:
-        """One committed batch: every kept stage draft of every turn of these dialogues, judged again."""
+        """One committed batch: every kept draft of every stage of every turn of these dialogues, judged again on what
+        its stage shows the judge, from the same context the loop built."""
         ledger = Ledger()
-        kept = store.kept_drafts(dialogue_keys)  # (draft_key, dialogue_key, turn, stage, text, caption, image, ...)
+        kept = store.kept_turns(dialogue_keys)
+        contexts = [self._context(turn) for turn in kept]
         turn_scores: dict[tuple[str, int], dict[str, float]] = {}
         draft_scores = []
-        for stage in Stage:
-            rows = [row for row in kept if row.stage == stage.value]
-            views = [TurnView(question=row.question, answer=row.answer if stage is not Stage.QUESTION else None,
-                              caption=row.caption if stage is not Stage.QUESTION else None,
-                              image=self.images.get(row.image_key) if row.image_key else None,
-                              history=row.history, **self._shown(row.turn_images, row.turn_index),
-                              source=self.images.get(row.source_key) if row.source_key else None) for row in rows]
-            for row, verdict in zip(rows, await scorer.verdicts(stage, views, ledger), strict=True):
+        for stage in self.spec.seir.stage_units():
+            rows = [(turn, context) for turn, context in zip(kept, contexts, strict=True) if stage.name in turn.drafts]
+            views = [stage.view(context, turn.drafts[stage.name]) for turn, context in rows]
+            for (turn, _), verdict in zip(rows, await scorer.verdicts(stage, views, ledger), strict=True):
                 if verdict.failure:
-                    raise SeirError(f"rescoring {row.dialogue_key} failed: {verdict.failure}. Run the same command "
+                    raise SeirError(f"rescoring {turn.dialogue_key} failed: {verdict.failure}. Run the same command "
                                     "again to resume; rescored batches are kept.")
-                turn_scores.setdefault((row.dialogue_key, row.turn_index), {}).update(verdict.combined)
-                draft_scores.append((row.draft_key, row.dialogue_key, verdict.scores))
-        judged = await self._rescore_dialogues(scorer, [row for row in kept if row.stage == Stage.IMAGE.value], ledger)
+                turn_scores.setdefault((turn.dialogue_key, turn.turn_index), {}).update(verdict.combined)
+                draft_scores.append((turn.drafts[stage.name].draft_key, turn.dialogue_key, verdict.scores))
+        judged = await self._rescore_dialogues(scorer, kept, ledger)
         store.commit_rescore(run_id, draft_scores, turn_scores, ledger, self.images.relative_path, judged)
         self._publish(run_id, ledger)
 
-    async def _rescore_dialogues(self, scorer: StageScorer, image_rows: list[KeptDraft],
+    def _context(self, turn: KeptTurn) -> TurnContext:
+        """A committed turn's context as the loop had it: its history, the pictures the user brought, the kept drafts
+        of its stages and the pictures they made."""
+        shown = [[self.images.get(key) for key in keys] for keys in turn.turn_images[: turn.turn_index + 1]]
+        made = {d.image_key: self.images.get(d.image_key) for d in turn.drafts.values() if d.image_key}
+        return TurnContext.at(turn.turn_index, turn.history, shown, turn.turn_images, kept=dict(turn.drafts),
+                              images=made)
+
+    async def _rescore_dialogues(self, scorer: StageScorer, kept: list[KeptTurn],
                                  ledger: Ledger) -> list[tuple[str, DialogueJudgement]]:
-        """The dialogue-level dimensions again, over the kept turns (each image-stage row is a whole turn)."""
+        """The dialogue-level dimensions again, over the kept turns."""
         dimensions = scorer.dialogue_dimensions()
-        by_dialogue: dict[str, list[KeptDraft]] = {}
-        for row in sorted(image_rows, key=lambda r: (r.dialogue_key, r.turn_index)):
-            by_dialogue.setdefault(row.dialogue_key, []).append(row)
+        by_dialogue: dict[str, list[KeptTurn]] = {}
+        for turn in kept:
+            by_dialogue.setdefault(turn.dialogue_key, []).append(turn)
         if not dimensions or not by_dialogue:
             return []
-        views = [DialogueView([TurnView(r.question, r.answer, r.caption,
-                                        self.images.get(r.image_key) if r.image_key else None,
-                                        shown=self._shown(r.turn_images, r.turn_index)["shown"]) for r in rows])
-                 for rows in by_dialogue.values()]
+        views = [DialogueView([TurnView(t.question, t.answer, t.caption,
+                                        self.images.get(t.image_key) if t.image_key else None,
+                                        shown=self._shown(t.turn_images, t.turn_index)) for t in turns])
+                 for turns in by_dialogue.values()]
         verdicts = await scorer.verdicts_on(dimensions, views, ledger)
         failed = next((v.failure for v in verdicts if v.failure), None)
         if failed:
@@ -369,10 +378,9 @@ class Runner:
         return [(key, DialogueJudgement(v.scores, v.critique, v.call_keys))
                 for key, v in zip(by_dialogue, verdicts, strict=True)]
 
-    def _shown(self, turn_images: list[list[str]], turn_index: int) -> dict[str, Any]:
-        """The pictures the user brought with a turn and before it, as the loop showed them to the judge."""
-        shown = [[self.images.get(key) for key in keys] for keys in turn_images[: turn_index + 1]]
-        return {"shown": shown[turn_index] if turn_index < len(shown) else [], "history_shown": shown[:turn_index]}
+    def _shown(self, turn_images: list[list[str]], turn_index: int) -> list[bytes]:
+        """The pictures the user brought with a turn."""
+        return [self.images.get(key) for key in turn_images[turn_index]] if turn_index < len(turn_images) else []
 
     # -- dedup alone ------------------------------------------------------------------------------------------------
     def dedup(self) -> dict[str, Any]:

@@ -14,16 +14,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from seir.engine.records import STAGE_DIMENSIONS, STAGE_WRITES, Draft, Ledger, Score, Stage
+from seir.engine.records import Draft, Ledger, Score
 from seir.engine.run.clients import ModelClient
-from seir.engine.run.pools import CallFailure
 from seir.engine.spec import JobSpec
-from seir.operators.backends.base import METHODS, Sampling
+from seir.operators.backends.base import METHODS, CallFailure, Sampling
+from seir.operators.limits import WordLimits
 from seir.operators.registry import lookup
 from seir.operators.scoring.base import Scorer, ScorerResult
 from seir.operators.scoring.combine import ScoringConfig, combine, passes
 from seir.operators.scoring.pairwise import PairwiseJudge, Reading
 from seir.operators.scoring.rubrics import DIMENSIONS, TurnView, View
+from seir.operators.stages import Stage
 
 
 class ScorerFailed(RuntimeError):
@@ -73,6 +74,18 @@ def judge_sampling(spec: JobSpec) -> Sampling:
     return role_sampling(spec, "judge")
 
 
+# The job settings a scorer's constructor may name (Scorer documents them), and the seir settings each is made of.
+SCORER_SETTINGS: dict[str, tuple[str, ...]] = {"question_words": ("question_words",),
+                                               "caption_words": ("caption_words",),
+                                               "target_side": ("image_width", "image_height")}
+
+
+def scorer_settings(spec: JobSpec) -> dict[str, Any]:
+    seir = spec.seir
+    return {"question_words": seir.question_words, "caption_words": seir.caption_words,
+            "target_side": max(seir.image_width, seir.image_height)}
+
+
 def scorer_classes(scoring: ScoringConfig) -> dict[str, type[Scorer]]:
     """The scorers ``scoring.weights`` names (built-in names or ``module:Class``), by the name the weights use."""
     return {name: lookup("scorer", name) for name in scoring.scorers()}  # type: ignore[misc]
@@ -103,7 +116,7 @@ class StageScorer:
     async def verdicts(self, stage: Stage, views: Sequence[View], ledger: Ledger) -> list[Verdict]:
         """Every scorer weighted for the stage's dimensions on every view, combined and gated, one verdict each.
         A scorer call that fails fails the whole batch's verdicts with its reason."""
-        return await self.verdicts_on(STAGE_DIMENSIONS[stage], views, ledger)
+        return await self.verdicts_on(stage.dimensions, views, ledger)
 
     async def verdicts_on(self, dimensions: Sequence[str], views: Sequence[View], ledger: Ledger) -> list[Verdict]:
         if not views:
@@ -128,9 +141,11 @@ class StageScorer:
         if not pairs:
             return []
         loop = asyncio.get_running_loop()
-        judge = PairwiseJudge(**self._bridged(PairwiseJudge.roles, loop, ledger), dimensions=STAGE_DIMENSIONS[stage])
+        seir = self.spec.seir
+        judge = PairwiseJudge(**self._bridged(PairwiseJudge.roles, loop, ledger), dimensions=stage.dimensions,
+                              limits=WordLimits(seir.question_words, seir.caption_words))
         try:
-            return await asyncio.to_thread(judge.compare, list(pairs), STAGE_WRITES[stage])
+            return await asyncio.to_thread(judge.compare, list(pairs), stage.writes)
         except ScorerFailed:
             return None
 
@@ -171,10 +186,7 @@ class StageScorer:
         cls = self.classes[name]
         used = {**cls.roles, **{r: c for r, c in cls.optional_roles.items() if r in self.clients}}
         calls = self._bridged(used, loop, ledger)
-        seir = self.spec.seir
-        settings: dict[str, Any] = {"dimensions": list(dimensions), "question_words": seir.question_words,
-                                    "caption_words": seir.caption_words,
-                                    "target_side": max(seir.image_width, seir.image_height)}
+        settings: dict[str, Any] = {"dimensions": list(dimensions), **scorer_settings(self.spec)}
         if cls.roles:
             first = next(iter(cls.roles))
             settings["sampling"] = role_sampling(self.spec, first)

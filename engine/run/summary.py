@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from seir.engine.progress import PLAIN_EVERY_S, Meter
-from seir.engine.records import Dialogue, Ledger, Stage
+from seir.engine.records import Dialogue, Ledger
 from seir.engine.store import decide
 from seir.operators.context import DOES_NOT_FIT_ROLE
 
@@ -44,8 +44,8 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         self.meter.__exit__(*exc)
 
-    def note_round(self, turn_index: int, stage: Stage, round_: int, active: int) -> None:
-        self.activity = f"turn {turn_index + 1} {stage.value} round {round_} ({active} dialogues)"
+    def note_round(self, turn_index: int, stage: str, round_: int, active: int) -> None:
+        self.activity = f"turn {turn_index + 1} {stage} round {round_} ({active} dialogues)"
 
     def shard_committed(self, dialogues: list[Dialogue], ledger: Ledger, thresholds: Mapping[str, float]) -> None:
         self.shards += 1

@@ -11,7 +11,7 @@ from seir.engine.spec.dedup import METHODS as DEDUP_METHODS
 from seir.engine.spec.dedup import DedupConfig
 from seir.engine.spec.job import MAX_TURNS, JobSpec, JobSpecError, RoleSpec, SeedSpec, SeirSpec
 from seir.engine.spec.load import load_job
-from seir.engine.spec.windows import window_report
+from seir.engine.spec.windows import stage_prompts, window_report
 
 __all__ = ["DEDUP_METHODS", "MAX_TURNS", "DedupConfig", "JobSpec", "JobSpecError", "RoleSpec", "SeedSpec", "SeirSpec",
-           "job_summary", "load_job", "role_needs", "window_report"]
+           "job_summary", "load_job", "role_needs", "stage_prompts", "window_report"]

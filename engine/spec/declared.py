@@ -16,11 +16,10 @@ starts.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from seir.engine.records import Stage
 from seir.engine.spec.dedup import method_class
 from seir.engine.spec.job import JobSpec, SeedSpec
 from seir.operators.backends.base import Backend
@@ -28,22 +27,31 @@ from seir.operators.base import Operator
 from seir.operators.registry import lookup
 from seir.operators.scoring.base import TURN_INPUTS, Scorer
 from seir.operators.scoring.pairwise import PairwiseJudge
+from seir.operators.scoring.rubrics import DIMENSIONS
+from seir.operators.stages import JUDGE, JUDGE_NEEDS, TEXT_WRITER, VISION_WRITER, Stage
 
 Location = tuple[str | int, ...]  # a key path in the job spec
 Problem = tuple[Location, str]  # where, and what is wrong and how to fix it
 # Inputs the engine makes with a model role before a dedup method reads them.
 INPUT_ROLES = {"dialogue.embedding": {"embed": ("embed",)}}
-VISION_WRITER = "vlm"  # the optional role that writes the dialogues whose seeds bring pictures
 
 
-# What the SEIR loop itself calls on each role: it writes with the llm, critiques with the judge, renders with image.
-LOOP_NEEDS: dict[str, tuple[str, ...]] = {"llm": ("chat",), "judge": ("chat",), "image": ("render",)}
+def loop_needs(stages: Sequence[type[Stage] | Stage]) -> dict[str, set[str]]:
+    """What the loop itself calls on each role: what each stage declares of its writers, and the judge's critique."""
+    needs: dict[str, set[str]] = {JUDGE: set(JUDGE_NEEDS)}
+    for stage in stages:
+        for role, capabilities in stage.roles.items():
+            needs.setdefault(role, set()).update(capabilities)
+    return needs
 
 
 def role_needs(spec: JobSpec) -> dict[str, frozenset[str]]:
     """The backend capabilities the job uses on each of its roles: the loop's, its scorers' and its dedup methods'
     (what a model server is probed for before any work)."""
-    needs: dict[str, set[str]] = {role: set(LOOP_NEEDS.get(role, ())) for role in spec.roles}
+    loop = loop_needs(spec.seir.stage_units())
+    if VISION_WRITER in spec.roles:  # it writes what the text writer would, for dialogues with pictures
+        loop[VISION_WRITER] = {*loop.get(VISION_WRITER, set()), *loop.get(TEXT_WRITER, set())}
+    needs: dict[str, set[str]] = {role: set(loop.get(role, ())) for role in spec.roles}
     users: list[type[Operator]] = [lookup("scorer", name) for name in spec.scoring.scorers()]
     users += [method_class(name) for name in spec.dedup.methods]
     if spec.seir.pairwise != "off":
@@ -58,9 +66,32 @@ def role_needs(spec: JobSpec) -> dict[str, frozenset[str]]:
 
 def check_job(spec: JobSpec) -> list[Problem]:
     backends, problems = _backends(spec)
-    return (problems + _scorer_problems(spec, backends) + _dedup_problems(spec, backends)
+    return (problems + _stage_problems(spec, backends)
+            + _scorer_problems(spec, backends) + _dedup_problems(spec, backends)
             + _vlm_problems(spec, backends) + _candidate_problems(spec, backends) + _placement_problems(spec, backends)
             + (_edit_problems(spec, backends, "seir.edit is always") if spec.seir.edit == "always" else []))
+
+
+def _stage_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> list[Problem]:
+    """The roles the job's stages and the judge need, the capabilities they use on them, and the dimensions each stage
+    is judged on, each one a rubric defines (a dimension no scorer is weighted on goes unscored, as it always has)."""
+    stages = spec.seir.stage_units()
+    needs = loop_needs(stages)
+    missing = [role for role in needs if role not in spec.roles]
+    if missing:
+        names = ", ".join(stage.name for stage in stages)
+        return [(("roles",), f"missing model roles: {', '.join(missing)} (the stages {names} and the judge need "
+                             f"{', '.join(needs)}): add them under roles")]
+    problems: list[Problem] = []
+    for position, stage in enumerate(stages):
+        where: Location = ("seir", "stages", position)
+        problems += _role_problems(spec, backends, f"stage {stage.name!r}", type(stage), stage.roles, where,
+                                   f"remove {stage.name!r} from seir.stages")
+        for dimension in stage.dimensions:
+            if dimension not in DIMENSIONS:
+                problems.append((where, f"stage {stage.name!r} is judged on {dimension!r}, which no rubric defines "
+                                        f"(known: {', '.join(DIMENSIONS)})"))
+    return problems
 
 
 def _cannot_edit(backends: dict[str, type[Backend]]) -> bool:
@@ -96,10 +127,11 @@ def _candidate_problems(spec: JobSpec, backends: dict[str, type[Backend]]) -> li
     """Best-of-N text candidates need a writer that samples (greedy decoding writes the same draft N times), and
     pairwise judging needs a judge that can be read over labels."""
     problems: list[Problem] = []
-    text_stages = [stage for stage in (Stage.QUESTION, Stage.ANSWER) if spec.seir.candidates_for(stage) > 1]
-    for role in ("llm", VISION_WRITER):
+    text_stages = [stage.name for stage in spec.seir.stage_units()
+                   if stage.writer == TEXT_WRITER and spec.seir.candidates_for(stage.name) > 1]
+    for role in (TEXT_WRITER, VISION_WRITER):
         if text_stages and role in spec.roles and spec.roles[role].sampling.temperature == 0:
-            stages = " and ".join(stage.value for stage in text_stages)
+            stages = " and ".join(text_stages)
             problems.append((("roles", role, "sampling", "temperature"),
                              f"seir.candidates asks several {stages} drafts per round, but the {role} role decodes "
                              "greedily (temperature 0), so every candidate would be the same text: give it a "
@@ -124,7 +156,7 @@ def seed_picture_problems(spec: JobSpec) -> list[Problem]:
     """Problems when a seed file brings pictures (the spec's paths resolved): no writer can see them, or the job
     edits them (``seir.edit: auto``) with an image role that cannot."""
     backends, _ = _backends(spec)
-    writer = None if VISION_WRITER in spec.roles else backends.get("llm")
+    writer = None if VISION_WRITER in spec.roles else backends.get(TEXT_WRITER)
     blind = writer is not None and "vision" not in writer.capabilities
     cannot_edit = spec.seir.edit == "auto" and _cannot_edit(backends)
     if not blind and not cannot_edit:

@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -22,14 +23,14 @@ from pydantic import (
 
 from seir.engine.errors import SeirError
 from seir.engine.keys import content_key
-from seir.engine.records import Stage
 from seir.engine.spec.dedup import DedupConfig, default_methods
+from seir.operators.limits import WordLimits
+from seir.operators.registry import lookup
 from seir.operators.scoring.combine import ScoringConfig
+from seir.operators.stages import BUILT_IN, Stage
 
 MAX_TURNS = 32  # MMDU's dialogues run to 27 turns; a job's turns and a seed line's alike
 MAX_CANDIDATES = 16  # drafts per round of a stage; pairwise judging asks N(N-1) comparisons of them
-
-REQUIRED_ROLES = ("llm", "judge", "image")
 
 
 class JobSpecError(SeirError, ValueError):
@@ -128,8 +129,11 @@ class SeirSpec(_Strict):
 
     turns: int = Field(3, ge=1, le=MAX_TURNS)
     rounds: int = Field(3, ge=0, le=10)  # refinement rounds per stage after the first draft (InterSyn: 3)
-    question_words: int = Field(50, ge=1)
-    caption_words: int = Field(65, ge=1)
+    # The stages of every turn, in order: the built-in ones by name, a stage of one's own as "module:Class"
+    # (seir.operators.stages.Stage; docs/stages.md).
+    stages: tuple[str, ...] = BUILT_IN
+    question_words: int = Field(WordLimits.question, ge=1)
+    caption_words: int = Field(WordLimits.caption, ge=1)
     # Stop refining a stage once every dimension it is judged on reaches its gate. Generation depends on the gate,
     # so it is part of every dialogue's key; acceptance thresholds (scoring.thresholds) are not.
     gate: dict[str, float] = Field(default_factory=dict)  # per dimension; dimensions not named use gate_default
@@ -147,23 +151,43 @@ class SeirSpec(_Strict):
 
     # Best-of-N: drafts sampled per round of a stage, one number for every stage or per stage ({answer: 4}). All
     # are judged in the same batches; the best is critiqued and refined.
-    candidates: int | dict[Stage, int] = Field(1)
+    candidates: int | dict[str, int] = Field(1)
     # Pairwise judging of a round's candidates, asked in both orders: "record" stores the comparisons beside the
     # scores, "rank" also keeps the candidate that wins most of them (ties broken by mean score).
     pairwise: Literal["off", "record", "rank"] = "off"
 
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stages_found(cls, value: Any) -> Any:
+        """Every stage named is a built-in one or an importable ``module:Class``, each once."""
+        names = [value] if isinstance(value, str) else list(value or [])
+        if not names:
+            raise ValueError(f"stages: name at least one stage (the built-in ones: {', '.join(BUILT_IN)})")
+        for name in names:
+            try:
+                lookup("stage", str(name))
+            except KeyError as err:
+                raise ValueError(f"stages: {err.args[0]}") from None
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"stages: {', '.join(repeated)} named more than once")
+        return tuple(names)
+
     @field_validator("candidates", mode="before")
     @classmethod
-    def _candidate_counts(cls, value: Any) -> Any:
-        """One message for every way to get it wrong, rather than one per member of the union."""
-        stages = [stage.value for stage in Stage]
+    def _candidate_counts(cls, value: Any, info: ValidationInfo) -> Any:
+        """One message for every way to get it wrong, rather than one per member of the union; a stage named must
+        be one of the job's (``stages`` is checked first: fields are validated in order)."""
         counts = value if isinstance(value, dict) else {"every stage": value}
         for stage, count in counts.items():
-            if isinstance(value, dict) and stage not in stages:
-                raise ValueError(f"candidates: unknown stage {stage!r}; name some of {', '.join(stages)}, or give "
-                                 "one number for every stage")
             if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_CANDIDATES:
                 raise ValueError(f"candidates: give 1 to {MAX_CANDIDATES} drafts per round ({stage}: {count!r})")
+        if isinstance(value, dict) and "stages" in info.data:
+            names = [lookup("stage", name).name for name in info.data["stages"]]
+            unknown = [stage for stage in value if stage not in names]
+            if unknown:
+                raise ValueError(f"unknown stage {unknown[0]!r}; name some of {', '.join(names)}, or give one "
+                                 "number for every stage")
         return value
 
     @model_serializer(mode="wrap")
@@ -171,8 +195,10 @@ class SeirSpec(_Strict):
         """Settings added after the first jobs were made are left out at their defaults, so out of every key: a
         job that does not use them keeps every key and output it had."""
         dumped = handler(self)
-        if all(self.candidates_for(stage) == 1 for stage in Stage):
+        if all(self.candidates_for(stage) == 1 for stage in self.stage_names()):
             dumped.pop("candidates", None)
+        if self.stages == BUILT_IN:
+            dumped.pop("stages")
         for name in ("pairwise", "edit", "edit_strength"):
             if dumped.get(name) == type(self).model_fields[name].default:
                 dumped.pop(name)
@@ -181,8 +207,28 @@ class SeirSpec(_Strict):
     def gate_for(self, dimension: str) -> float:
         return self.gate.get(dimension, self.gate_default)
 
-    def candidates_for(self, stage: Stage) -> int:
+    def candidates_for(self, stage: str) -> int:
         return self.candidates if isinstance(self.candidates, int) else self.candidates.get(stage, 1)
+
+    def stage_names(self) -> tuple[str, ...]:
+        """Each stage's own name (a plugin's ``Class.name``), in order."""
+        return tuple(lookup("stage", name).name for name in self.stages)
+
+    def stage_units(self) -> list[Stage]:
+        """The job's stages, in order, each made with the settings of this section its constructor names."""
+        return [make_stage(lookup("stage", name), self) for name in self.stages]  # type: ignore[arg-type]
+
+
+def make_stage(cls: type[Stage], seir: SeirSpec) -> Stage:
+    """A stage made with the ``seir`` settings its constructor names; a parameter that names none keeps its
+    default."""
+    found = {name: getattr(seir, name) for name in cls.settings() if name in type(seir).model_fields}
+    try:
+        return cls(**found)
+    except TypeError as err:
+        raise SeirError(f"stage {cls.name!r} ({cls.__module__}:{cls.__qualname__}) cannot be made from the job's seir "
+                        f"settings: {err}. Its constructor may name settings of seir "
+                        f"({', '.join(type(seir).model_fields)}); give others a default") from None
 
 
 class BudgetSpec(_Strict):
@@ -225,14 +271,6 @@ class JobSpec(_Strict):
             if isinstance(dedup, dict) and "methods" not in dedup:
                 return {**data, "dedup": {**dedup, "methods": default_methods(data["roles"])}}
         return data
-
-    @field_validator("roles")
-    @classmethod
-    def _required_roles(cls, roles: dict[str, RoleSpec]) -> dict[str, RoleSpec]:
-        missing = [role for role in REQUIRED_ROLES if role not in roles]
-        if missing:
-            raise ValueError(f"missing model roles: {', '.join(missing)} (every job needs llm, judge and image)")
-        return roles
 
     def generation_key(self, prompt_fingerprint: str) -> str:
         """The key of everything that determines how a dialogue is generated (not how it is accepted)."""

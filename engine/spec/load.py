@@ -7,6 +7,7 @@ folders the job may read.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from seir.engine.spec.job import JobSpec, JobSpecError
 
 def load_job(path: str | Path) -> JobSpec:
     path = Path(path)
+    _importable_beside(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -106,3 +108,11 @@ def _refuse_reads_outside_roots(spec: JobSpec, path: Path, node: yaml.Node | Non
                 for loc, file in named if file is not None and seeds.inside_roots(file) is None]
     if problems:
         raise JobSpecError("\n".join(problems))
+
+
+def _importable_beside(path: Path) -> None:
+    """Operators a job names as ``module:Class`` (a stage of one's own, a scorer) are imported from the job file's
+    folder first, where such a module ships with its job."""
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)

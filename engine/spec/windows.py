@@ -2,31 +2,34 @@
 
 The window comes from the role's ``context_length``, else the model's config (read from its files, no weights
 loaded); a server's is known only once it is probed at the start of a run. The sizes are the real prompts, counted
-with the role's own tokenizer, filled with stand-in text of the longest lengths the job allows (``question_words``
-and ``caption_words``, each cut at the writer's ``max_new_tokens``): the last turn's answer request for the writer,
-an image stage's critique for the judge.
+with the role's own tokenizer: each of the job's stages builds its requests and judge views for the last turn of the
+longest dialogue, filled with stand-in text of the longest lengths the job allows (``question_words`` and
+``caption_words``, each cut at the writer's ``max_new_tokens``), and the longest of them is reported per role.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
 
-from seir.engine.records import STAGE_DIMENSIONS, Stage
 from seir.engine.spec.job import JobSpec
-from seir.operators.backends.base import Backend
-from seir.operators.context import TokenCounter
+from seir.operators.backends.base import Backend, CallFailure, RenderRequest
+from seir.operators.context import TokenCounter, Trim
 from seir.operators.registry import lookup
 from seir.operators.scoring.judge import SCORE_LINE_TOKENS
-from seir.operators.scoring.rubrics import DIMENSIONS, TurnView, critique_messages
-from seir.operators.seir.prompts import History, answer_messages
-
-WRITERS = ("llm", "vlm")
+from seir.operators.scoring.rubrics import DIMENSIONS, View, critique_messages
+from seir.operators.stages import JUDGE, TEXT_WRITER, VISION_WRITER, Draft, Prompt, TurnContext
+from seir.operators.stages.prompts import History
 
 
 def window_report(spec: JobSpec) -> list[str]:
     """One line per chat role: its window and the sizes of its longest requests, with a warning where a request's
     fixed parts cannot fit (its drafts would fail) and a note where earlier turns will be left out."""
     lines = []
+    measured: dict[str, tuple[list[Prompt], list[View]]] | None = None
     for role, role_spec in spec.roles.items():
         backend: type[Backend] = lookup("backend", role_spec.backend)  # type: ignore[assignment]
         if "chat" not in backend.capabilities:
@@ -44,10 +47,11 @@ def window_report(spec: JobSpec) -> list[str]:
             known = f"{limit:,} tokens ({source})" if limit else "told by the server when the run starts"
             lines.append(f"{role}: context window {known}")
             continue
-        if role in WRITERS:
-            what, fixed, whole = "answer request", *_writer_sizes(spec, role, counter)
-        elif role == "judge":
-            what, fixed, whole = "critique", *_judge_sizes(spec, counter)
+        measured = measured or _last_turns(spec)
+        if role in (TEXT_WRITER, VISION_WRITER):
+            what, fixed, whole = _writer_sizes(spec, role, counter, measured)
+        elif role == JUDGE:
+            what, fixed, whole = _judge_sizes(spec, counter, measured)
         else:
             lines.append(f"{role}: context window {limit:,} tokens ({source})")
             continue
@@ -67,37 +71,98 @@ def _words(count: int) -> str:
     return " ".join(["picture"] * count)
 
 
-def _reply(spec: JobSpec, words: int) -> str:
-    """Stand-in text as long as the writer may make it: its word limit, cut at its max_new_tokens."""
-    return _words(min(words, spec.roles["llm"].sampling.max_new_tokens))
+class _Recorder:
+    """A ``Writer`` that sends nothing: it keeps each request a stage builds and answers with stand-in text as long
+    as the job lets the writer make it (its word limit for questions and captions, cut at max_new_tokens)."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.prompts: list[Prompt] = []
+        blank = _blank_picture(spec.seir.image_width, spec.seir.image_height)
+        self.picture = _Picture("0" * 32, blank, "")
+
+    def reply(self, purpose: str) -> str:
+        limit = {"question": self.spec.seir.question_words, "caption": self.spec.seir.caption_words}.get(purpose)
+        tokens = self.spec.roles[TEXT_WRITER].sampling.max_new_tokens
+        return _words(min(limit or tokens, tokens))
+
+    async def chat(self, purpose: str, turns: Any, drafts: Any, previous: Any, prompts: Any) -> list[str]:
+        self.prompts += prompts
+        return [self.reply(purpose)] * len(prompts)
+
+    async def render(self, drafts: Any, requests: list[RenderRequest]) -> list[_Picture | CallFailure]:
+        return [self.picture] * len(requests)
+
+    def sampling_seed(self, turn: Any, draft: Any, purpose: str) -> int:
+        return 0
 
 
-def _history(spec: JobSpec) -> tuple[str, History]:
-    question = _reply(spec, spec.seir.question_words)
-    answer = _words(spec.roles["llm"].sampling.max_new_tokens)
-    return question, History(((question, answer),) * (spec.seir.turns - 1))
+@dataclass
+class _Picture:
+    key: str
+    png: bytes
+    call_key: str
 
 
-def _writer_sizes(spec: JobSpec, role: str, counter: TokenCounter) -> tuple[int, int]:
-    question, history = _history(spec)
+def _last_turns(spec: JobSpec) -> dict[str, tuple[list[Prompt], list[View]]]:
+    """Every stage's requests and judge views in the last turn of the longest dialogue the job makes, with and
+    without the earlier turns (stand-in text of the longest lengths allowed): by history ("whole", "fixed"), the
+    writers' requests and the judge's views."""
+    recorder = _Recorder(spec)
+    question, answer = recorder.reply("question"), recorder.reply("answer")
+    found = {}
+    for name, history in (("fixed", History()), ("whole", History(((question, answer),) * (spec.seir.turns - 1)))):
+        recorder.prompts = []
+        turn = TurnContext(opening=question, seed_key="", history=history)
+        views: list[View] = []
+        stages = spec.seir.stage_units()
+        for stage in stages:
+            draft = Draft("", "", spec.seir.turns - 1, stage.name, 0, None)
+            asyncio.run(stage.write([turn], [draft], [None], recorder))  # type: ignore[arg-type]
+            views.append(stage.view(turn, draft))
+            turn.kept[stage.name] = draft
+            turn.briefs += [b for b in [stage.brief(draft)] if b]
+        found[name] = (recorder.prompts, views)
+    return found
+
+
+def stage_prompts(spec: JobSpec, names: Collection[str]) -> list[Any]:
+    """The requests the job's stages named in ``names`` build on a fixed probe (a later turn, a first draft and a
+    revision of it), as rendered: keyed into a job's dialogues, so that a stage of one's own that changes what it
+    asks changes the keys of what it made, as seir's own prompt fingerprint does for the built-in stages."""
+    recorder = _Recorder(spec)
+    turn = TurnContext(opening="opening", seed_key="", history=History((("q0", "a0"),)))
+    rendered: list[Any] = []
+    for stage in spec.seir.stage_units():
+        recorder.prompts = []
+        first = Draft("", "", 1, stage.name, 0, None)
+        asyncio.run(stage.write([turn], [first], [None], recorder))  # type: ignore[arg-type]
+        first.critique = "critique"
+        asyncio.run(stage.write([turn], [Draft("", "", 1, stage.name, 1, None)], [first], recorder))  # type: ignore[arg-type]
+        if stage.name in names:
+            rendered += [prompt.build(Trim()) for prompt in recorder.prompts]
+        turn.kept[stage.name] = first
+        turn.briefs += [b for b in [stage.brief(first)] if b]
+    return rendered
+
+
+def _writer_sizes(spec: JobSpec, role: str, counter: TokenCounter,
+                  measured: dict[str, tuple[list[Prompt], list[View]]]) -> tuple[str, int, int]:
     reply = spec.roles[role].sampling.max_new_tokens
-    return (counter.count(answer_messages(question, History())) + reply,
-            counter.count(answer_messages(question, history)) + reply)
+    fixed, whole = (max(counter.count(p.build(Trim())) for p in measured[k][0]) + reply for k in ("fixed", "whole"))
+    return "longest writer request", fixed, whole
 
 
-def _judge_sizes(spec: JobSpec, counter: TokenCounter) -> tuple[int, int]:
-    question, history = _history(spec)
-    answer = _words(spec.roles["llm"].sampling.max_new_tokens)
-    caption = _reply(spec, spec.seir.caption_words)
-    dimensions = [DIMENSIONS[d] for d in STAGE_DIMENSIONS[Stage.IMAGE] if d in spec.scoring.weights]
-    if not dimensions:
-        return 0, 0
-    image = _blank_picture(spec.seir.image_width, spec.seir.image_height)
-    reply = spec.roles["judge"].sampling.max_new_tokens + SCORE_LINE_TOKENS
-    alone = TurnView(question, answer, caption, image)
-    with_history = TurnView(question, answer, caption, image, history=list(history.turns))
-    return (counter.count(critique_messages(dimensions, alone)) + reply,
-            counter.count(critique_messages(dimensions, with_history)) + reply)
+def _judge_sizes(spec: JobSpec, counter: TokenCounter,
+                 measured: dict[str, tuple[list[Prompt], list[View]]]) -> tuple[str, int, int]:
+    reply = spec.roles[JUDGE].sampling.max_new_tokens + SCORE_LINE_TOKENS
+    sizes = []
+    for key in ("fixed", "whole"):
+        counts = [counter.count(critique_messages(dimensions, view))
+                  for stage, view in zip(spec.seir.stage_units(), measured[key][1], strict=True)
+                  if (dimensions := [DIMENSIONS[d] for d in stage.dimensions if d in spec.scoring.weights])]
+        sizes.append(max(counts, default=-reply) + reply)
+    return "longest critique", sizes[0], sizes[1]
 
 
 def _blank_picture(width: int, height: int) -> bytes:

@@ -11,13 +11,13 @@ from seir.engine.store.acceptance import decide
 from seir.engine.store.base import StoreError, limit_memory, now, pages
 from seir.engine.store.call_cache import SharedCallCache
 from seir.engine.store.connect import STORAGE_VERSION
-from seir.engine.store.decisions import KeptDraft
+from seir.engine.store.decisions import KeptTurn
 from seir.engine.store.files import folder_whole, write_whole
 from seir.engine.store.images import ImageStore, as_png
 from seir.engine.store.integrity import DamagedStore, damaged, is_damage
 from seir.engine.store.lock import OutputBusy, OutputLock
 from seir.engine.store.provenance import ProvenanceStore, open_read_only
-from seir.engine.store.runs import LATEST_CANDIDATES
+from seir.engine.store.runs import LATEST_CANDIDATES, output_stages, sql_text, stage_order_sql
 from seir.engine.store.schema import (
     ACCEPTED_IN_RUN,
     SCHEMA_VERSION,
@@ -29,33 +29,36 @@ from seir.engine.store.snapshots import keep_snapshots
 from seir.engine.store.versions import Version, version_name, write_version
 
 __all__ = [
-           "ACCEPTED_IN_RUN",
-           "LATEST_CANDIDATES",
-           "SCHEMA_VERSION",
-           "STORAGE_VERSION",
-           "DamagedStore",
-           "ImageStore",
-           "KeptDraft",
-           "OutputBusy",
-           "OutputLock",
-           "ProvenanceStore",
-           "SharedCallCache",
-           "StoreError",
-           "Version",
-           "as_png",
-           "candidate_preferences_sql",
-           "damaged",
-           "decide",
-           "folder_whole",
-           "is_damage",
-           "keep_score_sql",
-           "keep_snapshots",
-           "limit_memory",
-           "now",
-           "open_read_only",
-           "pages",
-           "turn_scores_sql",
-           "version_name",
-           "write_version",
-           "write_whole",
+    "ACCEPTED_IN_RUN",
+    "LATEST_CANDIDATES",
+    "SCHEMA_VERSION",
+    "STORAGE_VERSION",
+    "DamagedStore",
+    "ImageStore",
+    "KeptTurn",
+    "OutputBusy",
+    "OutputLock",
+    "ProvenanceStore",
+    "SharedCallCache",
+    "StoreError",
+    "Version",
+    "as_png",
+    "candidate_preferences_sql",
+    "damaged",
+    "decide",
+    "folder_whole",
+    "is_damage",
+    "keep_score_sql",
+    "keep_snapshots",
+    "limit_memory",
+    "now",
+    "open_read_only",
+    "output_stages",
+    "pages",
+    "sql_text",
+    "stage_order_sql",
+    "turn_scores_sql",
+    "version_name",
+    "write_version",
+    "write_whole",
 ]

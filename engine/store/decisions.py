@@ -1,5 +1,5 @@
 """Scores and acceptance: score rows (per draft and per turn), what a rescore reads (dialogues scored under
-another config, the kept drafts) and writes, and acceptance decided again from the final scores."""
+another config, the kept turns) and writes, and acceptance decided again from the final scores."""
 
 from __future__ import annotations
 
@@ -8,27 +8,28 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from seir.engine.records import DialogueJudgement, Ledger, Score
+from seir.engine.records import DialogueJudgement, Draft, Ledger, Score
 from seir.engine.store.acceptance import decide
 from seir.engine.store.base import held, now, pages
 from seir.engine.store.call_records import CallRecords
+from seir.operators.stages import stored_fields
 
 REDECIDE_ROWS = 16384  # dialogues decided per page
 
 
 @dataclass(frozen=True)
-class KeptDraft:
-    draft_key: str
+class KeptTurn:
+    """A committed turn as a rescore judges it again: the turn, what came before it, and its stages' kept drafts."""
+
     dialogue_key: str
     turn_index: int
-    stage: str
     question: str
     answer: str
-    caption: str | None
+    caption: str
     image_key: str | None
-    history: list[tuple[str, str]]
+    history: list[tuple[str, str]]  # the earlier turns' (question, answer)
     turn_images: list[list[str]]  # the keys of the pictures the user brought in each turn (the seed's)
-    source_key: str | None = None  # image stage: the user's picture the image was edited from
+    drafts: dict[str, Draft]  # the kept draft of each stage, by stage name
 
 
 class Decisions(CallRecords):
@@ -42,24 +43,29 @@ class Decisions(CallRecords):
                ORDER BY ts.dialogue_key""", [run_id, scoring_key]).fetchall()]
 
     @held
-    def kept_drafts(self, dialogue_keys: Sequence[str]) -> list[KeptDraft]:
-        """The kept draft of every stage of every turn, with what the scorers saw beside it."""
+    def kept_turns(self, dialogue_keys: Sequence[str]) -> list[KeptTurn]:
+        """Every committed turn of these dialogues with the kept draft of each of its stages, read as ``Draft``
+        records (their columns are the record's), in dialogue and turn order."""
+        keys = [list(dialogue_keys)]
+        columns = ", ".join(f.name for f in stored_fields(Draft))
+        drafts: dict[tuple[str, int], dict[str, Draft]] = {}
+        found = self.con.execute(f"SELECT {columns} FROM drafts WHERE best AND dialogue_key IN "
+                                 "(SELECT unnest(?::VARCHAR[]))", keys)
+        names = [column[0] for column in found.description]
+        for row in found.fetchall():
+            draft = Draft(**dict(zip(names, row, strict=True)))
+            drafts.setdefault((draft.dialogue_key, draft.turn_index), {})[draft.stage] = draft
         rows = self.con.execute(
-            """WITH kept AS (SELECT * FROM drafts WHERE best AND dialogue_key IN (SELECT unnest(?::VARCHAR[])))
-               SELECT k.draft_key, k.dialogue_key, k.turn_index, k.stage, q.text, a.text,
-                      CASE k.stage WHEN 'answer' THEN a.caption WHEN 'image' THEN k.text END, k.image_key,
-                      coalesce((SELECT list([t.question, t.answer] ORDER BY t.turn_index) FROM turns t
-                                WHERE t.dialogue_key = k.dialogue_key AND t.turn_index < k.turn_index), []),
+            """SELECT t.dialogue_key, t.turn_index, t.question, t.answer, t.caption, t.image_key,
+                      coalesce(list([h.question, h.answer] ORDER BY h.turn_index)
+                               FILTER (WHERE h.turn_index IS NOT NULL), []),
                       coalesce((SELECT any_value(s.turn_images) FROM dialogues d JOIN seeds s USING (seed_key)
-                                WHERE d.dialogue_key = k.dialogue_key), []),
-                      k.source_key
-               FROM kept k
-               JOIN kept q ON q.dialogue_key = k.dialogue_key AND q.turn_index = k.turn_index AND q.stage = 'question'
-               JOIN kept a ON a.dialogue_key = k.dialogue_key AND a.turn_index = k.turn_index AND a.stage = 'answer'
-               JOIN turns t ON t.dialogue_key = k.dialogue_key AND t.turn_index = k.turn_index
-               ORDER BY k.dialogue_key, k.turn_index, k.stage""", [list(dialogue_keys)]).fetchall()
-        return [KeptDraft(*row[:8], history=[(q, a) for q, a in row[8]], turn_images=row[9], source_key=row[10])
-                for row in rows]
+                                WHERE d.dialogue_key = t.dialogue_key), [])
+               FROM turns t LEFT JOIN turns h ON h.dialogue_key = t.dialogue_key AND h.turn_index < t.turn_index
+               WHERE t.dialogue_key IN (SELECT unnest(?::VARCHAR[]))
+               GROUP BY ALL ORDER BY t.dialogue_key, t.turn_index""", keys).fetchall()
+        return [KeptTurn(*row[:6], history=[(q, a) for q, a in row[6]], turn_images=row[7],
+                         drafts=drafts.get((row[0], row[1]), {})) for row in rows]
 
     def commit_rescore(self, run_id: str, draft_scores: Sequence[tuple[str, str, Sequence[Score]]],
                        turn_scores: Mapping[tuple[str, int], Mapping[str, float]], ledger: Ledger,
@@ -78,23 +84,28 @@ class Decisions(CallRecords):
         """Decide acceptance of the run's dialogues under ``thresholds`` from their final scores; a dialogue whose
         decision changed (or that had none) gets a new decision row from ``run_id``. The inputs are gathered in one
         query and decided a page at a time."""
+        # Each turn's final score on every dimension it has (its stages' own included), the latest run's.
         inputs = """
+            WITH mine AS (SELECT DISTINCT dialogue_key FROM run_dialogues WHERE run_id = $run),
+            finals AS (SELECT ts.dialogue_key, ts.turn_index, ts.dimension, arg_max(ts.value, r.started_at) AS value
+                       FROM turn_scores ts SEMI JOIN mine USING (dialogue_key) JOIN runs r USING (run_id)
+                       WHERE ts.value IS NOT NULL GROUP BY ALL),
+            turns AS (SELECT dialogue_key, turn_index, map(list(dimension), list(value)) AS scores FROM finals
+                      GROUP BY ALL)
             SELECT d.dialogue_key, any_value(d.failure) AS failure,
-                   list(t ORDER BY t.turn_index) FILTER (WHERE t.turn_index IS NOT NULL) AS turns,
+                   list(t.scores ORDER BY t.turn_index) FILTER (WHERE t.turn_index IS NOT NULL) AS turns,
                    any_value(ld.accepted) AS accepted, any_value(ld.reason) AS reason,
                    any_value((SELECT map(list(f.dimension), list(f.value)) FROM dialogue_final_scores f
                               WHERE f.dialogue_key = d.dialogue_key)) AS whole
-            FROM (SELECT DISTINCT dialogue_key FROM run_dialogues WHERE run_id = ?) rd
-            JOIN dialogues d USING (dialogue_key)
-            LEFT JOIN turn_final_scores t USING (dialogue_key)
+            FROM mine JOIN dialogues d USING (dialogue_key)
+            LEFT JOIN turns t USING (dialogue_key)
             LEFT JOIN latest_decisions ld USING (dialogue_key)
             GROUP BY d.dialogue_key"""
-        for page in pages(self.con, inputs, "dialogue_key", REDECIDE_ROWS, [run_id]):
+        for page in pages(self.con, inputs, "dialogue_key", REDECIDE_ROWS, {"run": run_id}):
             changed = []
             for key, failure, turns, was_accepted, was_reason, whole in zip(
                     *(page.column(i).to_pylist() for i in range(6)), strict=True):
-                scores = [{k: v for k, v in t.items() if k not in ("dialogue_key", "turn_index") and v is not None}
-                          for t in turns or []]
+                scores = [dict(t) for t in turns or []]
                 decision = decide(failure or "", scores, thresholds, dict(whole or {}))
                 if (decision.accepted, decision.reason) != (was_accepted, was_reason):
                     changed.append((key, decision))

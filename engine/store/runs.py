@@ -11,9 +11,11 @@ from typing import Any
 import pyarrow as pa
 
 from seir.engine.keys import content_key
-from seir.engine.records import SEED_COLUMNS, DialogueTask, PriorDraft, Seed, Stage
+from seir.engine.records import SEED_COLUMNS, DialogueTask, PriorDraft, Seed, StageRecord
 from seir.engine.store.base import StoreBase, held, now, pages
 from seir.engine.store.schema import VERSION_ROWS
+from seir.operators.registry import lookup
+from seir.operators.stages import BUILT_IN
 
 # The latest version's dialogues, accepted or not, as a run's candidates (what a rescore or a dedup works on).
 LATEST_CANDIDATES = """
@@ -37,6 +39,30 @@ _PRIOR_CALLS = """
     SELECT * FROM calls"""
 
 
+def output_stages(con: Any) -> list[StageRecord]:
+    """Every stage an output's runs ran, in the order they ran them (a stage first run later goes after the stages
+    before it): what its exports and lineage iterate over. A run recorded before stages were (schema v10) ran the
+    built-in ones."""
+    found: dict[str, StageRecord] = {}
+    for (stored,) in con.execute("SELECT stages FROM runs WHERE kind = 'run' ORDER BY started_at").fetchall():
+        records = ([StageRecord.from_stored(s) for s in json.loads(stored)] if stored is not None
+                   else [StageRecord.of(lookup("stage", name)) for name in BUILT_IN])
+        for record in records:
+            found.setdefault(record.name, record)
+    return list(found.values()) or [StageRecord.of(lookup("stage", name)) for name in BUILT_IN]
+
+
+def stage_order_sql(column: str, stages: Sequence[StageRecord]) -> str:
+    """An ORDER BY term putting ``column``'s stages in the order ``stages`` has them (any other after them)."""
+    cases = " ".join(f"WHEN {sql_text(stage.name)} THEN {i}" for i, stage in enumerate(stages))
+    return f"CASE {column} {cases} ELSE {len(stages)} END, {column}"
+
+
+def sql_text(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 class RunRecords(StoreBase):
     @held
     def unfinished_run(self, kind: str, job_key: str) -> str | None:
@@ -48,9 +74,10 @@ class RunRecords(StoreBase):
 
     def begin_run(self, run_id: str, kind: str, job_name: str, job_key: str, generation_key: str,
                   scoring_key: str, job_spec: dict[str, Any], engine_version: str, candidates: str | None,
-                  shard_size: int | None = None) -> int:
-        """Record a new run and its dialogues all at once; returns how many shards it planned. Older unfinished runs
-        are marked superseded: their committed shards stay, their plan is dropped.
+                  shard_size: int | None = None, stages: Sequence[StageRecord] = ()) -> int:
+        """Record a new run (with the ``stages`` it runs, if it makes drafts) and its dialogues all at once; returns
+        how many shards it planned. Older unfinished runs are marked superseded: their committed shards stay, their
+        plan is dropped.
 
         ``candidates`` is a query of the run's dialogues ``(n, dialogue_key, dialogue_id, seed_key, turns)`` (None:
         a run of no dialogues, such as a judge evaluation). With
@@ -62,9 +89,9 @@ class RunRecords(StoreBase):
             self.con.execute(
                 "INSERT INTO runs BY NAME SELECT ? AS run_id, ? AS kind, ? AS job_name, ? AS job_key, "
                 "? AS generation_key, ? AS scoring_key, ? AS job_spec, ? AS engine_version, ? AS started_at, "
-                "'running' AS status",
+                "'running' AS status, ? AS stages",
                 [run_id, kind, job_name, job_key, generation_key, scoring_key, json.dumps(job_spec), engine_version,
-                 now()],
+                 now(), json.dumps([asdict(s) for s in stages]) if stages else None],
             )
             if candidates is not None:
                 self.con.execute(f"INSERT INTO run_dialogues BY NAME SELECT ? AS run_id, * FROM ({candidates})",
@@ -216,16 +243,16 @@ class RunRecords(StoreBase):
         drafts: dict[tuple[str, int, str, int, int], dict[str, int]] = {}
         for seed_key, turn, stage, round_, candidate, role, n in rows:
             drafts.setdefault((seed_key, turn, stage, round_, candidate), {})[role] = n
-        return [PriorDraft(seed_key, turn, Stage(stage), round_, calls, candidate)
+        return [PriorDraft(seed_key, turn, stage, round_, calls, candidate)
                 for (seed_key, turn, stage, round_, candidate), calls in drafts.items()]
 
     @held
-    def prior_call_maxima(self) -> dict[tuple[Stage, str], int]:
+    def prior_call_maxima(self) -> dict[tuple[str, str], int]:
         """Over the newest committed dialogue of each seed in ``plan_dialogues``: the most calls one draft of a stage
         made, per role."""
         rows = self.con.execute(
             f"SELECT stage, role, max(n) FROM ({_PRIOR_CALLS}) GROUP BY ALL", {"seeds": None}).fetchall()
-        return {(Stage(stage), role): n for stage, role, n in rows}
+        return {(stage, role): n for stage, role, n in rows}
 
     @held
     def run_size(self, run_id: str) -> int:

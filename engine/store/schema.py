@@ -225,9 +225,15 @@ ALTER TABLE drafts ADD COLUMN IF NOT EXISTS source_key VARCHAR;
 ALTER TABLE turns ADD COLUMN IF NOT EXISTS source_key VARCHAR;
 """
 
+# v9 -> v10: stages as units. A run records the stages it ran (records.StageRecord, in order); NULL for the runs
+# before, which ran the built-in question, answer and image stages.
+_TO_V10 = """
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS stages JSON;
+"""
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
 MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4, 4: _TO_V5, 5: _TO_V6, 6: _TO_V7, 7: _TO_V8,
-                              8: _TO_V9}
+                              8: _TO_V9, 9: _TO_V10}
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 VIEWS = """

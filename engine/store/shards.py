@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from seir.engine.records import Dialogue, Ledger
+from seir.engine.records import Comparison, Dialogue, Draft, Ledger
 from seir.engine.store.base import StoreError, now
 from seir.engine.store.decisions import Decisions
+from seir.operators.stages import stored_fields
 
 
 class ShardCommits(Decisions):
@@ -50,25 +51,14 @@ class ShardCommits(Decisions):
         })
         self.insert_turn_scores(run_id, [(d.dialogue_key, t.index, t.scores) for d, t in turns])
         drafts = [draft for d in dialogues for draft in d.drafts]
-        self._insert("drafts", {
-            "draft_key": [x.draft_key for x in drafts], "dialogue_key": [x.dialogue_key for x in drafts],
-            "turn_index": [x.turn_index for x in drafts], "stage": [x.stage.value for x in drafts],
-            "round": [x.round for x in drafts], "text": [x.text for x in drafts],
-            "caption": [x.caption for x in drafts], "image_key": [x.image_key for x in drafts],
-            "ok": [x.ok for x in drafts], "reason": [x.reason for x in drafts],
-            "critique": [x.critique for x in drafts], "passed": [x.passed for x in drafts],
-            "best": [x.best for x in drafts], "call_keys": [x.call_keys for x in drafts],
-            "run_id": [run_id] * len(drafts), "candidate": [x.candidate for x in drafts],
-            "round_best": [x.round_best for x in drafts], "source_key": [x.source_key for x in drafts],
-        })
-        comparisons = [c for d in dialogues for c in d.comparisons]
-        self._insert("comparisons", {
-            "dialogue_key": [c.dialogue_key for c in comparisons], "turn_index": [c.turn_index for c in comparisons],
-            "stage": [c.stage.value for c in comparisons], "round": [c.round for c in comparisons],
-            "first_key": [c.first_key for c in comparisons], "second_key": [c.second_key for c in comparisons],
-            "p_first": [c.p_first for c in comparisons], "p_second": [c.p_second for c in comparisons],
-            "p_tie": [c.p_tie for c in comparisons], "call_key": [c.call_key for c in comparisons],
-            "run_id": [run_id] * len(comparisons),
-        })
+        self._insert("drafts", _columns(Draft, drafts, run_id))
+        self._insert("comparisons", _columns(Comparison, [c for d in dialogues for c in d.comparisons], run_id))
         self._insert_scores(run_id, [(x.draft_key, x.dialogue_key, s) for x in drafts for s in x.scores])
         self.insert_dialogue_scores(run_id, [(d.dialogue_key, d.judgement) for d in dialogues if d.judgement])
+
+
+def _columns(record: type, rows: Sequence[Any], run_id: str) -> dict[str, list[Any]]:
+    """Rows of a record type as its table's columns: the fields the record declares stored, and the run that made
+    them."""
+    return {**{f.name: [getattr(row, f.name) for row in rows] for f in stored_fields(record)},
+            "run_id": [run_id] * len(rows)}

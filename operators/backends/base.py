@@ -83,6 +83,15 @@ def label_expectation(labels: Sequence[str], probabilities: Sequence[float]) -> 
 
 
 @dataclass
+class CallFailure:
+    """A request a role could not answer (the engine's pools return it in the failed request's place)."""
+
+    reason: str
+    call_key: str = ""
+    stops_run: bool = False  # the backend said the same request would fail again (a refusal, retries spent)
+
+
+@dataclass
 class RenderRequest:
     """A picture to render from ``prompt``; with ``source``, an edit: the picture starts from ``source`` (encoded
     bytes), which ``strength`` (0-1) lets the render move away from (1: only its layout survives the noise), and

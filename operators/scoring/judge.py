@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 from seir.operators.backends.base import ChatRequest, ChatResult, Sampling, ScoreRequest, ScoreResult
 from seir.operators.base import register
-from seir.operators.context import DoesNotFit, Window
+from seir.operators.context import DoesNotFit, Trim, Window
+from seir.operators.limits import WordLimits
 from seir.operators.scoring.base import Scorer, ScorerResult
 from seir.operators.scoring.guards import MAX_PIXELS, guarded_view
 from seir.operators.scoring.rubrics import (
@@ -52,8 +53,10 @@ class JudgeScorer(Scorer):
 
     def __init__(self, chat: Chat, score: Score, dimensions: Sequence[str] = tuple(SYNJUDGE),
                  sampling: Sampling | None = None, max_chars: int = 8000, max_pixels: int = MAX_PIXELS,
-                 min_label_mass: float = 0.5, window: Window | None = None) -> None:
+                 min_label_mass: float = 0.5, window: Window | None = None,
+                 question_words: int = WordLimits.question, caption_words: int = WordLimits.caption) -> None:
         self.chat, self.score = chat, score
+        self.limits = WordLimits(question_words, caption_words)  # what the rubrics hold the writer's texts to
         self.window = window  # the judge's context window: requests are fitted to it
         self.dimensions = dimensions_named(dimensions)
         self.sampling = sampling or Sampling(max_new_tokens=192)
@@ -63,7 +66,7 @@ class JudgeScorer(Scorer):
     def config(self) -> dict[str, Any]:
         return {"operator": self.name, "dimensions": [d.name for d in self.dimensions],
                 "sampling": dataclasses.asdict(self.sampling), "max_chars": self.max_chars,
-                "max_pixels": self.max_pixels, "prompts": prompt_fingerprint(self.dimensions)}
+                "max_pixels": self.max_pixels, "prompts": prompt_fingerprint(self.dimensions, self.limits)}
 
     def score_turns(self, views: Sequence[View], dimensions: Sequence[str] | None = None) -> list[ScorerResult]:
         """Scores on the configured dimensions, or on ``dimensions`` for this call."""
@@ -87,7 +90,7 @@ class JudgeScorer(Scorer):
             results.append(result)
         if not jobs:
             return results
-        critiques = self.chat([ChatRequest(critique_messages(a, v), self.sampling) for v, _, a in jobs])
+        critiques = self.chat([ChatRequest(critique_messages(a, v, self.limits), self.sampling) for v, _, a in jobs])
         requests = [self._score_request(d, v, c.text, a) for (v, _, a), c in zip(jobs, critiques, strict=True)
                     for d in a]
         answers = iter(self.score(requests))
@@ -108,12 +111,12 @@ class JudgeScorer(Scorer):
     def _score_request(self, dimension: Dimension, view: View, critique: str, asked: list[Dimension]) -> ScoreRequest:
         """The score read after ``critique``. A critique tokenised again can come out longer than it was written, so
         a request over the window leaves out more of the history (the critique itself is never cut)."""
-        request = score_request(dimension, view, critique, asked)
+        request = score_request(dimension, view, critique, asked, self.limits)
         if self.window is None or self.window.limit is None:
             return request
         try:
-            fitted = self.window.fit(lambda trim: critique_messages(asked, dataclasses.replace(view, trim=trim)),
-                                     view.earlier(), 1, "score", suffix=request.answer_prefix)
+            fitted = self.window.fit(self._critique(asked, view), view.earlier(), 1, "score",
+                                     suffix=request.answer_prefix)
         except DoesNotFit:  # nothing left to leave out: the read goes as its critique went
             return request
         return dataclasses.replace(request, messages=fitted.messages)
@@ -126,6 +129,9 @@ class JudgeScorer(Scorer):
             return view
         room = self.sampling.max_new_tokens + SCORE_LINE_TOKENS
         subject = "dialogue critique" if isinstance(view, DialogueView) else "critique"
-        fitted = self.window.fit(lambda trim: critique_messages(asked, dataclasses.replace(view, trim=trim)),
-                                 view.earlier(), room, subject)
+        fitted = self.window.fit(self._critique(asked, view), view.earlier(), room, subject)
         return dataclasses.replace(view, trim=fitted.trim)
+
+    def _critique(self, asked: list[Dimension], view: View) -> Callable[[Trim], list[dict[str, Any]]]:
+        """The critique request of ``view`` with a given part of its history left out."""
+        return lambda trim: critique_messages(asked, dataclasses.replace(view, trim=trim), self.limits)

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from seir.operators.backends.base import ScoreRequest, ScoreResult
 from seir.operators.base import Operator
+from seir.operators.limits import INTERSYN_LIMITS, WordLimits
 from seir.operators.scoring.judge import dimensions_named
 from seir.operators.scoring.rubrics import TurnView, comparison_request
 
@@ -40,14 +41,15 @@ class PairwiseJudge(Operator):
     roles: ClassVar[dict[str, tuple[str, ...]]] = {"judge": ("score", "vision")}
     reads: ClassVar[tuple[str, ...]] = ("question", "answer", "caption", "image", "history")
 
-    def __init__(self, score: Score, dimensions: Sequence[str]) -> None:
+    def __init__(self, score: Score, dimensions: Sequence[str], limits: WordLimits = INTERSYN_LIMITS) -> None:
         self.score = score
         self.dimensions = dimensions_named(dimensions)
+        self.limits = limits
 
     def compare(self, pairs: Sequence[tuple[TurnView, TurnView]],
                 candidate_fields: Sequence[str]) -> list[tuple[Reading, Reading]]:
         """Each pair read in both orders, in one batch: (the pair as given, the pair swapped)."""
-        requests = [comparison_request(self.dimensions, a, b, candidate_fields)
+        requests = [comparison_request(self.dimensions, a, b, candidate_fields, self.limits)
                     for first, second in pairs for a, b in ((first, second), (second, first))]
         readings = [Reading(*result.probabilities, result.call_key) for result in self.score(requests)]
         return list(zip(readings[::2], readings[1::2], strict=True))

@@ -21,9 +21,9 @@ import xxhash
 
 from seir.operators.backends.base import ScoreRequest
 from seir.operators.context import Trim, left_out_note, trimmed
+from seir.operators.limits import INTERSYN_LIMITS, WordLimits
 
 INPUTS = frozenset({"question", "answer", "image", "caption", "dialogue"})
-CAPTION_WORDS = 65  # InterSyn's caption limit, also asked of the critic's suggested caption
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Dimension:
     title: str
     scale: tuple[int, int]
     needs: frozenset[str]  # inputs it cannot be judged without; "dialogue" marks a dialogue-level dimension
-    rubric: str
+    rubric: str  # may name the job's word limits as {question_words} and {caption_words}
     anchors: dict[int, str] = field(hash=False)
 
     def __post_init__(self) -> None:
@@ -40,6 +40,10 @@ class Dimension:
             raise ValueError(f"{self.name}: unknown inputs {sorted(self.needs - INPUTS)}; known: {sorted(INPUTS)}")
         if sorted(self.anchors) != list(range(self.scale[0], self.scale[1] + 1)):
             raise ValueError(f"{self.name}: anchors must name every level of {self.scale}")
+
+    def rubric_for(self, limits: WordLimits) -> str:
+        """The rubric as a judge reads it, with the job's word limits filled in."""
+        return self.rubric.format(question_words=limits.question, caption_words=limits.caption)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -110,9 +114,9 @@ SYNJUDGE: dict[str, Dimension] = {
 QUESTION: Dimension = _dim(
     "question", "Question", 5, {"question"},
     "Is this a good next question from the user? It should read like something a person would ask, be specific "
-    "enough to answer well, naturally call for a picture in the reply, stay within 50 words, and build on the "
-    "conversation so far instead of repeating or ignoring it. When the user shows pictures, the question is about "
-    "what they show.",
+    "enough to answer well, naturally call for a picture in the reply, stay within {question_words} words, and "
+    "build on the conversation so far instead of repeating or ignoring it. When the user shows pictures, the question "
+    "is about what they show.",
     "There is no question, or it is not a question about anything.",
     "Unnatural or incoherent, or unrelated to the conversation.",
     "Understandable but vague, far too long, or with no reason to show a picture.",
@@ -260,9 +264,11 @@ def missing_input_score(dimension: Dimension, turn: View) -> float | None:
     return 0.0 if dimension.needs - present_inputs(turn) else None
 
 
-def critique_messages(dimensions: Sequence[Dimension], turn: View) -> list[dict[str, Any]]:
+def critique_messages(dimensions: Sequence[Dimension], turn: View,
+                      limits: WordLimits = INTERSYN_LIMITS) -> list[dict[str, Any]]:
     """One user message asking for a short critique of ``turn`` on ``dimensions``, naming concrete fixes and ending
-    with "none" alone when nothing needs fixing; for an image stage it also asks for a better caption."""
+    with "none" alone when nothing needs fixing; for an image stage it also asks for a better caption. ``limits``: the
+    job's word limits, which the rubrics and the suggested caption are held to."""
     dimensions = list(dimensions)
     if not dimensions:
         raise ValueError("critique_messages needs at least one dimension")
@@ -273,15 +279,15 @@ def critique_messages(dimensions: Sequence[Dimension], turn: View) -> list[dict[
         raise ValueError(f"{', '.join(wrong)} are {kind}-level dimensions; pass a {kind.title()}View for them")
     subject = "dialogue" if dialogue else "turn"
     intro = (f"You review one {subject} of a conversation in which an assistant answers a user with text and a "
-             f"picture. Judge it on these dimensions:\n\n" + "\n\n".join(_describe(d) for d in dimensions))
+             f"picture. Judge it on these dimensions:\n\n" + "\n\n".join(_describe(d, limits) for d in dimensions))
     parts = [_text(intro + "\n\n")]
     parts += _render_dialogue(turn) if dialogue else _render_turn(turn)
-    parts.append(_text(_task(dimensions, turn, subject)))
+    parts.append(_text(_task(dimensions, turn, subject, limits)))
     return [{"role": "user", "content": _merged(parts)}]
 
 
-def score_request(dimension: Dimension, turn: View, critique: str,
-                  dimensions: Sequence[Dimension] | None = None) -> ScoreRequest:
+def score_request(dimension: Dimension, turn: View, critique: str, dimensions: Sequence[Dimension] | None = None,
+                  limits: WordLimits = INTERSYN_LIMITS) -> ScoreRequest:
     """The critique conversation with the critique as the start of the judge's answer, then a score line whose
     next token is read over ``dimension.labels``. ``dimensions`` are those the critique covered (default: just
     this one); passing them keeps the prompt identical to the critique call, so a server's prefix cache serves it."""
@@ -291,7 +297,7 @@ def score_request(dimension: Dimension, turn: View, critique: str,
     low, high = dimension.scale
     line = f"{dimension.title} score ({low}-{high}): "
     critique = critique.strip()
-    return ScoreRequest(messages=critique_messages(covered, turn),
+    return ScoreRequest(messages=critique_messages(covered, turn, limits),
                         answer_prefix=f"{critique}\n\n{line}" if critique else line, labels=dimension.labels)
 
 
@@ -299,7 +305,7 @@ COMPARISON_LABELS = ("A", "B", "tie")
 
 
 def comparison_request(dimensions: Sequence[Dimension], first: TurnView, second: TurnView,
-                       candidate_fields: Sequence[str]) -> ScoreRequest:
+                       candidate_fields: Sequence[str], limits: WordLimits = INTERSYN_LIMITS) -> ScoreRequest:
     """Which of two candidates for the same turn is better on ``dimensions``, read over "A", "B" and "tie".
     ``candidate_fields`` are the fields the candidates wrote (``TurnView``'s names); the rest of the turn is the
     context both share, shown once from ``first``. The caller asks both orders, so position bias cancels."""
@@ -309,7 +315,7 @@ def comparison_request(dimensions: Sequence[Dimension], first: TurnView, second:
     names = [d.title.lower() for d in dimensions]
     intro = ("You compare two candidates for the same turn of a conversation in which an assistant answers a user "
              "with text and a picture. Judge them on these dimensions:\n\n"
-             + "\n\n".join(_describe(d) for d in dimensions) + "\n\n")
+             + "\n\n".join(_describe(d, limits) for d in dimensions) + "\n\n")
     parts = [_text(intro), *_render_history(first, "The turn:"), *_render_shown(first.shown)]
     if "question" not in candidate_fields:
         parts.append(_text(f"User: {first.question or '(no question)'}\n"))
@@ -331,17 +337,17 @@ def comparison_request(dimensions: Sequence[Dimension], first: TurnView, second:
                         labels=COMPARISON_LABELS)
 
 
-def prompt_fingerprint(dimensions: Sequence[Dimension]) -> str:
-    """xxh3_128 of the score prompts rendered for a fixed probe: it changes whenever a rubric or a template does,
-    so it belongs in the content key of every score."""
+def prompt_fingerprint(dimensions: Sequence[Dimension], limits: WordLimits = INTERSYN_LIMITS) -> str:
+    """xxh3_128 of the score prompts rendered for a fixed probe under ``limits``: it changes whenever a rubric, a
+    template or a word limit the rubrics state does, so it belongs in the content key of every score."""
     probe = _probe()
-    return _fingerprint([score_request(d, DialogueView([probe]) if d.per_dialogue else probe, "critique")
+    return _fingerprint([score_request(d, DialogueView([probe]) if d.per_dialogue else probe, "critique", None, limits)
                          for d in dimensions])
 
 
-def comparison_fingerprint() -> str:
+def comparison_fingerprint(limits: WordLimits = INTERSYN_LIMITS) -> str:
     """xxh3_128 of the comparison prompt rendered for a fixed probe: a key of every dialogue judged pairwise."""
-    return _fingerprint([comparison_request([QUESTION], _probe(), _probe(), ["question"])])
+    return _fingerprint([comparison_request([QUESTION], _probe(), _probe(), ["question"], limits)])
 
 
 def _probe() -> TurnView:
@@ -383,13 +389,13 @@ def suggested_caption(critique: str) -> str | None:
     return None if not caption or _bare(caption) == "none" else caption
 
 
-def _describe(dimension: Dimension) -> str:
+def _describe(dimension: Dimension, limits: WordLimits) -> str:
     low, high = dimension.scale
     anchors = "\n".join(f"  {level}: {meaning}" for level, meaning in sorted(dimension.anchors.items()))
-    return f"{dimension.title} ({low}-{high}): {dimension.rubric}\n{anchors}"
+    return f"{dimension.title} ({low}-{high}): {dimension.rubric_for(limits)}\n{anchors}"
 
 
-def _task(dimensions: Sequence[Dimension], turn: View, subject: str) -> str:
+def _task(dimensions: Sequence[Dimension], turn: View, subject: str, limits: WordLimits) -> str:
     titles = [d.title.lower() for d in dimensions]
     names = titles[0] if len(titles) == 1 else f"{', '.join(titles[:-1])} and {titles[-1]}"
     task = (f"\nWrite a short critique of this {subject} (at most 120 words) covering {names}. Point out each "
@@ -397,7 +403,7 @@ def _task(dimensions: Sequence[Dimension], turn: View, subject: str) -> str:
             "critique. If nothing needs fixing, end with a line holding only the word none.")
     if any("image" in d.needs for d in dimensions) and "image" in present_inputs(turn):
         task += (f" If the picture should be made again, end instead with a line starting 'Better caption:' "
-                 f"followed by a caption of at most {CAPTION_WORDS} words describing the picture it should be.")
+                 f"followed by a caption of at most {limits.caption} words describing the picture it should be.")
     return task
 
 

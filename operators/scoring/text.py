@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from seir.operators.base import register
+from seir.operators.limits import WordLimits
 from seir.operators.scoring import measures as m
 from seir.operators.scoring.base import Scorer, ScorerResult
 from seir.operators.scoring.guards import MAX_TEXT_CHARS, guard_text, language_problem
@@ -35,7 +36,7 @@ class TextScorer(Scorer):
     reads: ClassVar[tuple[str, ...]] = ("question", "answer", "caption")
     informs: ClassVar[tuple[str, ...]] = ("text_content", "question", "image_text_synergy")
 
-    def __init__(self, embed: Embed, question_words: int = 50, caption_words: int = 65,
+    def __init__(self, embed: Embed, question_words: int = WordLimits.question, caption_words: int = WordLimits.caption,
                  answer_words: int | None = None, max_chars: int = MAX_TEXT_CHARS, english: bool = True) -> None:
         self.embed = embed
         self.limits = {"question": question_words, "caption": caption_words, "answer": answer_words}

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from seir.engine.progress import Meter, say
-from seir.engine.records import Stage
 from seir.engine.run.summary import Progress, format_summary, run_summary
 from seir.engine.store import ProvenanceStore
 from tests.conftest import shared_file
@@ -52,7 +51,7 @@ def test_a_terminal_gets_one_bar_redrawn_in_place_and_lines_above_it() -> None:
 def test_run_progress_says_what_it_works_on_between_commits() -> None:
     stream = io.StringIO()
     progress = Progress(total_dialogues=8, total_shards=2, stream=stream, every_s=0.05)
-    progress.note_round(1, Stage.IMAGE, 2, 3)
+    progress.note_round(1, "image", 2, 3)
     with progress:
         time.sleep(0.2)
     lines = stream.getvalue().splitlines()

@@ -16,7 +16,7 @@ from seir.operators.backends.transformers_chat import TransformersChat
 from seir.operators.backends.transformers_vision import TransformersVisionChat
 from seir.operators.context import DoesNotFit, Trim, Window, cut_middle, trims
 from seir.operators.scoring.rubrics import SYNJUDGE, TurnView, critique_messages
-from seir.operators.seir.prompts import History, answer_messages, question_messages
+from seir.operators.stages.prompts import History, answer_messages, question_messages
 
 
 def picture(shade: int) -> bytes:

@@ -24,7 +24,7 @@ from seir.engine.export.rows import OutputImages, conversation, turn_spans
 from seir.engine.export.writer import split_of
 from seir.engine.keys import file_key
 from seir.engine.query import lineage
-from seir.engine.records import STAGE_DIMENSIONS
+from seir.operators.registry import lookup
 from tests.engine.conftest import TOPICS, FinishedRun, job_dict, run_job, write_job
 
 SPLITS = (("train", 0.5), ("test", 0.5))
@@ -122,7 +122,7 @@ def draft_score(run: FinishedRun, draft_key: str) -> tuple[float, dict[str, Any]
     draft = dict(zip(("stage", "round", "best", "dialogue_key", "turn_index", "run_id"), run.sql(
         "SELECT stage, round, best, dialogue_key, turn_index, run_id FROM drafts WHERE draft_key = ?",
         [draft_key])[0], strict=True))
-    dims = STAGE_DIMENSIONS[next(s for s in STAGE_DIMENSIONS if s.value == draft["stage"])]
+    dims = lookup("stage", draft["stage"]).dimensions
     values = [v for d, v in run.sql("SELECT dimension, value FROM scores WHERE draft_key = ? AND scorer = 'combined' "
                                     "AND run_id = ?", [draft_key, draft["run_id"]]) if d in dims]
     return sum(values) / len(values), draft
@@ -137,6 +137,50 @@ def exported_pairs(path: Path) -> list[dict[str, Any]]:
                 [c for c in ("images", "chosen_image", "rejected_image", "source_image")
                  if c in dataset[split].column_names])]
     return rows
+
+
+def writer_request(run: FinishedRun, draft_key: str) -> tuple[list[dict[str, Any]], list[str]] | None:
+    """What a draft's writer was sent, read from provenance: the request of the draft's first chat call by a writer
+    role, as text parts with image placeholders and the keys of its pictures in order (None: not recorded)."""
+    [(call_keys,)] = run.sql("SELECT call_keys FROM drafts WHERE draft_key = ?", [draft_key])
+    for call_key in call_keys:
+        found = run.sql("""SELECT c.request FROM model_calls m JOIN call_outputs c USING (call_key)
+                           WHERE m.call_key = ? AND m.role IN ('llm', 'vlm') AND m.method = 'chat'""", [call_key])
+        if found:
+            messages, keys = [], []
+            for message in json.loads(found[0][0])["messages"]:
+                parts = message["content"]
+                parts = [{"type": "text", "text": parts}] if isinstance(parts, str) else parts
+                keys += [p["image"]["__bytes_xxh3_128__"] for p in parts if p["type"] == "image"]
+                messages.append({"role": message["role"], "content": [
+                    {"type": p["type"], "text": p.get("text") if p["type"] == "text" else None} for p in parts]})
+            return messages, keys
+    return None
+
+
+def assert_pair_prompts_are_the_writers_requests(run: FinishedRun, export_dir: Path) -> list[dict[str, Any]]:
+    """Every text pair's prompt is exactly what the stage's writer was sent, as provenance recorded it (messages,
+    pictures and trimming): for siblings their round's request, for refinement pairs the first round's. Returns the
+    pairs checked."""
+    from datasets import Image as ImageFeature
+    from datasets import Sequence as SequenceFeature
+    from datasets import load_from_disk
+
+    checked = []
+    dataset = load_from_disk(str(export_dir))
+    for split in dataset:
+        rows = dataset[split].cast_column("images", SequenceFeature(ImageFeature(decode=False)))
+        for row in rows:
+            asked_in = row["chosen_round"] if row["kind"] == "sibling" else 0
+            first_drafts = [key for (key,) in run.sql(
+                "SELECT draft_key FROM drafts WHERE dialogue_key = ? AND turn_index = ? AND stage = ? AND round = ? "
+                "ORDER BY candidate", [row["dialogue_key"], row["turn"], row["stage"], asked_in])]
+            sent = next(found for key in first_drafts if (found := writer_request(run, key)) is not None)
+            assert [{"role": m["role"], "content": [{"type": p["type"], "text": p["text"]} for p in m["content"]]}
+                    for m in row["prompt"]] == sent[0], (row["dialogue_id"], row["turn"], row["stage"])
+            assert [image["path"].removesuffix(".png") for image in row["images"]] == sent[1]
+            checked.append(row)
+    return checked
 
 
 def test_every_pair_scores_above_its_rejected_draft_by_the_margin_read_back_from_provenance(
@@ -169,6 +213,14 @@ def test_every_pair_scores_above_its_rejected_draft_by_the_margin_read_back_from
     assert {(p["chosen_draft_key"], p["rejected_draft_key"]) for p in pairs} == expected
     stages = {p["stage"] for p in pairs}
     assert stages <= {"question", "answer", "image"}
+
+
+def test_every_text_pairs_prompt_is_the_request_its_writer_was_sent(refined: FinishedRun, tmp_path: Path) -> None:
+    """Refinement pairs: the prompt is the stage's first request as sent (the question writer's, the answer writer's
+    with its system message), never one rebuilt from the dialogue."""
+    pairs = assert_pair_prompts_are_the_writers_requests(refined, run_export(refined, tmp_path / "dpo", "trl-dpo"))
+    assert pairs and {p["stage"] for p in pairs} <= {"question", "answer"}
+    assert {p["kind"] for p in pairs} == {"refinement"}
 
 
 def test_pairs_per_turn_keeps_the_widest_margins_and_stages_filter(refined: FinishedRun, tmp_path: Path) -> None:
@@ -359,21 +411,6 @@ def test_trl_dpo_trainer_runs_on_text_pairs_with_the_tiny_causal_lm(refined: Fin
     trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_models["llm"]),
                          args=_args(DPOConfig, tmp_path / "run"), train_dataset=text,
                          processing_class=AutoTokenizer.from_pretrained(tiny_models["llm"]))
-    _train(trainer)
-
-
-def test_trl_dpo_trainer_runs_on_pairs_with_images_with_the_tiny_vision_lm(
-        refined: FinishedRun, tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    """Later turns' pairs carry the earlier turns' images in their prompts: TRL's vision preference path."""
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-    from trl import DPOConfig, DPOTrainer
-
-    pairs = load(run_export(refined, tmp_path / "dpo", "trl-dpo"))["train"]
-    with_images = pairs.filter(lambda row: len(row["images"]) > 0)
-    assert with_images.num_rows, "no pair of a later turn: the job refines every stage of three turns"
-    trainer = DPOTrainer(model=LlavaForConditionalGeneration.from_pretrained(tiny_models["judge"]),
-                         args=_args(DPOConfig, tmp_path / "run", max_length=None), train_dataset=with_images,
-                         processing_class=AutoProcessor.from_pretrained(tiny_models["judge"]))
     _train(trainer)
 
 

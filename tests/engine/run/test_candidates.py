@@ -16,9 +16,10 @@ import pytest
 
 from seir.engine.export import ExportOptions, export
 from seir.engine.keys import content_key
-from seir.engine.records import STAGE_DIMENSIONS, Stage
 from seir.engine.run import Runner
 from seir.engine.spec import JobSpecError, load_job
+from seir.operators.registry import lookup
+from seir.operators.stages import BUILT_IN
 from tests.engine.conftest import TOPICS, FinishedRun, job_dict, run_job, write_job
 from tests.engine.export.test_export import _args, _train, exported_pairs, load
 
@@ -56,7 +57,7 @@ def _drafts(run: FinishedRun) -> list[dict[str, Any]]:
              "call_keys", "text", "run_id")
     drafts = [dict(zip(names, row, strict=True)) for row in rows]
     for draft in drafts:
-        dims = STAGE_DIMENSIONS[Stage(draft["stage"])]
+        dims = lookup("stage", draft["stage"]).dimensions
         values = [v for d, v in run.sql("SELECT dimension, value FROM scores WHERE draft_key = ? AND run_id = ? AND "
                                         "scorer = 'combined'", [draft["draft_key"], draft["run_id"]]) if d in dims]
         draft["mean"] = sum(values) / len(values) if values else None
@@ -82,7 +83,7 @@ def _writer_call(run: FinishedRun, draft: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_round_holds_n_candidates_judged_together_and_the_best_goes_on(best_of_three: FinishedRun) -> None:
     rounds = _rounds(_drafts(best_of_three))
-    assert rounds and {stage for _, _, stage, _ in rounds} == {s.value for s in Stage}
+    assert rounds and {stage for _, _, stage, _ in rounds} == set(BUILT_IN)
     for (_, _, stage, round_), candidates in rounds.items():
         assert sorted(d["candidate"] for d in candidates) == [0, 1, 2], (stage, round_)
         assert len({d["draft_key"] for d in candidates}) == 3
@@ -256,7 +257,7 @@ def test_candidates_from_a_greedy_writer_are_refused_at_load(tmp_path: Path) -> 
     with pytest.raises(JobSpecError, match=r"roles\.llm\.sampling\.temperature.*same text"):
         load_job(write_job(tmp_path, job))
     job["seir"]["candidates"] = {"image": 3}  # renders differ by their seeds: fine
-    assert load_job(write_job(tmp_path, job)).seir.candidates_for(Stage.IMAGE) == 3
+    assert load_job(write_job(tmp_path, job)).seir.candidates_for("image") == 3
     for wrong, said in (({"answr": 2}, "unknown stage 'answr'"), (0, r"give 1 to 16 drafts per round")):
         job["seir"]["candidates"] = wrong
         with pytest.raises(JobSpecError, match=rf"greedy\.yaml:\d+: seir\.candidates: .*{said}"):

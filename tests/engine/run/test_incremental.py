@@ -18,7 +18,7 @@ import pytest
 from seir.engine.query import format_lineage, lineage
 from seir.engine.run import Runner
 from seir.engine.spec import load_job
-from seir.operators.seir import prompts
+from seir.operators.stages import prompts
 from tests.engine.conftest import TOPICS, job_dict, write_job
 
 NAME = "incremental"
@@ -109,7 +109,7 @@ def _forecast_holds(runner: Runner, output: Path, run_id: str) -> None:
         assert computed <= predicted.computed_max, role
         assert predicted.cached_min <= cached <= predicted.cached_max + predicted.computed_max, role
     for stage in runner.forecast.unchanged_stages:
-        assert not any(n for (s, _, cached), n in calls.items() if s == stage.value and not cached)
+        assert not any(n for (s, _, cached), n in calls.items() if s == stage and not cached)
 
 
 def test_image_steps_change_recomputes_only_image_stages(output: Path, tmp_path: Path) -> None:
@@ -147,8 +147,9 @@ def test_an_edit_that_renders_the_same_prompts_computes_nothing(output: Path, tm
     spec.loader.exec_module(module)
     assert module.prompt_fingerprint() == prompts.prompt_fingerprint()
     monkeypatch.setattr("seir.engine.run.planning.prompts", module)
-    for name in ("question_messages", "answer_messages", "caption_messages"):
-        monkeypatch.setattr(f"seir.engine.run.loop.{name}", getattr(module, name))
+    for stage, names in (("question", ("question_messages",)), ("answer", ("answer_messages", "caption_messages"))):
+        for name in names:  # the stages' prompts, as the loop's stages build them
+            monkeypatch.setattr(f"seir.operators.stages.{stage}.{name}", getattr(module, name))
     _, log = _run(_job(tmp_path / "same"), output, refresh=True)
     assert "reuse 2 committed dialogues" in log
     assert _sql(output, "SELECT count(*) FROM model_calls WHERE run_id = ? AND NOT cached", [_last_run(output)]) \

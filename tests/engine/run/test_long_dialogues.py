@@ -8,16 +8,21 @@ models happen to write."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
 import skimage.data
 
+from seir.engine.export import ExportOptions, export
 from seir.operators.backends.transformers_vision import TransformersVisionChat
 from seir.operators.context import TokenCounter
 from seir.operators.scoring.rubrics import INTERMT_DIALOGUE, SYNJUDGE, DialogueView, TurnView, critique_messages
-from seir.operators.seir.prompts import History, caption_messages, question_messages
+from seir.operators.stages.prompts import History, caption_messages, question_messages
 from tests.engine.conftest import FinishedRun, run_job, write_job
+from tests.engine.export.test_export import _args as trainer_args
+from tests.engine.export.test_export import _train as train_briefly
+from tests.engine.export.test_export import assert_pair_prompts_are_the_writers_requests
 from tests.engine.run.test_image_seeds import VLM, image_job, save_photo, shown
 
 pytestmark = pytest.mark.slow
@@ -152,3 +157,47 @@ def test_a_window_too_small_for_the_fixed_parts_fails_those_drafts_unsent(
     sent = run.sql("""SELECT count(*) FROM model_calls JOIN call_outputs USING (call_key)
                       WHERE role = 'llm' AND CAST(request AS VARCHAR) LIKE '%Tell me about the harbor. Tell me%'""")
     assert sent == [(0,)]
+
+
+@pytest.fixture(scope="module")
+def album_pairs(ray_local: None, tiny_models: dict[str, Path],
+                tmp_path_factory: pytest.TempPathFactory) -> tuple[FinishedRun, Path, dict[str, str]]:
+    """Two candidates per round of the question and answer stages on the photo album, in windows its later turns'
+    history does not fit, exported as sibling pairs."""
+    folder = tmp_path_factory.mktemp("album-pairs")
+    keys = {name: save_photo(getattr(skimage.data, name)(), folder / f"{name}.png", side=48) for name in PHOTOS}
+    turn_images = [["astronaut.png", "coffee.png"], ["rocket.png"], [], ["chelsea.png"], ["camera.png"]]
+    _, counter = TransformersVisionChat.offline_context(str(tiny_models["judge"]))
+    job = long_job("pairs", windows(counter, OPENING), turns=6, candidates={"question": 2, "answer": 2})
+    seeds = [{"id": "album", "text": OPENING, "turn_images": turn_images}]
+    run = run_job(write_job(folder, job, seed_lines=seeds), folder / "out")
+    export(run.out, folder / "dpo", ExportOptions("trl-dpo", pairs="siblings"), stream=io.StringIO())
+    return run, folder / "dpo", keys
+
+
+def test_every_pairs_prompt_is_the_fitted_request_with_the_pictures_its_writer_was_sent(album_pairs) -> None:
+    """Every sibling pair's prompt is the recorded request both candidates were written for, with the user's
+    pictures and the marker of the history left out, as the writer was sent it."""
+    run, exported, keys = album_pairs
+    pairs = assert_pair_prompts_are_the_writers_requests(run, exported)
+    assert pairs and {p["stage"] for p in pairs} <= {"question", "answer"}
+    prompts = [json.dumps(p["prompt"]) for p in pairs]
+    assert any("omitted]" in prompt for prompt in prompts), "no exported prompt was fitted to its window"
+    shown_in_prompts = {image["path"].removesuffix(".png") for p in pairs for image in p["images"]}
+    assert shown_in_prompts and shown_in_prompts <= set(keys.values())
+
+
+def test_trl_dpo_trainer_runs_on_pairs_with_pictures_with_the_tiny_vision_lm(
+        album_pairs, tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """TRL's vision preference path, on pairs whose prompts hold the user's pictures."""
+    from datasets import load_from_disk
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    from trl import DPOConfig, DPOTrainer
+
+    _, exported, _ = album_pairs
+    with_pictures = load_from_disk(str(exported))["train"].filter(lambda row: len(row["images"]) > 0)
+    assert with_pictures.num_rows
+    trainer = DPOTrainer(model=LlavaForConditionalGeneration.from_pretrained(tiny_models["judge"]),
+                         args=trainer_args(DPOConfig, tmp_path / "run", max_length=None), train_dataset=with_pictures,
+                         processing_class=AutoProcessor.from_pretrained(tiny_models["judge"]))
+    train_briefly(trainer)

@@ -13,11 +13,12 @@ import pytest
 
 from seir.engine.cli import main
 from seir.engine.dedup import DedupItem, find_duplicates
-from seir.engine.records import Ledger, Stage
+from seir.engine.records import Ledger
 from seir.engine.run.scoring import StageScorer, scorer_roles
 from seir.engine.spec import DEDUP_METHODS as METHODS
 from seir.engine.spec import DedupConfig, JobSpecError, load_job
 from seir.operators.scoring.rubrics import TurnView
+from seir.operators.stages import AnswerStage
 from tests.engine.conftest import job_dict, write_job
 
 REPO = Path(__file__).resolve().parents[3]
@@ -125,7 +126,7 @@ def test_a_plugin_scorer_is_checked_and_built_from_its_declaration(tmp_path: Pat
     assert scorer_roles(spec) == ["embed"]
     scorer = StageScorer(spec, {"embed": FakeEmbed()})  # type: ignore[dict-item]
     view = TurnView("What is a snow leopard?", "A big cat of the mountains.")
-    [verdict] = asyncio.run(scorer.verdicts(Stage.ANSWER, [view], Ledger()))
+    [verdict] = asyncio.run(scorer.verdicts(AnswerStage(caption_words=65), [view], Ledger()))
     assert verdict.combined == {"text_content": pytest.approx(3.0)} and verdict.passed
     [own] = [s for s in verdict.scores if s.scorer == SCORER]
     assert own.model_id == "fake-embed" and own.raw["raw"] == {"question_words": spec.seir.question_words}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from seir.operators.limits import WordLimits
 from seir.operators.scoring.rubrics import (
     DIMENSIONS,
     INTERMT_DIALOGUE,
@@ -63,7 +64,7 @@ def test_every_dimension_renders(name: str, with_image: bool) -> None:
     messages = critique_messages([dimension], view)
     body = texts(messages)
     assert [m["role"] for m in messages] == ["user"]
-    assert dimension.rubric in body and all(anchor in body for anchor in dimension.anchors.values())
+    assert dimension.rubric_for(WordLimits()) in body and all(anchor in body for anchor in dimension.anchors.values())
     assert "How do I fold a paper crane?" in body and "only the word none" in body
     shown = [IMAGE, IMAGE] if dimension.per_dialogue else [IMAGE]
     assert images(messages) == (shown if with_image else [])
@@ -144,3 +145,13 @@ def test_dimension_validates_its_own_definition() -> None:
     with pytest.raises(ValueError, match="every level"):
         Dimension("x", "X", (0, 2), frozenset({"answer"}), "r", {0: "a", 2: "c"})
     assert SYNJUDGE["text_content"].to_0_5(5.0) == 5.0 and INTERMT_TURN["text_quality"].to_0_5(1.5) == 2.5
+
+
+def test_rubrics_and_the_suggested_caption_hold_the_jobs_word_limits() -> None:
+    limits = WordLimits(question=23, caption=41)
+    question = texts(critique_messages([QUESTION], full_turn(IMAGE), limits))
+    caption = texts(critique_messages([SYNJUDGE["image_content"]], full_turn(IMAGE), limits))
+    assert "within 23 words" in question and "within 50 words" not in question
+    assert "at most 41 words" in caption and "65" not in caption
+    assert score_request(QUESTION, full_turn(IMAGE), "none", None, limits).messages == \
+        critique_messages([QUESTION], full_turn(IMAGE), limits)

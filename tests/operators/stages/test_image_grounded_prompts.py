@@ -9,7 +9,7 @@ from PIL import Image
 
 from seir.operators.scoring.guards import guarded_view
 from seir.operators.scoring.rubrics import INTERMT_DIALOGUE, SYNJUDGE, DialogueView, TurnView, critique_messages
-from seir.operators.seir.prompts import (
+from seir.operators.stages.prompts import (
     NEW_PICTURE,
     History,
     answer_messages,

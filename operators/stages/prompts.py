@@ -1,5 +1,5 @@
-"""Prompts of the generation side of SEIR: the ``llm`` role writes questions, answers and captions, and rewrites
-them from the judge's critique. Pure functions from typed views to chat messages; the judge's prompts live in
+"""Prompts of the built-in stages: the ``llm`` role writes questions, answers and captions, and rewrites them from
+the judge's critique. Pure functions from typed views to chat messages; the judge's prompts live in
 ``seir.operators.scoring.rubrics``.
 
 Answer and caption are asked for in two calls rather than one formatted reply, so no answer is ever lost to a
@@ -110,11 +110,14 @@ def question_messages(opening: str, history: History, max_words: int, revision: 
 
 
 def answer_messages(question: str, history: History, revision: Revision | None = None,
-                    images: Sequence[bytes] = ()) -> list[dict]:
+                    images: Sequence[bytes] = (), briefs: Sequence[str] = ()) -> list[dict]:
+    """``briefs``: what earlier stages of the turn hand the answer's writer (a stage's ``brief``), in the system
+    message, so the user's own words stay the question."""
     task = question + _revise(revision, "answer")
     if images:
         task += "\n\nAnswer from what the pictures I showed really contain; do not invent what they do not show."
-    return [_text("system", _SYSTEM_ASSISTANT), *history.as_messages(_user(task, images))]
+    system = "\n\n".join([_SYSTEM_ASSISTANT, *briefs])
+    return [_text("system", system), *history.as_messages(_user(task, images))]
 
 
 def caption_messages(question: str, answer: str, max_words: int, revision: Revision | None = None,
