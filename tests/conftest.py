@@ -60,10 +60,18 @@ def tiny_models(seir_home: Path) -> dict[str, Path]:
     """Every tiny model (llm, judge, sd, clip, llm-wide-heads), built once per test session: name -> folder."""
     import torch
 
-    from seir.operators.backends.tiny import build_tiny_models
+    from seir.operators.backends.tiny import TINY_NAMES, build_tiny_models
 
     torch.set_num_threads(min(2, torch.get_num_threads()))  # keep the suite polite on small CI machines
-    return build_tiny_models(seir_home / "models")
+    return build_tiny_models(seir_home / "models", TINY_NAMES)
+
+
+@pytest.fixture(scope="session")
+def tiny_families(seir_home: Path) -> dict[str, Path]:
+    """The tiny models of the families users run (Qwen2.5-VL, Gemma 3, Qwen3, ...), built once per session."""
+    from seir.operators.backends.tiny import FAMILY_NAMES, build_tiny_models
+
+    return build_tiny_models(seir_home / "models", FAMILY_NAMES)
 
 
 # Test tiers. `make test` runs everything; `make test-fast` (`pytest --fast`) leaves out the tests marked with one of

@@ -71,6 +71,33 @@ def _stop_on_repeated_failure(role: str, results: list[Any]) -> None:
                         f"command again: committed shards are kept.")
 
 
+class RoleHealth:
+    """The calls a run has made per role and how many failed: a role whose every call has failed so far cannot be
+    working (a model its backend cannot batch, a server that refuses every request), and a run that went on would
+    reject every dialogue and still report success."""
+
+    def __init__(self) -> None:
+        self.made: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
+        self.first_error: dict[str, str] = {}
+
+    def add(self, ledger: Ledger) -> None:
+        for call in ledger.calls:
+            self.made[call.role] = self.made.get(call.role, 0) + 1
+            if "error" in call.output:
+                self.failed[call.role] = self.failed.get(call.role, 0) + 1
+                self.first_error.setdefault(call.role, str(call.output["error"]))
+
+    def stop_if_broken(self) -> None:
+        """Stop the run, keeping what is committed, when some role has failed every call it was given."""
+        for role, made in self.made.items():
+            if made and self.failed.get(role, 0) == made:
+                raise SeirError(f"stopped: every one of the {made} {role} calls so far failed, so every dialogue would "
+                                f"be rejected. The first: {self.first_error[role][:300]}. Fix the {role} role (its "
+                                f"model, backend or batch_size) and run the same command again: committed shards are "
+                                "kept.")
+
+
 def plain(value: Any) -> Any:
     """JSON-ready form of a request or result; image bytes become references to their content key."""
     return json.loads(canonical_json(value))
