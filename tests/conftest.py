@@ -146,7 +146,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def kinds_left_out(markexpr: str) -> set[str]:
     """The slow kinds a `-m` expression leaves out whatever other markers a test has: `not ray` leaves out `ray`,
-    `not slow` leaves out none of the kinds the guard knows."""
+    `not slow` leaves out none of the kinds the guard knows, and `matrix` none (a matrix test may start Ray)."""
     from _pytest.mark.expression import Expression
 
     if not markexpr.strip():  # no -m: every test runs (an empty expression would select none)
@@ -159,9 +159,10 @@ def kinds_left_out(markexpr: str) -> set[str]:
     def selects(markers: set[str]) -> bool:
         return expression.evaluate(lambda name, /, **_: name in markers)
 
+    named = set(re.findall(r"\w+", markexpr)) - {"and", "or", "not"}  # a test may carry them too (`-m matrix`)
     left_out = set()
     for kind in STARTS:
-        others = [k for k in SLOW_KINDS if k != kind]
+        others = sorted({*SLOW_KINDS, *named} - {kind})
         combos = itertools.chain.from_iterable(itertools.combinations(others, n) for n in range(len(others) + 1))
         if not any(selects({kind, *combo}) for combo in combos):
             left_out.add(kind)

@@ -30,6 +30,7 @@ def test_a_family_runs_the_demo_shape_with_every_call_answered(
              {"id": "plain", "text": "What does a snow leopard eat? Draw one hunting."}]
     vision = {**VLM, "model": f"tiny:{judge}"}
     job = image_job(f"matrix-{writer}", vlm=vision)
+    job["seeds"] = {"topics": [], "templates": []}  # the seed file's alone
     job["roles"]["llm"]["model"] = f"tiny:{writer}"
     job["roles"]["judge"] = {**job["roles"]["judge"], "model": f"tiny:{judge}"}
     run = run_job(write_job(tmp_path, job, seed_lines=seeds), tmp_path / "out")
