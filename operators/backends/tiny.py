@@ -374,9 +374,10 @@ def _gemma_tokenizer(path: Path) -> Any:
 
 
 def _small_text(tokenizer: Any, **extra: Any) -> dict[str, Any]:
-    """A family's text model at toy size (its own class fills in the rest of its architecture)."""
+    """A family's text model at toy size (its own class fills in the rest of its architecture). Two 64-wide attention
+    heads: inference engines' CPU kernels (vLLM's) take head sizes from 32 up only."""
     return {"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 4096,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 64, "max_position_embeddings": 4096,
             "initializer_range": 0.2, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id, **extra}
 
@@ -391,7 +392,7 @@ def _build_qwen25_vl(path: Path) -> None:
     tokenizer = _qwen_tokenizer()
     ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>")
            for name in ("image_pad", "video_pad", "vision_start", "vision_end")}
-    text = _small_text(tokenizer, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}, head_dim=None)
+    text = _small_text(tokenizer, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}, head_dim=None)
     config = Qwen2_5_VLConfig(
         text_config=text, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
