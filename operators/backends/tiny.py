@@ -21,7 +21,7 @@ from typing import Any
 TINY_NAMES = ("llm", "judge", "sd", "clip", "llm-wide-heads", "sd-instruct-edit")
 # The families users run, each from its real model class, processor, special tokens and chat template, at toy size:
 # vision-language judges and writers, and text writers (see FAMILIES for what each is).
-FAMILY_NAMES = ("qwen2.5-vl", "gemma3-vl", "qwen3", "gemma3", "llama3")
+FAMILY_NAMES = ("qwen2.5-vl", "qwen3-vl", "gemma3-vl", "qwen3", "gemma3", "llama3")
 # Part of each built folder's name, raised whenever a builder changes what it builds: a machine's older builds are
 # then never taken for the new ones (2: a 4,096-token window, as real chat models have at least).
 TINY_BUILD = 2
@@ -410,6 +410,34 @@ def _build_qwen25_vl(path: Path) -> None:
     (path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2_5_VLProcessor"}, indent=2))
 
 
+def _build_qwen3_vl(path: Path) -> None:
+    """Qwen3-VL: interleaved multimodal rotary positions, 16-pixel patches merged 2x2, and DeepStack (visual features
+    fed into early text layers). Its processor is saved without the video part, as Qwen2.5-VL's."""
+    import json
+
+    from transformers import Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    tokenizer = _qwen_tokenizer()
+    ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>")
+           for name in ("image_pad", "video_pad", "vision_start", "vision_end")}
+    rope = {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [12, 10, 10],
+            "mrope_interleaved": True}
+    config = Qwen3VLConfig(
+        text_config=_small_text(tokenizer, rope_parameters=rope),
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 16,
+                       "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 64,
+                       "num_position_embeddings": 64, "deepstack_visual_indexes": [0]},
+        image_token_id=ids["image_pad"], video_token_id=ids["video_pad"], vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"])
+    with _seeded(11):
+        model = Qwen3VLForConditionalGeneration(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=4 * 32 * 32, patch_size=16, merge_size=2,
+                             temporal_patch_size=2).save_pretrained(path)
+    (path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen3VLProcessor"}, indent=2))
+
+
 def _build_gemma3_vl(path: Path) -> None:
     """Gemma 3 with its SigLIP vision tower: interleaved sliding-window and full attention, each picture read as a
     fixed number of soft tokens between ``<start_of_image>`` and ``<end_of_image>``."""
@@ -485,6 +513,7 @@ def _build_llama3(path: Path) -> None:
 _BUILDERS: dict[str, Callable[[Path], None]] = {"llm": _build_llm, "judge": _build_judge, "sd": _build_sd,
                                                 "clip": _build_clip, "llm-wide-heads": _build_llm_wide_heads,
                                                 "sd-instruct-edit": partial(_build_sd, instruct_edit=True),
-                                                "qwen2.5-vl": _build_qwen25_vl, "gemma3-vl": _build_gemma3_vl,
+                                                "qwen2.5-vl": _build_qwen25_vl, "qwen3-vl": _build_qwen3_vl,
+                                                "gemma3-vl": _build_gemma3_vl,
                                                 "qwen3": _build_qwen3, "gemma3": _build_gemma3,
                                                 "llama3": _build_llama3}

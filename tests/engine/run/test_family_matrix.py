@@ -15,7 +15,7 @@ from tests.engine.run.test_image_seeds import VLM, image_job, save_photo
 pytestmark = [pytest.mark.matrix, pytest.mark.slow]
 
 # (text writer, vision-language judge and vision writer): each family in the roles it can fill.
-FAMILIES = [("qwen3", "qwen2.5-vl"), ("gemma3", "gemma3-vl"), ("llama3", "qwen2.5-vl")]
+FAMILIES = [("qwen3", "qwen2.5-vl"), ("gemma3", "gemma3-vl"), ("llama3", "qwen3-vl")]
 
 
 @pytest.mark.parametrize(("writer", "judge"), FAMILIES, ids=[f"{w}+{j}" for w, j in FAMILIES])

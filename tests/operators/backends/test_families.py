@@ -18,7 +18,7 @@ from seir.operators.backends.tiny import FAMILY_NAMES, build_tiny_models
 from seir.operators.backends.transformers_chat import ChatTokenCounter, TransformersChat
 from seir.operators.backends.transformers_vision import TransformersVisionChat
 
-VISION = ("qwen2.5-vl", "gemma3-vl", "judge")  # "judge": seir's own tiny LLaVA, for comparison
+VISION = ("qwen2.5-vl", "qwen3-vl", "gemma3-vl", "judge")  # "judge": seir's own tiny LLaVA, for comparison
 TEXT = ("qwen3", "gemma3", "llama3", "llm")
 SCORE = tuple(str(level) for level in range(6))
 
@@ -109,12 +109,13 @@ def test_a_batch_of_any_mix_writes_a_reply_for_every_request(name: str, tiny_mod
     assert all(r.tokens_out > 0 for r in together)
 
 
-def test_qwen_vl_loads_without_torchvision(tiny_families: dict[str, Path]) -> None:
+@pytest.mark.parametrize(("name", "family"), [("qwen2.5-vl", "Qwen2_5_VLProcessor"), ("qwen3-vl", "Qwen3VLProcessor")])
+def test_qwen_vl_loads_without_torchvision(name: str, family: str, tiny_families: dict[str, Path]) -> None:
     """Its video processor needs torchvision, which is not installed here and which seir never uses."""
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed here: the path without it is not taken")
-    processor = TransformersVisionChat.load_processor(str(tiny_families["qwen2.5-vl"]), None)
-    assert type(processor).__mro__[1].__name__ == "Qwen2_5_VLProcessor" and processor.video_processor is None
+    processor = TransformersVisionChat.load_processor(str(tiny_families[name]), None)
+    assert type(processor).__mro__[1].__name__ == family and processor.video_processor is None
 
 
 def test_two_family_builds_are_byte_identical(tiny_families: dict[str, Path], tmp_path: Path) -> None:
