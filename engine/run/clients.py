@@ -83,6 +83,8 @@ class RoleHealth:
 
     def add(self, ledger: Ledger) -> None:
         for call in ledger.calls:
+            if call.output.get("request_only"):  # too long for the window: says nothing of the role
+                continue
             self.made[call.role] = self.made.get(call.role, 0) + 1
             if "error" in call.output:
                 self.failed[call.role] = self.failed.get(call.role, 0) + 1
@@ -96,6 +98,11 @@ class RoleHealth:
                                 f"be rejected. The first: {self.first_error[role][:300]}. Fix the {role} role (its "
                                 f"model, backend or batch_size) and run the same command again: committed shards are "
                                 "kept.")
+
+
+def _failed(failure: CallFailure) -> dict[str, Any]:
+    """A failed call's output in the ledger: its reason, and whether the fault was the request's own."""
+    return {"error": failure.reason, **({"request_only": True} if failure.request_only else {})}
 
 
 def plain(value: Any) -> Any:
@@ -169,7 +176,7 @@ class ModelClient:
             _stop_on_repeated_failure(self.role, results)
             chunk_of = [stats for stats in chunks for _ in range(stats.size)]
             for (key, request), result, stats in zip(misses, results, chunk_of, strict=True):
-                output = {"error": result.reason} if isinstance(result, CallFailure) else encode(result)
+                output = _failed(result) if isinstance(result, CallFailure) else encode(result)
                 fresh[key] = result if isinstance(result, CallFailure) else output
                 ledger.calls.append(self._record(key, method, request, output, stats.latency_s * 1000,
                                                  stats.batch_id, stats.size, cached=False))
