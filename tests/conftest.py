@@ -60,10 +60,18 @@ def tiny_models(seir_home: Path) -> dict[str, Path]:
     """Every tiny model (llm, judge, sd, clip, llm-wide-heads), built once per test session: name -> folder."""
     import torch
 
-    from seir.operators.backends.tiny import build_tiny_models
+    from seir.operators.backends.tiny import TINY_NAMES, build_tiny_models
 
     torch.set_num_threads(min(2, torch.get_num_threads()))  # keep the suite polite on small CI machines
-    return build_tiny_models(seir_home / "models")
+    return build_tiny_models(seir_home / "models", TINY_NAMES)
+
+
+@pytest.fixture(scope="session")
+def tiny_families(seir_home: Path) -> dict[str, Path]:
+    """The tiny models of the families users run (Qwen2.5-VL, Gemma 3, Qwen3, ...), built once per session."""
+    from seir.operators.backends.tiny import FAMILY_NAMES, build_tiny_models
+
+    return build_tiny_models(seir_home / "models", FAMILY_NAMES)
 
 
 # Test tiers. `make test` runs everything; `make test-fast` (`pytest --fast`) leaves out the tests marked with one of
@@ -138,7 +146,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def kinds_left_out(markexpr: str) -> set[str]:
     """The slow kinds a `-m` expression leaves out whatever other markers a test has: `not ray` leaves out `ray`,
-    `not slow` leaves out none of the kinds the guard knows."""
+    `not slow` leaves out none of the kinds the guard knows, and `matrix` none (a matrix test may start Ray)."""
     from _pytest.mark.expression import Expression
 
     if not markexpr.strip():  # no -m: every test runs (an empty expression would select none)
@@ -151,9 +159,10 @@ def kinds_left_out(markexpr: str) -> set[str]:
     def selects(markers: set[str]) -> bool:
         return expression.evaluate(lambda name, /, **_: name in markers)
 
+    named = set(re.findall(r"\w+", markexpr)) - {"and", "or", "not"}  # a test may carry them too (`-m matrix`)
     left_out = set()
     for kind in STARTS:
-        others = [k for k in SLOW_KINDS if k != kind]
+        others = sorted({*SLOW_KINDS, *named} - {kind})
         combos = itertools.chain.from_iterable(itertools.combinations(others, n) for n in range(len(others) + 1))
         if not any(selects({kind, *combo}) for combo in combos):
             left_out.add(kind)

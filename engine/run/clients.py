@@ -71,6 +71,40 @@ def _stop_on_repeated_failure(role: str, results: list[Any]) -> None:
                         f"command again: committed shards are kept.")
 
 
+class RoleHealth:
+    """The calls a run has made per role and how many failed: a role whose every call has failed so far cannot be
+    working (a model its backend cannot batch, a server that refuses every request), and a run that went on would
+    reject every dialogue and still report success."""
+
+    def __init__(self) -> None:
+        self.made: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
+        self.first_error: dict[str, str] = {}
+
+    def add(self, ledger: Ledger) -> None:
+        for call in ledger.calls:
+            if call.output.get("request_only"):  # too long for the window: says nothing of the role
+                continue
+            self.made[call.role] = self.made.get(call.role, 0) + 1
+            if "error" in call.output:
+                self.failed[call.role] = self.failed.get(call.role, 0) + 1
+                self.first_error.setdefault(call.role, str(call.output["error"]))
+
+    def stop_if_broken(self) -> None:
+        """Stop the run, keeping what is committed, when some role has failed every call it was given."""
+        for role, made in self.made.items():
+            if made and self.failed.get(role, 0) == made:
+                raise SeirError(f"stopped: every one of the {made} {role} calls so far failed, so every dialogue would "
+                                f"be rejected. The first: {self.first_error[role][:300]}. Fix the {role} role (its "
+                                f"model, backend or batch_size) and run the same command again: committed shards are "
+                                "kept.")
+
+
+def _failed(failure: CallFailure) -> dict[str, Any]:
+    """A failed call's output in the ledger: its reason, and whether the fault was the request's own."""
+    return {"error": failure.reason, **({"request_only": True} if failure.request_only else {})}
+
+
 def plain(value: Any) -> Any:
     """JSON-ready form of a request or result; image bytes become references to their content key."""
     return json.loads(canonical_json(value))
@@ -142,7 +176,7 @@ class ModelClient:
             _stop_on_repeated_failure(self.role, results)
             chunk_of = [stats for stats in chunks for _ in range(stats.size)]
             for (key, request), result, stats in zip(misses, results, chunk_of, strict=True):
-                output = {"error": result.reason} if isinstance(result, CallFailure) else encode(result)
+                output = _failed(result) if isinstance(result, CallFailure) else encode(result)
                 fresh[key] = result if isinstance(result, CallFailure) else output
                 ledger.calls.append(self._record(key, method, request, output, stats.latency_s * 1000,
                                                  stats.batch_id, stats.size, cached=False))

@@ -174,8 +174,10 @@ class RolePool:
             if isinstance(err, RayActorError):
                 self._watch_restart(lane)
             reason = f"{self.role} {method} failed: {_describe(err)}"
-            stops = bool(getattr(_cause(err), "stops_run", False))
-            return [CallFailure(reason, stops_run=stops)] * len(chunk), ChunkStats(len(chunk), 0.0, batch_id)
+            cause = _cause(err)
+            failure = CallFailure(reason, stops_run=bool(getattr(cause, "stops_run", False)),
+                                  request_only=bool(getattr(cause, "request_only", False)))
+            return [failure] * len(chunk), ChunkStats(len(chunk), 0.0, batch_id)
         finally:
             lane.sent.remove(done)
             done.set_result(None)

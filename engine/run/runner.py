@@ -31,7 +31,7 @@ from seir.engine.logs import log_path, quiet
 from seir.engine.progress import Meter, say
 from seir.engine.records import DialogueJudgement, Ledger, PriorDraft, StageRecord
 from seir.engine.run.budget import Budget, Spend
-from seir.engine.run.clients import LayeredCache, ModelClient
+from seir.engine.run.clients import LayeredCache, ModelClient, RoleHealth
 from seir.engine.run.forecast import Forecast, forecast
 from seir.engine.run.loop import SeirLoop
 from seir.engine.run.planning import PLAN_ROWS, Plan, changes, model_revisions, plan_dialogues, run_keys
@@ -278,6 +278,7 @@ class Runner:
         are accepted."""
         planned = store.planned_shards(run_id)
         reason: str | None = None
+        health = RoleHealth()
 
         async def worker() -> None:
             nonlocal reason
@@ -292,6 +293,8 @@ class Runner:
                 store.commit_shard(run_id, shard_id, outcome.dialogues, outcome.ledger, generation_key,
                                    self.images.relative_path)
                 spend.add(outcome.ledger, len(outcome.dialogues), num_gpus)
+                health.add(outcome.ledger)
+                health.stop_if_broken()
                 self._publish(run_id, outcome.ledger)
                 progress.shard_committed(outcome.dialogues, outcome.ledger, self.spec.scoring.thresholds)
                 failpoint("shard-committed")

@@ -36,10 +36,14 @@ def window_report(spec: JobSpec) -> list[str]:
             continue
         try:
             declared, counter = backend.offline_context(role_spec.model, role_spec.revision)
-        except (OSError, ValueError):  # a hub id not downloaded here: its window is read when it loads
+        except (OSError, ValueError, ImportError) as err:
+            # A hub id not downloaded here (its window is read when it loads), or a processor part whose library
+            # is missing: said in a line, never a traceback.
             set_here = f"{role_spec.context_length:,} tokens (job)" if role_spec.context_length else None
-            lines.append(f"{role}: context window {set_here or 'read when the model loads'} (its config and "
-                         "tokenizer are not on this machine, so the requests were not measured)")
+            why = ("its config and tokenizer are not on this machine" if not isinstance(err, ImportError)
+                   else f"its processor could not be read: {str(err).strip().splitlines()[0]}")
+            lines.append(f"{role}: context window {set_here or 'read when the model loads'} ({why}, so the "
+                         "requests were not measured)")
             continue
         limit = role_spec.context_length or declared
         source = "job" if role_spec.context_length else "model config"

@@ -89,6 +89,7 @@ class CallFailure:
     reason: str
     call_key: str = ""
     stops_run: bool = False  # the backend said the same request would fail again (a refusal, retries spent)
+    request_only: bool = False  # the request's own fault (too long for the window), not the role's
 
 
 @dataclass

@@ -13,6 +13,7 @@ requests that share size, steps, guidance (and, for edits, strength) go through 
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import math
@@ -68,12 +69,18 @@ class DiffusersTextToImage(LocalBackend):
         # CPU generators: the starting noise of a seed is then the same on any device.
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in batch]
         inputs = {"num_inference_steps": first.steps, **inputs}
+        if {"width", "height"} <= set(inspect.signature(pipeline.__call__).parameters):
+            # Pipelines that take a size (FLUX's img2img among them) render at their default size unless told.
+            inputs = {"width": first.width, "height": first.height, **inputs}
         with torch.inference_mode():
             images = pipeline(
                 prompt=[r.prompt for r in batch], negative_prompt=[r.negative_prompt for r in batch],
                 guidance_scale=first.guidance_scale, generator=generators, **inputs,
             ).images
-        return [_png(image) for image in images]
+        # Whatever a pipeline did with the size asked (a family may round it to its patch size), the picture is
+        # written at the job's size, the size provenance records.
+        size = (first.width, first.height)
+        return [_png(image if image.size == size else image.resize(size)) for image in images]
 
 
 @register

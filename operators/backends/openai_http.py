@@ -50,6 +50,7 @@ class ContextOverflow(EndpointError):
     reason to stop the run: only the drafts whose requests were too long fail."""
 
     stops_run = False
+    request_only = True  # other requests to the same role go through
 
 
 # How servers word a request over their window (vLLM, SGLang, llama.cpp, TGI, OpenAI).

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 TINY_NAMES = ("llm", "judge", "sd", "clip", "llm-wide-heads", "sd-instruct-edit")
+# The families users run, each from its real model class, processor, special tokens and chat template, at toy size:
+# vision-language judges and writers, and text writers (see FAMILIES for what each is).
+FAMILY_NAMES = ("qwen2.5-vl", "qwen3-vl", "gemma3-vl", "qwen3", "gemma3", "llama3")
 # Part of each built folder's name, raised whenever a builder changes what it builds: a machine's older builds are
 # then never taken for the new ones (2: a 4,096-token window, as real chat models have at least).
 TINY_BUILD = 2
@@ -70,13 +73,14 @@ def corpus() -> Iterable[str]:
 
 
 def build_tiny_models(directory: str | Path, names: Iterable[str] | None = None) -> dict[str, Path]:
-    """Build the named tiny models (all by default) into ``directory``; a folder already there is kept."""
+    """Build the named tiny models (seir's own and the families', all by default) into ``directory``; a folder
+    already there is kept."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name in names or TINY_NAMES:
+    for name in names or (*TINY_NAMES, *FAMILY_NAMES):
         if name not in _BUILDERS:
-            raise KeyError(f"unknown tiny model {name!r}; known: {', '.join(TINY_NAMES)}")
+            raise KeyError(f"unknown tiny model {name!r}; known: {', '.join((*TINY_NAMES, *FAMILY_NAMES))}")
         paths[name] = _build_atomically(tiny_folder(directory, name), _BUILDERS[name])
     return paths
 
@@ -299,6 +303,217 @@ def _build_sd(path: Path, instruct_edit: bool = False) -> None:
     pipeline.save_pretrained(path)
 
 
+# -- the families users run -------------------------------------------------------------------------------------
+# Each family's conventions, written out here: its special tokens and a chat template that renders the same turns as
+# the family's published one (system, user and assistant turns, and where a picture's placeholder goes).
+_QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>")
+_QWEN_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
+    "You are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}{% elif part['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_GEMMA_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                   "<end_of_image>", "<image_soft_token>")
+# Gemma has no system turn: a system message opens the first user turn; the assistant is "model".
+_GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% set system = '' %}{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{% set system = (message['content'] if message['content'] is string else message['content'][0]['text']) %}"
+    "{% else %}<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{% if loop.index0 == 1 and messages[0]['role'] == 'system' %}{{ messages[0]['content'] if messages[0]['content']"
+    " is string else messages[0]['content'][0]['text'] }}\n\n{% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}{% elif part['type'] == 'image' %}<start_of_image>{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+_LLAMA_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+                   "<|finetune_right_pad_id|>")
+_LLAMA_TEMPLATE = (
+    "<|begin_of_text|>{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+_PICTURE = 28  # a picture's side for the families' image processors: a few patches, so a few tokens
+
+
+def _qwen_tokenizer() -> Any:
+    """Qwen's byte-level BPE (trained on ``corpus()``) with its ChatML and vision special tokens."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer
+
+    untrained = Qwen2Tokenizer(eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer = untrained.train_new_from_iterator(
+        corpus(), vocab_size=1024, new_special_tokens=list(_QWEN_SPECIALS), initial_alphabet=ByteLevel.alphabet(),
+        show_progress=False)
+    tokenizer.chat_template = _QWEN_TEMPLATE
+    return tokenizer
+
+
+def _gemma_tokenizer(path: Path) -> Any:
+    """Gemma's metaspace BPE (trained on ``corpus()``) with its turn and image special tokens, saved into ``path``
+    and read back (Gemma 3's processor finds its image tokens among the tokenizer's named special tokens)."""
+    import json
+
+    from transformers import GemmaTokenizer
+
+    tokenizer = GemmaTokenizer().train_new_from_iterator(
+        corpus(), vocab_size=1024, new_special_tokens=list(_GEMMA_SPECIALS), show_progress=False)
+    tokenizer.chat_template = _GEMMA_TEMPLATE
+    tokenizer.save_pretrained(path)
+    config_file = path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["extra_special_tokens"] = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                      "image_token": "<image_soft_token>"}
+    config_file.write_text(json.dumps(config, indent=2))
+    return GemmaTokenizer.from_pretrained(path)
+
+
+def _small_text(tokenizer: Any, **extra: Any) -> dict[str, Any]:
+    """A family's text model at toy size (its own class fills in the rest of its architecture). Two 64-wide attention
+    heads: inference engines' CPU kernels (vLLM's) take head sizes from 32 up only."""
+    return {"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 64, "max_position_embeddings": 4096,
+            "initializer_range": 0.2, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id, **extra}
+
+
+def _build_qwen25_vl(path: Path) -> None:
+    """Qwen2.5-VL: multimodal rotary positions (M-RoPE), pictures cut into 14-pixel patches merged 2x2. Its processor
+    is saved without a video part, which needs torchvision (seir sends no video)."""
+    import json
+
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    tokenizer = _qwen_tokenizer()
+    ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>")
+           for name in ("image_pad", "video_pad", "vision_start", "vision_end")}
+    text = _small_text(tokenizer, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}, head_dim=None)
+    config = Qwen2_5_VLConfig(
+        text_config=text, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+                       "fullatt_block_indexes": [1]},
+        image_token_id=ids["image_pad"], video_token_id=ids["video_pad"], vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"])
+    with _seeded(6):
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    images = Qwen2VLImageProcessorPil(min_pixels=_PICTURE * _PICTURE, max_pixels=4 * _PICTURE * _PICTURE,
+                                      patch_size=14, merge_size=2, temporal_patch_size=2)
+    images.save_pretrained(path)
+    (path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2_5_VLProcessor"}, indent=2))
+
+
+def _build_qwen3_vl(path: Path) -> None:
+    """Qwen3-VL: interleaved multimodal rotary positions, 16-pixel patches merged 2x2, and DeepStack (visual features
+    fed into early text layers). Its processor is saved without the video part, as Qwen2.5-VL's."""
+    import json
+
+    from transformers import Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    tokenizer = _qwen_tokenizer()
+    ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>")
+           for name in ("image_pad", "video_pad", "vision_start", "vision_end")}
+    rope = {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [12, 10, 10],
+            "mrope_interleaved": True}
+    config = Qwen3VLConfig(
+        text_config=_small_text(tokenizer, rope_parameters=rope),
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 16,
+                       "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 64,
+                       "num_position_embeddings": 64, "deepstack_visual_indexes": [0]},
+        image_token_id=ids["image_pad"], video_token_id=ids["video_pad"], vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"])
+    with _seeded(11):
+        model = Qwen3VLForConditionalGeneration(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=4 * 32 * 32, patch_size=16, merge_size=2,
+                             temporal_patch_size=2).save_pretrained(path)
+    (path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen3VLProcessor"}, indent=2))
+
+
+def _build_gemma3_vl(path: Path) -> None:
+    """Gemma 3 with its SigLIP vision tower: interleaved sliding-window and full attention, each picture read as a
+    fixed number of soft tokens between ``<start_of_image>`` and ``<end_of_image>``."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
+
+    tokenizer = _gemma_tokenizer(path)
+    text = _small_text(tokenizer, sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+                       eos_token_id=tokenizer.convert_tokens_to_ids("<end_of_turn>"))
+    config = Gemma3Config(
+        text_config=text, mm_tokens_per_image=4,
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        boi_token_index=tokenizer.convert_tokens_to_ids("<start_of_image>"),
+        eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image_soft_token>"))
+    with _seeded(7):
+        model = Gemma3ForConditionalGeneration(config)
+    model.save_pretrained(path)
+    images = Gemma3ImageProcessorPil(size={"height": 32, "width": 32}, do_pan_and_scan=False)
+    Gemma3Processor(image_processor=images, tokenizer=tokenizer, chat_template=_GEMMA_TEMPLATE,
+                    image_seq_length=4).save_pretrained(path)
+
+
+def _build_qwen3(path: Path) -> None:
+    """Qwen3: Qwen's tokenizer and ChatML, with per-head query and key norms."""
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    tokenizer = _qwen_tokenizer()
+    with _seeded(8):
+        model = AutoModelForCausalLM.from_config(Qwen3Config(**_small_text(tokenizer), tie_word_embeddings=True))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def _build_gemma3(path: Path) -> None:
+    """Gemma 3's text model alone (its 1B shape): sliding-window layers between full ones, no system turn."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+
+    tokenizer = _gemma_tokenizer(path)
+    config = Gemma3TextConfig(**_small_text(tokenizer, sliding_window=16,
+                                            layer_types=["sliding_attention", "full_attention"],
+                                            eos_token_id=tokenizer.convert_tokens_to_ids("<end_of_turn>")))
+    with _seeded(9):
+        model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+
+
+def _build_llama3(path: Path) -> None:
+    """Llama 3: byte-level BPE saved as a plain fast tokenizer (as Meta's checkpoints are), header-style turns ending
+    in ``<|eot_id|>``, and its long-context rotary scaling."""
+    import json
+
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Tokenizer
+
+    untrained = Qwen2Tokenizer(bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                               pad_token="<|finetune_right_pad_id|>")
+    tokenizer = untrained.train_new_from_iterator(
+        corpus(), vocab_size=1024, new_special_tokens=list(_LLAMA_SPECIALS), initial_alphabet=ByteLevel.alphabet(),
+        show_progress=False)
+    tokenizer.chat_template = _LLAMA_TEMPLATE
+    tokenizer.save_pretrained(path)
+    config_file = path / "tokenizer_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
+                                       "tokenizer_class": "PreTrainedTokenizerFast"}, indent=2))
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 1024}
+    with _seeded(10):
+        model = AutoModelForCausalLM.from_config(LlamaConfig(**_small_text(tokenizer, rope_scaling=scaling)))
+    model.save_pretrained(path)
+
+
 _BUILDERS: dict[str, Callable[[Path], None]] = {"llm": _build_llm, "judge": _build_judge, "sd": _build_sd,
                                                 "clip": _build_clip, "llm-wide-heads": _build_llm_wide_heads,
-                                                "sd-instruct-edit": partial(_build_sd, instruct_edit=True)}
+                                                "sd-instruct-edit": partial(_build_sd, instruct_edit=True),
+                                                "qwen2.5-vl": _build_qwen25_vl, "qwen3-vl": _build_qwen3_vl,
+                                                "gemma3-vl": _build_gemma3_vl,
+                                                "qwen3": _build_qwen3, "gemma3": _build_gemma3,
+                                                "llama3": _build_llama3}

@@ -63,19 +63,26 @@ class ChatTokenCounter:
     def count(self, messages: list[dict[str, Any]], suffix: str = "") -> int:
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         text = render_prompt(self.processor, messages) + suffix
-        placeholders = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-        # Each placeholder is one token of the text; the processor replaces it by the picture's tokens.
-        return placeholders + sum(self._picture_tokens(data) - 1 for m in messages for data in image_parts(m))
+        in_text = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        # The processor replaces each picture's placeholder in the text by what the family reads for it.
+        return in_text + sum(self._picture_adds(data) for m in messages for data in image_parts(m))
 
-    def _picture_tokens(self, data: bytes) -> int:
+    def _picture_adds(self, data: bytes) -> int:
+        """The tokens a picture of this size adds to its placeholder's, as the processor itself expands it (its
+        image tokens, and whatever the family wraps them in, such as Gemma's start and end of image): measured once
+        per size on a blank picture."""
         import io
 
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as image:  # the header only: no pixel is decoded
-            size = (image.height, image.width)
+            size = image.size
         if size not in self._per_picture:
-            self._per_picture[size] = self.processor._get_num_multimodal_tokens(image_sizes=[size]).num_image_tokens[0]
+            tokenizer = getattr(self.processor, "tokenizer", self.processor)
+            text = render_prompt(self.processor, [{"role": "user", "content": [{"type": "image", "image": b""}]}])
+            expanded = self.processor(text=[text], images=[[Image.new("RGB", size)]], add_special_tokens=False)
+            self._per_picture[size] = (len(expanded["input_ids"][0])
+                                       - len(tokenizer(text, add_special_tokens=False)["input_ids"]))
         return self._per_picture[size]
 
 
@@ -116,6 +123,8 @@ class TransformersChat(LocalBackend):
         eos = self.tokenizer.eos_token_id if eos is None else eos
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self._labels: dict[tuple[str, tuple[str, ...]], tuple[str, list[int]]] = {}
+        # A model that computes its own rotary positions from the pictures in a prompt (Qwen-VL's M-RoPE).
+        self._places_own_positions = hasattr(getattr(self.model, "model", self.model), "get_rope_index")
 
     @classmethod
     def load_processor(cls, path: str, revision: str | None, **options: Any) -> Any:
@@ -208,10 +217,8 @@ class TransformersChat(LocalBackend):
             log_probs, tokens_in = self._read_after_shared_conversations(batch, conversations, tails)
         else:
             inputs = self._inputs([p + s for p, s in zip(prompts, suffixes, strict=True)], [r.messages for r in batch])
-            # Positions count real tokens only, so a left-padded row sees the same positions as when alone.
-            positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp_min(0)
             with torch.inference_mode():
-                logits = self.model(**inputs, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+                logits = self.model(**inputs, logits_to_keep=1).logits[:, -1].float()
             log_probs, tokens_in = logits.log_softmax(-1), inputs["attention_mask"].sum(1).tolist()
         rows = zip(batch, log_probs, reads, tokens_in, strict=True)
         return [score_result(r.labels, row[ids], n) for r, row, (_, ids), n in rows]
@@ -220,9 +227,11 @@ class TransformersChat(LocalBackend):
                       suffixes: list[str]) -> list[list[int]] | None:
         """A judge reads several dimensions' scores after one critique conversation: those requests differ only in
         their answer prefix. When some requests share a conversation, each request's tokens after its prompt (the
-        tokens of ``prompt + suffix`` past those of ``prompt``); None when nothing is shared, or when a prompt's
-        tokens do not begin those of its whole text or a suffix adds none: the requests then run whole."""
-        if len(set(conversations)) == len(conversations):
+        tokens of ``prompt + suffix`` past those of ``prompt``); None when nothing is shared, when a prompt's tokens
+        do not begin those of its whole text or a suffix adds none, or when the model places positions by what the
+        prompt holds (Qwen-VL's multimodal rotary positions, which a cache copied between rows does not carry): the
+        requests then run whole."""
+        if len(set(conversations)) == len(conversations) or self._places_own_positions:
             return None
         prompt_tokens = {prompt: self.tokenizer.encode(prompt, add_special_tokens=False)
                          for prompt, _ in conversations}
@@ -247,21 +256,20 @@ class TransformersChat(LocalBackend):
         prompt_mask = inputs["attention_mask"]
         device = prompt_mask.device
         owner = torch.tensor([unique.index(c) for c in conversations], device=device)
-        # Tails are left-padded too: padding then sits between prompt and tail, masked, and every row's last column
-        # is its own last token.
+        # Tails are right-padded: each row's tail then follows its prompt with no gap (a gap would take room in a
+        # sliding window), and its score is read at its own last token. Positions are the model's: it continues
+        # them from the cache.
         width = max(map(len, tails))
-        tail_ids = torch.tensor([[self.tokenizer.pad_token_id] * (width - len(t)) + t for t in tails], device=device)
-        tail_mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails], device=device)
-        prompt_lengths = prompt_mask.sum(1, keepdim=True)[owner]
+        tail_ids = torch.tensor([t + [self.tokenizer.pad_token_id] * (width - len(t)) for t in tails], device=device)
+        tail_mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in tails], device=device)
+        last = torch.tensor([len(t) - 1 for t in tails], device=device)
         with torch.inference_mode():
-            cache = self.model(**inputs, position_ids=(prompt_mask.cumsum(-1) - 1).clamp_min(0), use_cache=True,
-                               logits_to_keep=1).past_key_values
+            cache = self.model(**inputs, use_cache=True, logits_to_keep=1).cache
             cache.batch_select_indices(owner)
-            logits = self.model(
-                input_ids=tail_ids, past_key_values=cache, attention_mask=torch.cat([prompt_mask[owner], tail_mask], 1),
-                position_ids=(prompt_lengths + tail_mask.cumsum(-1) - 1).clamp_min(0), logits_to_keep=1,
-            ).logits[:, -1].float()
-        return logits.log_softmax(-1), (prompt_lengths[:, 0] + tail_mask.sum(1)).tolist()
+            logits = self.model(input_ids=tail_ids, cache=cache,
+                                attention_mask=torch.cat([prompt_mask[owner], tail_mask], 1)).logits.float()
+        read = logits[torch.arange(len(tails), device=device), last]
+        return read.log_softmax(-1), (prompt_mask.sum(1)[owner] + tail_mask.sum(1)).tolist()
 
     def _label_read(self, prefix: str, labels: tuple[str, ...]) -> tuple[str, list[int]]:
         key = (prefix, tuple(labels))

@@ -22,7 +22,12 @@ class TransformersVisionChat(TransformersChat):
     def load_processor(cls, path: str, revision: str | None, **options: Any) -> Any:
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(path, revision=revision, **options)
+        try:
+            return AutoProcessor.from_pretrained(path, revision=revision, **options)
+        except ImportError as err:  # a video part whose library (torchvision) is missing: seir sends no video
+            if "VideoProcessor" not in str(err):
+                raise
+            return _without_video(path, revision, **options)
 
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoModelForImageTextToText
@@ -31,8 +36,41 @@ class TransformersVisionChat(TransformersChat):
         return processor, AutoModelForImageTextToText.from_pretrained(self.path, **self.load_options)
 
     def _inputs(self, prompts: list[str], conversations: list[list[dict[str, Any]]]) -> dict[str, Any]:
-        # The processor takes one flat list: the images of every prompt, in the order their placeholders appear.
-        images = [decode_image(data) for messages in conversations for m in messages for data in image_parts(m)]
-        encoded = self.processor(text=prompts, images=images or None, padding=True, add_special_tokens=False,
-                                 return_tensors="pt")
+        # One list of pictures per prompt, in the order their placeholders appear (a prompt without any: an empty
+        # list): the shape every family's processor takes; some (Gemma 3's) refuse one flat list for a batch.
+        images = [[decode_image(data) for m in messages for data in image_parts(m)] for messages in conversations]
+        encoded = self.processor(text=prompts, images=images if any(images) else None, padding=True,
+                                 add_special_tokens=False, return_tensors="pt")
         return self.on_device(encoded)
+
+
+def _without_video(path: str, revision: str | None, **options: Any) -> Any:
+    """The family's own processor class, made from its image processor and tokenizer with no video processor: for
+    families (Qwen-VL's) whose video processor needs torchvision, which seir never uses, and whose image processor
+    has a PIL backend."""
+    import json
+    from pathlib import Path
+
+    import transformers
+    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers.utils import cached_file
+
+    settings: dict[str, Any] = {}
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        found = cached_file(path, name, revision=revision, _raise_exceptions_for_missing_entries=False, **options)
+        if found:
+            settings = {**json.loads(Path(found).read_text(encoding="utf-8")), **settings}
+    family = getattr(transformers, str(settings.get("processor_class")), None)
+    if family is None:
+        raise ImportError(f"{path}: its processor needs a video library seir does not use, and its processor class "
+                          f"({settings.get('processor_class')!r}) is not one transformers names: install torchvision")
+
+    class ImageOnly(family):  # type: ignore[misc, valid-type]
+        def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
+            if argument_name == "video_processor" and argument is None:
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, **options)
+    return ImageOnly(image_processor=AutoImageProcessor.from_pretrained(path, revision=revision, **options),
+                     tokenizer=tokenizer, video_processor=None, chat_template=tokenizer.chat_template)

@@ -141,3 +141,21 @@ def test_a_role_whose_parallelism_and_gpus_disagree_is_refused_at_load(tmp_path:
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     with pytest.raises(SeirError, match=r"roles\.llm\.num_gpus.*tensor_parallel_size 2 runs each engine on 2 GPUs"):
         load_job(path)
+
+
+@pytest.mark.matrix
+@pytest.mark.parametrize("family", ["qwen3", "llama3", "gemma3"])
+def test_the_text_families_serve_on_the_engine(family: str, tiny_families: dict[str, Path]) -> None:
+    """Each text family at tiny size (64-wide heads), served by vLLM's CPU build from its own folder: a batch of
+    chats answered, and a score read from the engine's log-probabilities."""
+    backend = Vllm(f"tiny:{family}", python=vllm_python(), max_model_len=2048, env=ENGINE_ENV)
+    try:
+        asked = [ChatRequest([{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": text}],
+                             Sampling(max_new_tokens=6, temperature=0.8, seed=i))
+                 for i, text in enumerate(["Describe a red fox.", "What is a harbor?", "Draw a stone bridge."])]
+        assert all(result.tokens_out > 0 for result in backend.chat(asked))
+        [read] = backend.score([ScoreRequest([{"role": "user", "content": "Rate the bridge."}], "Score (0-5): ",
+                                             tuple("012345"))])
+        assert read.method == "continue-logprobs" and abs(sum(read.probabilities) - 1) < 1e-6
+    finally:
+        backend.server.stop()
