@@ -75,7 +75,10 @@ def replicate(source: Path, target: Path, dialogues: int) -> int:
 
         varied = [name for name, kind in columns
                   if kind == "VARCHAR" and (name.endswith(("_key", "_id")) or longest(name) > LONG_TEXT)]
-        replaced = ", ".join(f'"{c}" || \'~\' || copy AS "{c}"' for c in varied)
+        # Lists of keys (a draft's call keys) are suffixed too, so each copy's rows still find each other.
+        key_lists = [name for name, kind in columns if kind == "VARCHAR[]" and name.endswith("_keys")]
+        replaced = ", ".join([*(f'"{c}" || \'~\' || copy AS "{c}"' for c in varied),
+                              *(f'list_transform("{c}", lambda k: k || \'~\' || copy) AS "{c}"' for c in key_lists)])
         select = f"* REPLACE ({replaced})" if replaced else "*"
         con.execute(f'CREATE TABLE "{table}" AS SELECT {select} FROM src."{table}", range({copies}) AS r(copy)')
         con.execute(f'ALTER TABLE "{table}" DROP COLUMN IF EXISTS copy')
