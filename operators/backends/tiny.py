@@ -338,7 +338,6 @@ _LLAMA_TEMPLATE = (
     "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|eot_id|>{% endfor %}"
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
-_PICTURE = 28  # a picture's side for the families' image processors: a few patches, so a few tokens
 
 
 def _qwen_tokenizer() -> Any:
@@ -382,60 +381,49 @@ def _small_text(tokenizer: Any, **extra: Any) -> dict[str, Any]:
             "pad_token_id": tokenizer.pad_token_id, **extra}
 
 
-def _build_qwen25_vl(path: Path) -> None:
-    """Qwen2.5-VL: multimodal rotary positions (M-RoPE), pictures cut into 14-pixel patches merged 2x2. Its processor
-    is saved without a video part, which needs torchvision (seir sends no video)."""
+def _build_qwen_vl(path: Path, family: str, seed: int, text: dict[str, Any], vision: dict[str, Any],
+                   patch: int) -> None:
+    """A Qwen-VL family (``family``: the transformers name, Qwen2_5_VL or Qwen3VL) at toy size: Qwen's tokenizer,
+    pictures cut into ``patch``-pixel patches merged 2x2, and a processor saved without its video part (which needs
+    torchvision; seir sends no video)."""
     import json
 
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+    import transformers
+    from transformers import Qwen2VLImageProcessorPil
 
     tokenizer = _qwen_tokenizer()
-    ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>")
-           for name in ("image_pad", "video_pad", "vision_start", "vision_end")}
-    text = _small_text(tokenizer, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}, head_dim=None)
-    config = Qwen2_5_VLConfig(
-        text_config=text, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
-                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
-                       "fullatt_block_indexes": [1]},
-        image_token_id=ids["image_pad"], video_token_id=ids["video_pad"], vision_start_token_id=ids["vision_start"],
-        vision_end_token_id=ids["vision_end"])
-    with _seeded(6):
-        model = Qwen2_5_VLForConditionalGeneration(config)
+    ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(f"<|{token}|>") for name, token in
+           (("image", "image_pad"), ("video", "video_pad"), ("vision_start", "vision_start"),
+            ("vision_end", "vision_end"))}
+    config = getattr(transformers, f"{family}Config")(
+        text_config=_small_text(tokenizer, **text), bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, vision_config={
+            "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+            "patch_size": patch, "spatial_merge_size": 2, "temporal_patch_size": 2, **vision}, **ids)
+    with _seeded(seed):
+        model = getattr(transformers, f"{family}ForConditionalGeneration")(config)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    images = Qwen2VLImageProcessorPil(min_pixels=_PICTURE * _PICTURE, max_pixels=4 * _PICTURE * _PICTURE,
-                                      patch_size=14, merge_size=2, temporal_patch_size=2)
-    images.save_pretrained(path)
-    (path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2_5_VLProcessor"}, indent=2))
+    side = 2 * patch  # one merged patch of pixels; a picture spans one to four of them
+    Qwen2VLImageProcessorPil(min_pixels=side * side, max_pixels=4 * side * side, patch_size=patch, merge_size=2,
+                             temporal_patch_size=2).save_pretrained(path)
+    (path / "processor_config.json").write_text(json.dumps({"processor_class": f"{family}Processor"}, indent=2))
+
+
+def _build_qwen25_vl(path: Path) -> None:
+    """Qwen2.5-VL: multimodal rotary positions (M-RoPE), 14-pixel patches, windowed attention in the vision tower."""
+    _build_qwen_vl(path, "Qwen2_5_VL", 6, {"rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},
+                                           "head_dim": None},
+                   {"window_size": 56, "fullatt_block_indexes": [1]}, patch=14)
 
 
 def _build_qwen3_vl(path: Path) -> None:
-    """Qwen3-VL: interleaved multimodal rotary positions, 16-pixel patches merged 2x2, and DeepStack (visual features
-    fed into early text layers). Its processor is saved without the video part, as Qwen2.5-VL's."""
-    import json
-
-    from transformers import Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
-
-    tokenizer = _qwen_tokenizer()
-    ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>")
-           for name in ("image_pad", "video_pad", "vision_start", "vision_end")}
+    """Qwen3-VL: interleaved multimodal rotary positions, 16-pixel patches, and DeepStack (visual features fed into
+    early text layers)."""
     rope = {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [12, 10, 10],
             "mrope_interleaved": True}
-    config = Qwen3VLConfig(
-        text_config=_small_text(tokenizer, rope_parameters=rope),
-        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 16,
-                       "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 64,
-                       "num_position_embeddings": 64, "deepstack_visual_indexes": [0]},
-        image_token_id=ids["image_pad"], video_token_id=ids["video_pad"], vision_start_token_id=ids["vision_start"],
-        vision_end_token_id=ids["vision_end"])
-    with _seeded(11):
-        model = Qwen3VLForConditionalGeneration(config)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=4 * 32 * 32, patch_size=16, merge_size=2,
-                             temporal_patch_size=2).save_pretrained(path)
-    (path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen3VLProcessor"}, indent=2))
+    _build_qwen_vl(path, "Qwen3VL", 11, {"rope_parameters": rope},
+                   {"num_position_embeddings": 64, "deepstack_visual_indexes": [0]}, patch=16)
 
 
 def _build_gemma3_vl(path: Path) -> None:
