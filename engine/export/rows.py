@@ -7,7 +7,6 @@ in order of appearance, wherever a message holds one (an assistant's picture, or
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -337,13 +336,11 @@ def stored_pairs(con: duckdb.DuckDBPyConnection, version: int,
                  options: PairOptions) -> Iterator[tuple[dict[str, Any], str, str | None]]:
     """Each pair as the store holds it, with its dialogue's stored messages and the recorded writer request that is
     its prompt (None for a stage whose pairs' prompt is the dialogue so far), page by page (``pair_page``)."""
-    # A page's messages are read once per dialogue, not carried on each of its pairs: with several candidates per
-    # round a dialogue has dozens of pairs, and its messages on every one would fill DuckDB's memory with copies.
-    # Requests are many per dialogue (a turn, stage and round each) and long in long dialogues: a page keeps only
-    # their keys, and each is read when its pairs come, on a cursor of its own (the pairs' query stays open).
+    # A page's messages and requests are read once per dialogue and turn, not carried on each of its pairs: with
+    # several candidates per round a turn has dozens of pairs, and a long dialogue's requests on every one would
+    # fill DuckDB's memory with copies.
     messages: dict[str, str] = {}
-    asked: dict[tuple[str, int, str, int], str] = {}
-    reader = con.cursor()
+    requests: dict[tuple[str, int, str, int], str] = {}
     tables_built = False
 
     def read_page(page: duckdb.DuckDBPyConnection) -> None:
@@ -352,37 +349,27 @@ def stored_pairs(con: duckdb.DuckDBPyConnection, version: int,
             page.execute(_pair_tables_sql(options.stages))
             tables_built = True
         first, last = page.execute("SELECT min(n), max(n) FROM export_page").fetchall()[0]
-        for table in ("drafts", "comparisons"):  # constant bounds: DuckDB prunes by the tables' order
+        for table in ("drafts", "comparisons", "prompts"):  # constant bounds: DuckDB prunes by the tables' order
             page.execute(f"CREATE OR REPLACE TEMP TABLE page_{table} AS SELECT * FROM export_{table} "
                          "WHERE n BETWEEN ? AND ?", [first, last])
         messages.clear()
+        requests.clear()
         if any(stage.prompt_call is None for stage in options.stages):  # their prompt is the dialogue so far
             messages.update(page.execute("SELECT p.dialogue_key, d.messages FROM export_page p "
                                          "JOIN dialogues d USING (dialogue_key)").fetchall())
-        asked.clear()
-        for key, turn, stage, round_, call_key in page.execute(
-                "SELECT dialogue_key, turn_index, stage, round, call_key FROM export_prompts "
-                "WHERE n BETWEEN ? AND ? AND list_contains(?, stage)", [first, last, options.names]).fetchall():
-            asked[(key, turn, stage, round_)] = call_key
-
-    @functools.lru_cache(maxsize=64)  # a turn's pairs share a request: read it once
-    def request(call_key: str | None) -> str | None:
-        if call_key is None:
-            return None
-        found = reader.execute("SELECT request FROM call_outputs WHERE call_key = ?", [call_key]).fetchall()
-        return found[0][0] if found else None
+        for key, turn, stage, round_, request in page.execute(
+                "SELECT p.dialogue_key, p.turn_index, p.stage, p.round, c.request FROM page_prompts p "
+                "JOIN call_outputs c USING (call_key) WHERE list_contains(?, p.stage)", [options.names]).fetchall():
+            requests[(key, turn, stage, round_)] = request
 
     sql = _pairs_sql(options.per_turn is not None, options.stages)
-    try:
-        for batch in _paged(con, version, sql, _params(options), read_page, pair_page(con)):
-            for row in batch:
-                key = row["dialogue_key"]
-                # Siblings were both written for their round's request; a refinement pair's prompt is the task as
-                # first asked (round 0's request), which the refined draft answers better.
-                asked_in = row["chosen"]["round"] if row["kind"] == "sibling" else 0
-                yield row, messages.get(key, ""), request(asked.get((key, row["turn_index"], row["stage"], asked_in)))
-    finally:
-        reader.close()
+    for batch in _paged(con, version, sql, _params(options), read_page, pair_page(con)):
+        for row in batch:
+            key = row["dialogue_key"]
+            # Siblings were both written for their round's request; a refinement pair's prompt is the task as first
+            # asked (round 0's request), which the refined draft answers better.
+            asked_in = row["chosen"]["round"] if row["kind"] == "sibling" else 0
+            yield row, messages.get(key, ""), requests.get((key, row["turn_index"], row["stage"], asked_in))
 
 
 def _pair(row: dict[str, Any], stage: StageRecord, stored_messages: str, request: str | None,
