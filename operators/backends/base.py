@@ -103,7 +103,7 @@ class RenderRequest:
     width: int = 512
     height: int = 512
     steps: int = 30
-    guidance_scale: float = 7.5
+    guidance_scale: float | None = None  # None: the family's own (its pipeline's or server's default)
     negative_prompt: str = ""
     source: bytes | None = later_field(None)
     strength: float | None = later_field(None)
@@ -184,6 +184,12 @@ class Backend(Operator):
             p.name for c in cls.__mro__ if "__init__" in vars(c)
             for p in inspect.signature(c.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY
         })
+
+    @classmethod
+    def family_sampling(cls, model: str, revision: str | None = None) -> dict[str, Any]:
+        """Sampling settings the model's family defines itself, for a job that leaves them unset, read before any
+        weight loads ({}: none known here)."""
+        return {}
 
     def refuse_unknown(self, unknown: dict[str, Any]) -> None:
         """Subclasses take their options as keyword arguments and pass the rest here, which names them."""

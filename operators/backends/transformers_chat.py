@@ -58,32 +58,38 @@ class ChatTokenCounter:
     engine counts where it builds requests."""
 
     processor: Any
-    _per_picture: dict[tuple[int, int], int] = field(default_factory=dict)
+    # (picture size, pictures in its prompt) -> the tokens such a picture adds
+    _per_picture: dict[tuple[tuple[int, int], int], int] = field(default_factory=dict)
 
     def count(self, messages: list[dict[str, Any]], suffix: str = "") -> int:
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         text = render_prompt(self.processor, messages) + suffix
         in_text = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         # The processor replaces each picture's placeholder in the text by what the family reads for it.
-        return in_text + sum(self._picture_adds(data) for m in messages for data in image_parts(m))
+        pictures = [data for m in messages for data in image_parts(m)]
+        return in_text + sum(self._picture_adds(data, len(pictures)) for data in pictures)
 
-    def _picture_adds(self, data: bytes) -> int:
+    def _picture_adds(self, data: bytes, pictures_in_prompt: int) -> int:
         """The tokens a picture of this size adds to its placeholder's, as the processor itself expands it (its
         image tokens, and whatever the family wraps them in, such as Gemma's start and end of image): measured once
-        per size on a blank picture."""
+        per size on blank pictures. Some families read a picture differently when others share its prompt
+        (LLaVA-OneVision tiles a picture only when it is alone), so it is measured among as many pictures."""
         import io
 
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as image:  # the header only: no pixel is decoded
             size = image.size
-        if size not in self._per_picture:
+        key = (size, pictures_in_prompt)
+        if key not in self._per_picture:
             tokenizer = getattr(self.processor, "tokenizer", self.processor)
-            text = render_prompt(self.processor, [{"role": "user", "content": [{"type": "image", "image": b""}]}])
-            expanded = self.processor(text=[text], images=[[Image.new("RGB", size)]], add_special_tokens=False)
-            self._per_picture[size] = (len(expanded["input_ids"][0])
-                                       - len(tokenizer(text, add_special_tokens=False)["input_ids"]))
-        return self._per_picture[size]
+            placeholders = [{"type": "image", "image": b""}] * pictures_in_prompt
+            text = render_prompt(self.processor, [{"role": "user", "content": placeholders}])
+            blanks = [Image.new("RGB", size)] * pictures_in_prompt
+            expanded = self.processor(text=[text], images=[blanks], add_special_tokens=False)
+            added = len(expanded["input_ids"][0]) - len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            self._per_picture[key] = added // pictures_in_prompt
+        return self._per_picture[key]
 
 
 def label_tokens(tokenizer: Any, prefix: str, labels: tuple[str, ...]) -> tuple[str, list[int]]:

@@ -13,12 +13,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seir.operators.backends.base import ChatRequest, Sampling, ScoreRequest, decode_image, image_parts
+from seir.operators.backends.base import (
+    ChatRequest,
+    Sampling,
+    ScoreRequest,
+    SimilarityRequest,
+    decode_image,
+    image_parts,
+)
+from seir.operators.backends.clip import ClipSimilarity
 from seir.operators.backends.tiny import FAMILY_NAMES, build_tiny_models
 from seir.operators.backends.transformers_chat import ChatTokenCounter, TransformersChat
 from seir.operators.backends.transformers_vision import TransformersVisionChat
 
-VISION = ("qwen2.5-vl", "qwen3-vl", "gemma3-vl", "judge")  # "judge": seir's own tiny LLaVA, for comparison
+# "judge": seir's own tiny LLaVA, for comparison
+VISION = ("qwen2.5-vl", "qwen3-vl", "gemma3-vl", "llava-onevision", "internvl", "idefics3", "judge")
 TEXT = ("qwen3", "gemma3", "llama3", "llm")
 SCORE = tuple(str(level) for level in range(6))
 
@@ -109,13 +118,35 @@ def test_a_batch_of_any_mix_writes_a_reply_for_every_request(name: str, tiny_mod
     assert all(r.tokens_out > 0 for r in together)
 
 
-@pytest.mark.parametrize(("name", "family"), [("qwen2.5-vl", "Qwen2_5_VLProcessor"), ("qwen3-vl", "Qwen3VLProcessor")])
-def test_qwen_vl_loads_without_torchvision(name: str, family: str, tiny_families: dict[str, Path]) -> None:
+@pytest.mark.parametrize(("name", "family"), [("qwen2.5-vl", "Qwen2_5_VLProcessor"), ("qwen3-vl", "Qwen3VLProcessor"),
+                                            ("llava-onevision", "LlavaOnevisionProcessor"),
+                                            ("internvl", "InternVLProcessor")])
+def test_a_family_with_video_loads_without_torchvision(name: str, family: str, tiny_families: dict[str, Path]) -> None:
     """Its video processor needs torchvision, which is not installed here and which seir never uses."""
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed here: the path without it is not taken")
     processor = TransformersVisionChat.load_processor(str(tiny_families[name]), None)
     assert type(processor).__mro__[1].__name__ == family and processor.video_processor is None
+
+
+def test_siglip2_similarity_is_the_models_own_cosine(tiny_families: dict[str, Path]) -> None:
+    """Each cosine is the model's own: an image and its texts encoded apart, as its processor prepares them (texts
+    padded to the 64 tokens it was trained on), whatever else shares the batch."""
+    import torch
+
+    backend = ClipSimilarity(str(tiny_families["siglip2"]))
+    asked = [SimilarityRequest(picture(0), ["a red fox near the lake", "Snow"]),
+             SimilarityRequest(picture(1, width=64, height=20), ["two small boats", "the evening sky above a bridge"])]
+    read = backend.similarity(asked)
+    normalize = torch.nn.functional.normalize
+    for request, result in zip(asked, read, strict=True):
+        with torch.inference_mode():
+            image = backend.model.get_image_features(
+                **backend.processor(images=[decode_image(request.image)], return_tensors="pt")).pooler_output
+            texts = backend.model.get_text_features(
+                **backend.processor(text=request.texts, return_tensors="pt")).pooler_output
+        own = normalize(texts, dim=-1) @ normalize(image, dim=-1)[0]
+        assert np.abs(np.array(result.cosines) - own.numpy()).max() < 1e-5, request.texts
 
 
 def test_two_family_builds_are_byte_identical(tiny_families: dict[str, Path], tmp_path: Path) -> None:
