@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import xxhash
 
 from seir.operators.base import Operator, later_field
 from seir.operators.context import TokenCounter
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})  # a default for mapping arguments, never written to
 
 SCORE_LABELS_0_TO_5 = ("0", "1", "2", "3", "4", "5")
 
@@ -216,9 +219,10 @@ class Backend(Operator):
         return 0
 
     @classmethod
-    def offline_context(cls, model: str, revision: str | None = None) -> tuple[int | None, TokenCounter | None]:
+    def offline_context(cls, model: str, revision: str | None = None,
+                        options: Mapping[str, Any] = EMPTY) -> tuple[int | None, TokenCounter | None]:
         """``context`` without loading the weights or asking a server (for ``seir validate``): what the model's files
-        say, or (None, None) where only the running backend knows."""
+        (and the role's ``options``) say, or (None, None) where only the running backend knows."""
         return None, None
 
     def context(self) -> tuple[int | None, TokenCounter | None]:

@@ -28,8 +28,9 @@ FAMILY_NAMES = ("qwen2.5-vl", "qwen3-vl", "gemma3-vl", "llava-onevision", "inter
 # The picture families: text-to-image renderers and edit pipelines (see ``pictures``).
 PICTURE_NAMES = ("sdxl", "sd3", "flux", "flux-kontext", "qwen-image", "qwen-image-edit")
 # Part of each built folder's name, raised whenever a builder changes what it builds: a machine's older builds are
-# then never taken for the new ones (2: a 4,096-token window, as real chat models have at least).
-TINY_BUILD = 2
+# then never taken for the new ones (2: a 4,096-token window, as real chat models have at least; 3: Qwen3's thinking
+# switch in its chat template).
+TINY_BUILD = 3
 
 
 def build_tiny_models(directory: str | Path, names: Iterable[str] | None = None) -> dict[str, Path]:

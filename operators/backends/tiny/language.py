@@ -21,6 +21,16 @@ _QWEN_TEMPLATE = (
     "<|vision_start|><|image_pad|><|vision_end|>{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# Qwen3 (the hybrid-thinking releases): ChatML with no default system turn; it thinks in a <think> block before it
+# answers unless the template is rendered with enable_thinking=False, which writes the block empty.
+_QWEN3_SPECIALS = (*_QWEN_SPECIALS, "<think>", "</think>")
+_QWEN3_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and enable_thinking is false"
+    " %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
 _GEMMA_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
                    "<end_of_image>", "<image_soft_token>")
 # Gemma has no system turn: a system message opens the first user turn; the assistant is "model".
@@ -297,10 +307,10 @@ def _build_idefics3(path: Path) -> None:
 
 
 def _build_qwen3(path: Path) -> None:
-    """Qwen3: Qwen's tokenizer and ChatML, with per-head query and key norms."""
+    """Qwen3: Qwen's tokenizer and ChatML with its thinking switch, and per-head query and key norms."""
     from transformers import AutoModelForCausalLM, Qwen3Config
 
-    tokenizer = _qwen_tokenizer()
+    tokenizer = _qwen_tokenizer(_QWEN3_SPECIALS, _QWEN3_TEMPLATE)
     with seeded(8):
         model = AutoModelForCausalLM.from_config(Qwen3Config(**_small_text(tokenizer), tie_word_embeddings=True))
     model.save_pretrained(path)

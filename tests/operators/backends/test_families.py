@@ -155,3 +155,20 @@ def test_two_family_builds_are_byte_identical(tiny_families: dict[str, Path], tm
     again = build_tiny_models(tmp_path, FAMILY_NAMES)
     for name in FAMILY_NAMES:
         assert fingerprint_model(str(again[name])) == fingerprint_model(str(tiny_families[name])), name
+
+
+def test_qwen3_writes_an_empty_thinking_block_when_told_not_to_think(tiny_families: dict[str, Path]) -> None:
+    """Qwen3's hybrid models think before they answer unless the template says otherwise; the switch reaches the
+    prompt, the counts (online and offline), the score read and the calls' keys, and only where it is set."""
+    path = str(tiny_families["qwen3"])
+    options = {"chat_template_kwargs": {"enable_thinking": False}}
+    thinking, quiet = TransformersChat(path), TransformersChat(path, **options)
+    messages = asking(0, "Describe a red fox.", "Answer briefly.")
+    assert quiet._prompt(messages) == thinking._prompt(messages) + "<think>\n\n</think>\n\n"
+    assert quiet.config()["chat_template_kwargs"] == {"enable_thinking": False}
+    assert "chat_template_kwargs" not in thinking.config()
+    tokens = len(quiet.tokenizer(quiet._prompt(messages), add_special_tokens=False)["input_ids"])
+    _, offline = TransformersChat.offline_context(path, None, options)
+    assert offline.count(messages) == quiet.context()[1].count(messages) == tokens
+    request = ScoreRequest(messages, "Score (0-5): ", SCORE)
+    assert np.abs(np.array(quiet.score([request])[0].probabilities) - own_probabilities(quiet, request)).max() < 1e-4
