@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from seir.operators.backends import tiny
+from seir.operators.backends.tiny.common import CHAT_TEMPLATE, chat_tokenizer, clip_tokenizer
 
 QWEN25_05B = {"model_type": "qwen2", "vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864,
               "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
@@ -35,12 +35,12 @@ def models(name: str) -> dict[str, Any]:
     if name == "llm":
         from transformers import AutoModelForCausalLM, Qwen2Config
 
-        tokenizer = tiny._chat_tokenizer()
+        tokenizer = chat_tokenizer()
         return {"model": AutoModelForCausalLM.from_config(Qwen2Config(**_text(tokenizer))), "tokenizer": tokenizer}
     if name == "judge":
         from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-        tokenizer = tiny._chat_tokenizer()
+        tokenizer = chat_tokenizer()
         config = LlavaConfig(vision_config={"model_type": "clip_vision_model", **CLIP_L14_336},
                              text_config=_text(tokenizer), image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
                              vision_feature_select_strategy="default", vision_feature_layer=-2)
@@ -48,7 +48,7 @@ def models(name: str) -> dict[str, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tokenizer = tiny._clip_tokenizer()
+    tokenizer = clip_tokenizer()
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
            "pad_token_id": tokenizer.pad_token_id}
     return {"text_encoder": CLIPTextModel(CLIPTextConfig(**SD21_TEXT, **ids)), "tokenizer": tokenizer,
@@ -88,7 +88,7 @@ def build(directory: Path) -> dict[str, Path]:
             processor = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
             LlavaProcessor(image_processor=processor, tokenizer=built["tokenizer"], patch_size=14,
                            vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                           chat_template=tiny.CHAT_TEMPLATE).save_pretrained(path)
+                           chat_template=CHAT_TEMPLATE).save_pretrained(path)
         else:
             built["tokenizer"].save_pretrained(path)
     return paths

@@ -74,6 +74,14 @@ def tiny_families(seir_home: Path) -> dict[str, Path]:
     return build_tiny_models(seir_home / "models", FAMILY_NAMES)
 
 
+@pytest.fixture(scope="session")
+def tiny_pictures(seir_home: Path) -> dict[str, Path]:
+    """The tiny picture families (SDXL, SD3, FLUX.1, Qwen-Image and their edit models), built once per session."""
+    from seir.operators.backends.tiny import PICTURE_NAMES, build_tiny_models
+
+    return build_tiny_models(seir_home / "models", PICTURE_NAMES)
+
+
 # Test tiers. `make test` runs everything; `make test-fast` (`pytest --fast`) leaves out the tests marked with one of
 # these (pyproject.toml declares them), and refuses, loudly, what they start (see GUARD below).
 SLOW_KINDS = ("ray", "engine", "server", "browser", "slow")

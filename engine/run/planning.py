@@ -18,11 +18,13 @@ from seir.engine.keys import content_key
 from seir.engine.run.scoring import scorer_roles
 from seir.engine.spec import JobSpec, stage_prompts
 from seir.engine.store import ProvenanceStore
-from seir.operators.backends.base import fingerprint_model
+from seir.operators.backends.base import Backend, fingerprint_model
 from seir.operators.backends.tiny import resolve_model_ref
 from seir.operators.limits import WordLimits
+from seir.operators.registry import lookup
 from seir.operators.scoring import rubrics
 from seir.operators.stages import BUILT_IN, prompts
+from seir.operators.stages.image import ImageStage
 
 PLAN_ROWS = 65536  # seeds keyed per step while planning
 
@@ -97,6 +99,22 @@ def model_revisions(spec: JobSpec) -> dict[str, str]:
     """Each role's pinned revision, or the fingerprint of its files (building tiny models on first use), as the
     backends themselves compute it: known before any actor starts, so planning needs no Ray."""
     return {role: r.revision or fingerprint_model(resolve_model_ref(r.model)) for role, r in spec.roles.items()}
+
+
+def with_family_sampling(spec: JobSpec) -> JobSpec:
+    """The job with the sampling settings it leaves unset read from its image model's family (FLUX.1 guides at 3.5,
+    Stable Diffusion at 7.5): they then key its dialogues as settings the job made. A checkpoint not readable here
+    keeps them unset, which its backend reads the same way when the model loads."""
+    role = spec.roles.get(ImageStage.writer)
+    if role is None or spec.seir.guidance_scale is not None:
+        return spec
+    backend: type[Backend] = lookup("backend", role.backend)  # type: ignore[assignment]
+    try:
+        family = backend.family_sampling(role.model, role.revision)
+    except OSError:
+        return spec
+    return spec.model_copy(update={"seir": spec.seir.model_copy(update={
+        "guidance_scale": family.get("guidance_scale")})})
 
 
 def scoring_key(spec: JobSpec, revisions: Mapping[str, str]) -> str:

@@ -34,7 +34,15 @@ from seir.engine.run.budget import Budget, Spend
 from seir.engine.run.clients import LayeredCache, ModelClient, RoleHealth
 from seir.engine.run.forecast import Forecast, forecast
 from seir.engine.run.loop import SeirLoop
-from seir.engine.run.planning import PLAN_ROWS, Plan, changes, model_revisions, plan_dialogues, run_keys
+from seir.engine.run.planning import (
+    PLAN_ROWS,
+    Plan,
+    changes,
+    model_revisions,
+    plan_dialogues,
+    run_keys,
+    with_family_sampling,
+)
 from seir.engine.run.pools import RolePool
 from seir.engine.run.scoring import StageScorer, blocking_call, judge_sampling, scorer_roles
 from seir.engine.run.summary import Progress, format_summary, run_summary
@@ -127,7 +135,7 @@ class Runner:
         self.verbose = verbose  # everything on the terminal, not only seir's own lines
         self.budget = budget or Budget.of(spec)
         self.stopped: str | None = None  # why a budget stopped the last run early, and what the rest costs
-        self.spec = spec
+        self.spec = with_family_sampling(spec)
         self.out_dir = Path(out_dir)
         cache_dir = cache_dir or spec.execution.cache
         self.shared_cache = SharedCallCache(cache_dir) if cache_dir else None

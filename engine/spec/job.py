@@ -142,7 +142,9 @@ class SeirSpec(_Strict):
     image_width: int = Field(512, ge=8)
     image_height: int = Field(512, ge=8)
     image_steps: int = Field(30, ge=1)
-    guidance_scale: float = Field(7.5, ge=0)
+    # Unset: the image model's family's own (its pipeline's default: 7.5 for Stable Diffusion, 3.5 for FLUX.1 [dev]),
+    # read from its checkpoint when a run starts (engine/run/planning.py, with_family_sampling).
+    guidance_scale: float | None = Field(None, ge=0)
     # Edits of the user's pictures, in turns where the user shows some: "auto" starts the render from the picture
     # the writer's caption names (the first shown when it names none), unless it asks for a new picture; "always"
     # starts from a picture even then; "never" renders from the caption alone. Seeds without pictures never edit.

@@ -35,7 +35,7 @@ def window_report(spec: JobSpec) -> list[str]:
         if "chat" not in backend.capabilities:
             continue
         try:
-            declared, counter = backend.offline_context(role_spec.model, role_spec.revision)
+            declared, counter = backend.offline_context(role_spec.model, role_spec.revision, role_spec.options)
         except (OSError, ValueError, ImportError) as err:
             # A hub id not downloaded here (its window is read when it loads), or a processor part whose library
             # is missing: said in a line, never a traceback.

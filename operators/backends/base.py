@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import xxhash
 
 from seir.operators.base import Operator, later_field
 from seir.operators.context import TokenCounter
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})  # a default for mapping arguments, never written to
 
 SCORE_LABELS_0_TO_5 = ("0", "1", "2", "3", "4", "5")
 
@@ -103,7 +106,7 @@ class RenderRequest:
     width: int = 512
     height: int = 512
     steps: int = 30
-    guidance_scale: float = 7.5
+    guidance_scale: float | None = None  # None: the family's own (its pipeline's or server's default)
     negative_prompt: str = ""
     source: bytes | None = later_field(None)
     strength: float | None = later_field(None)
@@ -185,6 +188,12 @@ class Backend(Operator):
             for p in inspect.signature(c.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY
         })
 
+    @classmethod
+    def family_sampling(cls, model: str, revision: str | None = None) -> dict[str, Any]:
+        """Sampling settings the model's family defines itself, for a job that leaves them unset, read before any
+        weight loads ({}: none known here)."""
+        return {}
+
     def refuse_unknown(self, unknown: dict[str, Any]) -> None:
         """Subclasses take their options as keyword arguments and pass the rest here, which names them."""
         if unknown:
@@ -210,9 +219,10 @@ class Backend(Operator):
         return 0
 
     @classmethod
-    def offline_context(cls, model: str, revision: str | None = None) -> tuple[int | None, TokenCounter | None]:
+    def offline_context(cls, model: str, revision: str | None = None,
+                        options: Mapping[str, Any] = EMPTY) -> tuple[int | None, TokenCounter | None]:
         """``context`` without loading the weights or asking a server (for ``seir validate``): what the model's files
-        say, or (None, None) where only the running backend knows."""
+        (and the role's ``options``) say, or (None, None) where only the running backend knows."""
         return None, None
 
     def context(self) -> tuple[int | None, TokenCounter | None]:

@@ -100,7 +100,7 @@ class OpenAIChat(OpenAIBackend):
 
     def __init__(self, model: str, revision: str | None = None, *, score_method: str = "auto",
                  top_logprobs: int = 20, score_samples: int = 5, tokenizer: str | None = None,
-                 **options: Any) -> None:
+                 chat_template_kwargs: dict[str, Any] | None = None, **options: Any) -> None:
         if score_method not in ("auto", *SCORE_METHODS):
             raise ValueError(f"backend 'openai-chat': score_method must be auto or one of {', '.join(SCORE_METHODS)}, "
                              f"not {score_method!r}")
@@ -111,6 +111,11 @@ class OpenAIChat(OpenAIBackend):
         self.tokenizer_ref = tokenizer
         self.options.update(score_method=score_method, top_logprobs=top_logprobs, score_samples=score_samples,
                             tokenizer=tokenizer)
+        # Switches of the served model's chat template (Qwen3's enable_thinking), sent with every request as vLLM
+        # and SGLang take them; keyed only when set.
+        self.template_options = dict(chat_template_kwargs or {})
+        if self.template_options:
+            self.options["chat_template_kwargs"] = self.template_options
         # What the server supports, learnt by ``probe`` (or on the first score, in an actor Ray restarted).
         self.method: str | None = None if score_method == "auto" else score_method
         self.continues: bool | None = None  # continue_final_message honoured
@@ -131,8 +136,11 @@ class OpenAIChat(OpenAIBackend):
         return [_chat_result(reply) for reply in self.endpoint.post_all(CHAT_PATH, bodies)]
 
     def _body(self, messages: list[dict[str, Any]], sampling: Sampling, **extra: Any) -> dict[str, Any]:
-        return {"model": self.model_id, "messages": wire_messages(messages), "max_tokens": sampling.max_new_tokens,
+        body = {"model": self.model_id, "messages": wire_messages(messages), "max_tokens": sampling.max_new_tokens,
                 "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed, **extra}
+        if self.template_options:
+            body["chat_template_kwargs"] = self.template_options
+        return body
 
     # -- scores -----------------------------------------------------------------------------------------------------
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
@@ -173,8 +181,8 @@ class OpenAIChat(OpenAIBackend):
         return self._body(messages, _ONE_TOKEN, **CONTINUE, **extra)
 
     def _completion(self, request: ScoreRequest, **extra: Any) -> dict[str, Any]:
-        prompt = self._chat_template().apply_chat_template(request.messages, add_generation_prompt=True,
-                                                           tokenize=False) + request.answer_prefix
+        prompt = self._chat_template().apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False,
+                                                           **self.template_options) + request.answer_prefix
         return {"model": self.model_id, "prompt": prompt, "max_tokens": 1, "temperature": 1.0,
                 "logprobs": self.top_logprobs, **extra}
 

@@ -53,8 +53,9 @@ class OpenAIImage(OpenAIBackend):
         body: dict[str, Any] = {"model": self.model_id, "prompt": request.prompt, "n": 1,
                                 "size": f"{request.width}x{request.height}", "response_format": "b64_json"}
         if self.diffusion_params:
-            body.update(seed=request.seed, num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
-                        negative_prompt=request.negative_prompt)
+            body.update(seed=request.seed, num_inference_steps=request.steps, negative_prompt=request.negative_prompt)
+            if request.guidance_scale is not None:  # unset: the server's default for its model
+                body["guidance_scale"] = request.guidance_scale
         return body
 
 

@@ -5,11 +5,13 @@ The vision backend subclasses this one and swaps only how the model loads and ho
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import takewhile
 from typing import Any
 
 from seir.operators.backends.base import (
+    EMPTY,
     ChatRequest,
     ChatResult,
     LocalBackend,
@@ -36,9 +38,11 @@ def without_image_bytes(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def render_prompt(processor: Any, messages: list[dict[str, Any]]) -> str:
-    """The prompt text a chat model reads: its chat template with the generation prompt, pictures as placeholders."""
-    return processor.apply_chat_template(without_image_bytes(messages), add_generation_prompt=True, tokenize=False)
+def render_prompt(processor: Any, messages: list[dict[str, Any]], template_options: Mapping[str, Any] = EMPTY) -> str:
+    """The prompt text a chat model reads: its chat template with the generation prompt, pictures as placeholders.
+    ``template_options`` are the switches a family's template reads (Qwen3's ``enable_thinking``)."""
+    return processor.apply_chat_template(without_image_bytes(messages), add_generation_prompt=True, tokenize=False,
+                                         **template_options)
 
 
 def config_window(config: Any) -> int | None:
@@ -58,32 +62,39 @@ class ChatTokenCounter:
     engine counts where it builds requests."""
 
     processor: Any
-    _per_picture: dict[tuple[int, int], int] = field(default_factory=dict)
+    template_options: Mapping[str, Any] = field(default_factory=dict)  # as the backend renders its prompts
+    # (picture size, pictures in its prompt) -> the tokens such a picture adds
+    _per_picture: dict[tuple[tuple[int, int], int], int] = field(default_factory=dict)
 
     def count(self, messages: list[dict[str, Any]], suffix: str = "") -> int:
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        text = render_prompt(self.processor, messages) + suffix
+        text = render_prompt(self.processor, messages, self.template_options) + suffix
         in_text = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         # The processor replaces each picture's placeholder in the text by what the family reads for it.
-        return in_text + sum(self._picture_adds(data) for m in messages for data in image_parts(m))
+        pictures = [data for m in messages for data in image_parts(m)]
+        return in_text + sum(self._picture_adds(data, len(pictures)) for data in pictures)
 
-    def _picture_adds(self, data: bytes) -> int:
+    def _picture_adds(self, data: bytes, pictures_in_prompt: int) -> int:
         """The tokens a picture of this size adds to its placeholder's, as the processor itself expands it (its
         image tokens, and whatever the family wraps them in, such as Gemma's start and end of image): measured once
-        per size on a blank picture."""
+        per size on blank pictures. Some families read a picture differently when others share its prompt
+        (LLaVA-OneVision tiles a picture only when it is alone), so it is measured among as many pictures."""
         import io
 
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as image:  # the header only: no pixel is decoded
             size = image.size
-        if size not in self._per_picture:
+        key = (size, pictures_in_prompt)
+        if key not in self._per_picture:
             tokenizer = getattr(self.processor, "tokenizer", self.processor)
-            text = render_prompt(self.processor, [{"role": "user", "content": [{"type": "image", "image": b""}]}])
-            expanded = self.processor(text=[text], images=[[Image.new("RGB", size)]], add_special_tokens=False)
-            self._per_picture[size] = (len(expanded["input_ids"][0])
-                                       - len(tokenizer(text, add_special_tokens=False)["input_ids"]))
-        return self._per_picture[size]
+            placeholders = [{"type": "image", "image": b""}] * pictures_in_prompt
+            text = render_prompt(self.processor, [{"role": "user", "content": placeholders}], self.template_options)
+            blanks = [Image.new("RGB", size)] * pictures_in_prompt
+            expanded = self.processor(text=[text], images=[blanks], add_special_tokens=False)
+            added = len(expanded["input_ids"][0]) - len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            self._per_picture[key] = added // pictures_in_prompt
+        return self._per_picture[key]
 
 
 def label_tokens(tokenizer: Any, prefix: str, labels: tuple[str, ...]) -> tuple[str, list[int]]:
@@ -111,9 +122,15 @@ class TransformersChat(LocalBackend):
     name = "transformers-chat"
     capabilities = frozenset({"chat", "score"})
 
-    def __init__(self, model: str, revision: str | None = None, *, max_batch_size: int = 16, **options: Any) -> None:
+    def __init__(self, model: str, revision: str | None = None, *, max_batch_size: int = 16,
+                 chat_template_kwargs: Mapping[str, Any] | None = None, **options: Any) -> None:
         super().__init__(model, revision, **options)
         self.max_batch_size = max_batch_size
+        # Switches of the family's chat template, e.g. {enable_thinking: false} for Qwen3's hybrid models: part of
+        # every prompt, so of every call's key (only when set, so jobs without them keep theirs).
+        self.template_options = dict(chat_template_kwargs or {})
+        if self.template_options:
+            self.options["chat_template_kwargs"] = self.template_options
         self.processor, self.model = self._load()
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.tokenizer.padding_side = "left"  # generated tokens then start at the same column in every row
@@ -133,14 +150,16 @@ class TransformersChat(LocalBackend):
         return AutoTokenizer.from_pretrained(path, revision=revision, **options)
 
     @classmethod
-    def offline_context(cls, model: str, revision: str | None = None) -> tuple[int | None, TokenCounter | None]:
+    def offline_context(cls, model: str, revision: str | None = None,
+                        options: Mapping[str, Any] = EMPTY) -> tuple[int | None, TokenCounter | None]:
         from transformers import AutoConfig
 
         from seir.operators.backends.tiny import resolve_model_ref
 
         path = resolve_model_ref(model)  # files already here only: a check never waits on the network
         window = config_window(AutoConfig.from_pretrained(path, revision=revision, local_files_only=True))
-        return window, ChatTokenCounter(cls.load_processor(path, revision, local_files_only=True))
+        return window, ChatTokenCounter(cls.load_processor(path, revision, local_files_only=True),
+                                        dict(options.get("chat_template_kwargs") or {}))
 
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM
@@ -154,10 +173,10 @@ class TransformersChat(LocalBackend):
         return self.on_device(encoded)
 
     def _prompt(self, messages: list[dict[str, Any]]) -> str:
-        return render_prompt(self.processor, messages)
+        return render_prompt(self.processor, messages, self.template_options)
 
     def context(self) -> tuple[int | None, TokenCounter | None]:
-        return config_window(self.model.config), ChatTokenCounter(self.processor)
+        return config_window(self.model.config), ChatTokenCounter(self.processor, self.template_options)
 
     def chat(self, requests: list[ChatRequest]) -> list[ChatResult]:
         """Requests of similar length share a batch: a padded batch runs every row to its longest prompt and its

@@ -21,11 +21,14 @@ class TransformersVisionChat(TransformersChat):
     @classmethod
     def load_processor(cls, path: str, revision: str | None, **options: Any) -> Any:
         from transformers import AutoProcessor
+        from transformers.utils import is_torchvision_available
 
         try:
             return AutoProcessor.from_pretrained(path, revision=revision, **options)
-        except ImportError as err:  # a video part whose library (torchvision) is missing: seir sends no video
-            if "VideoProcessor" not in str(err):
+        # A video part whose library (torchvision) is missing: seir sends no video. Families report it either way
+        # (an ImportError from the video processor class, a ValueError from the auto class).
+        except (ImportError, ValueError) as err:
+            if is_torchvision_available() or "torchvision" not in str(err).lower():
                 raise
             return _without_video(path, revision, **options)
 
@@ -45,21 +48,24 @@ class TransformersVisionChat(TransformersChat):
 
 
 def _without_video(path: str, revision: str | None, **options: Any) -> Any:
-    """The family's own processor class, made from its image processor and tokenizer with no video processor: for
-    families (Qwen-VL's) whose video processor needs torchvision, which seir never uses, and whose image processor
-    has a PIL backend."""
+    """The family's own processor class, made from its image processor, tokenizer and its own saved settings (such
+    as how many tokens a picture takes) with no video processor: for families (Qwen-VL's, LLaVA-OneVision's,
+    InternVL's) whose video processor needs torchvision, which seir never uses, and whose image processor has a PIL
+    backend."""
     import json
     from pathlib import Path
 
     import transformers
     from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers.processing_utils import ProcessorMixin
     from transformers.utils import cached_file
 
-    settings: dict[str, Any] = {}
-    for name in ("processor_config.json", "preprocessor_config.json"):
-        found = cached_file(path, name, revision=revision, _raise_exceptions_for_missing_entries=False, **options)
+    settings, _ = ProcessorMixin.get_processor_dict(path, revision=revision, **options)
+    if "processor_class" not in settings:  # older checkpoints name it beside the image processor's settings only
+        found = cached_file(path, "preprocessor_config.json", revision=revision,
+                            _raise_exceptions_for_missing_entries=False, **options)
         if found:
-            settings = {**json.loads(Path(found).read_text(encoding="utf-8")), **settings}
+            settings["processor_class"] = json.loads(Path(found).read_text(encoding="utf-8")).get("processor_class")
     family = getattr(transformers, str(settings.get("processor_class")), None)
     if family is None:
         raise ImportError(f"{path}: its processor needs a video library seir does not use, and its processor class "
@@ -72,5 +78,6 @@ def _without_video(path: str, revision: str | None, **options: Any) -> Any:
             return super().check_argument_for_proper_class(argument_name, argument)
 
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, **options)
-    return ImageOnly(image_processor=AutoImageProcessor.from_pretrained(path, revision=revision, **options),
-                     tokenizer=tokenizer, video_processor=None, chat_template=tokenizer.chat_template)
+    return ImageOnly.from_args_and_dict(  # the processor's chat template if it has its own, else the tokenizer's
+        [], {"chat_template": tokenizer.chat_template, **settings}, tokenizer=tokenizer, video_processor=None,
+        image_processor=AutoImageProcessor.from_pretrained(path, revision=revision, **options))

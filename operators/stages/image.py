@@ -33,7 +33,7 @@ class ImageStage(Stage):
     read_later: ClassVar[bool] = False  # a turn's picture does not enter the next turn's requests
 
     def __init__(self, caption_words: int, image_width: int, image_height: int, image_steps: int,
-                 guidance_scale: float, edit: Literal["auto", "always", "never"], edit_strength: float) -> None:
+                 guidance_scale: float | None, edit: Literal["auto", "always", "never"], edit_strength: float) -> None:
         self.caption_words = caption_words
         self.image_width, self.image_height, self.image_steps = image_width, image_height, image_steps
         self.guidance_scale, self.edit, self.edit_strength = guidance_scale, edit, edit_strength

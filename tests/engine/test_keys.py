@@ -35,10 +35,12 @@ def test_normalized_text_folds_case_width_and_whitespace():
 def test_a_render_without_a_source_keeps_the_key_it_had_before_edits_existed():
     from seir.operators.backends.base import RenderRequest
 
-    plain = RenderRequest("a red fox", seed=7, width=64, height=64, steps=2)
+    # A run gives every request the job's guidance, or its image family's (7.5 for the Stable Diffusion it had then).
+    plain = RenderRequest("a red fox", seed=7, width=64, height=64, steps=2, guidance_scale=7.5)
     before = {"prompt": "a red fox", "seed": 7, "width": 64, "height": 64, "steps": 2, "guidance_scale": 7.5,
               "negative_prompt": ""}  # every field a render request had before edits
     assert content_key(plain) == content_key(before)
-    edit = RenderRequest("a red fox", seed=7, width=64, height=64, steps=2, source=b"\x89PNG...", strength=0.6)
+    edit = RenderRequest("a red fox", seed=7, width=64, height=64, steps=2, guidance_scale=7.5, source=b"\x89PNG...",
+                         strength=0.6)
     assert content_key(edit) == content_key({**before, "source": {"__bytes_xxh3_128__": bytes_key(b"\x89PNG...")},
                                              "strength": 0.6})

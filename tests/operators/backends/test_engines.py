@@ -17,6 +17,7 @@ from seir.engine.errors import SeirError
 from seir.engine.spec import load_job
 from seir.operators.backends.base import ChatRequest, Sampling, ScoreRequest, fingerprint_model
 from seir.operators.backends.engines import EngineError, SGLang, Vllm
+from seir.operators.backends.transformers_chat import TransformersChat
 from tests.conftest import ENGINE_ENV, vllm_python
 from tests.engine.conftest import job_dict
 
@@ -147,13 +148,18 @@ def test_a_role_whose_parallelism_and_gpus_disagree_is_refused_at_load(tmp_path:
 @pytest.mark.parametrize("family", ["qwen3", "llama3", "gemma3"])
 def test_the_text_families_serve_on_the_engine(family: str, tiny_families: dict[str, Path]) -> None:
     """Each text family at tiny size (64-wide heads), served by vLLM's CPU build from its own folder: a batch of
-    chats answered, and a score read from the engine's log-probabilities."""
-    backend = Vllm(f"tiny:{family}", python=vllm_python(), max_model_len=2048, env=ENGINE_ENV)
+    chats answered, the engine reading as many prompt tokens as seir counts for them (Qwen3 told not to think, which
+    its template writes as an empty thinking block), and a score read from the engine's log-probabilities."""
+    template = {"chat_template_kwargs": {"enable_thinking": False}} if family == "qwen3" else {}
+    backend = Vllm(f"tiny:{family}", python=vllm_python(), max_model_len=2048, env=ENGINE_ENV, **template)
     try:
         asked = [ChatRequest([{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": text}],
                              Sampling(max_new_tokens=6, temperature=0.8, seed=i))
                  for i, text in enumerate(["Describe a red fox.", "What is a harbor?", "Draw a stone bridge."])]
-        assert all(result.tokens_out > 0 for result in backend.chat(asked))
+        results = backend.chat(asked)
+        assert all(result.tokens_out > 0 for result in results)
+        _, counter = TransformersChat.offline_context(str(tiny_families[family]), None, template)
+        assert [r.tokens_in for r in results] == [counter.count(r.messages) for r in asked]
         [read] = backend.score([ScoreRequest([{"role": "user", "content": "Rate the bridge."}], "Score (0-5): ",
                                              tuple("012345"))])
         assert read.method == "continue-logprobs" and abs(sum(read.probabilities) - 1) < 1e-6

@@ -13,12 +13,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seir.operators.backends.base import ChatRequest, Sampling, ScoreRequest, decode_image, image_parts
+from seir.operators.backends.base import (
+    ChatRequest,
+    Sampling,
+    ScoreRequest,
+    SimilarityRequest,
+    decode_image,
+    image_parts,
+)
+from seir.operators.backends.clip import ClipSimilarity
 from seir.operators.backends.tiny import FAMILY_NAMES, build_tiny_models
 from seir.operators.backends.transformers_chat import ChatTokenCounter, TransformersChat
 from seir.operators.backends.transformers_vision import TransformersVisionChat
 
-VISION = ("qwen2.5-vl", "qwen3-vl", "gemma3-vl", "judge")  # "judge": seir's own tiny LLaVA, for comparison
+# "judge": seir's own tiny LLaVA, for comparison
+VISION = ("qwen2.5-vl", "qwen3-vl", "gemma3-vl", "llava-onevision", "internvl", "idefics3", "judge")
 TEXT = ("qwen3", "gemma3", "llama3", "llm")
 SCORE = tuple(str(level) for level in range(6))
 
@@ -109,13 +118,35 @@ def test_a_batch_of_any_mix_writes_a_reply_for_every_request(name: str, tiny_mod
     assert all(r.tokens_out > 0 for r in together)
 
 
-@pytest.mark.parametrize(("name", "family"), [("qwen2.5-vl", "Qwen2_5_VLProcessor"), ("qwen3-vl", "Qwen3VLProcessor")])
-def test_qwen_vl_loads_without_torchvision(name: str, family: str, tiny_families: dict[str, Path]) -> None:
+@pytest.mark.parametrize(("name", "family"), [("qwen2.5-vl", "Qwen2_5_VLProcessor"), ("qwen3-vl", "Qwen3VLProcessor"),
+                                            ("llava-onevision", "LlavaOnevisionProcessor"),
+                                            ("internvl", "InternVLProcessor")])
+def test_a_family_with_video_loads_without_torchvision(name: str, family: str, tiny_families: dict[str, Path]) -> None:
     """Its video processor needs torchvision, which is not installed here and which seir never uses."""
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed here: the path without it is not taken")
     processor = TransformersVisionChat.load_processor(str(tiny_families[name]), None)
     assert type(processor).__mro__[1].__name__ == family and processor.video_processor is None
+
+
+def test_siglip2_similarity_is_the_models_own_cosine(tiny_families: dict[str, Path]) -> None:
+    """Each cosine is the model's own: an image and its texts encoded apart, as its processor prepares them (texts
+    padded to the 64 tokens it was trained on), whatever else shares the batch."""
+    import torch
+
+    backend = ClipSimilarity(str(tiny_families["siglip2"]))
+    asked = [SimilarityRequest(picture(0), ["a red fox near the lake", "Snow"]),
+             SimilarityRequest(picture(1, width=64, height=20), ["two small boats", "the evening sky above a bridge"])]
+    read = backend.similarity(asked)
+    normalize = torch.nn.functional.normalize
+    for request, result in zip(asked, read, strict=True):
+        with torch.inference_mode():
+            image = backend.model.get_image_features(
+                **backend.processor(images=[decode_image(request.image)], return_tensors="pt")).pooler_output
+            texts = backend.model.get_text_features(
+                **backend.processor(text=request.texts, return_tensors="pt")).pooler_output
+        own = normalize(texts, dim=-1) @ normalize(image, dim=-1)[0]
+        assert np.abs(np.array(result.cosines) - own.numpy()).max() < 1e-5, request.texts
 
 
 def test_two_family_builds_are_byte_identical(tiny_families: dict[str, Path], tmp_path: Path) -> None:
@@ -124,3 +155,20 @@ def test_two_family_builds_are_byte_identical(tiny_families: dict[str, Path], tm
     again = build_tiny_models(tmp_path, FAMILY_NAMES)
     for name in FAMILY_NAMES:
         assert fingerprint_model(str(again[name])) == fingerprint_model(str(tiny_families[name])), name
+
+
+def test_qwen3_writes_an_empty_thinking_block_when_told_not_to_think(tiny_families: dict[str, Path]) -> None:
+    """Qwen3's hybrid models think before they answer unless the template says otherwise; the switch reaches the
+    prompt, the counts (online and offline), the score read and the calls' keys, and only where it is set."""
+    path = str(tiny_families["qwen3"])
+    options = {"chat_template_kwargs": {"enable_thinking": False}}
+    thinking, quiet = TransformersChat(path), TransformersChat(path, **options)
+    messages = asking(0, "Describe a red fox.", "Answer briefly.")
+    assert quiet._prompt(messages) == thinking._prompt(messages) + "<think>\n\n</think>\n\n"
+    assert quiet.config()["chat_template_kwargs"] == {"enable_thinking": False}
+    assert "chat_template_kwargs" not in thinking.config()
+    tokens = len(quiet.tokenizer(quiet._prompt(messages), add_special_tokens=False)["input_ids"])
+    _, offline = TransformersChat.offline_context(path, None, options)
+    assert offline.count(messages) == quiet.context()[1].count(messages) == tokens
+    request = ScoreRequest(messages, "Score (0-5): ", SCORE)
+    assert np.abs(np.array(quiet.score([request])[0].probabilities) - own_probabilities(quiet, request)).max() < 1e-4

@@ -155,6 +155,7 @@ def test_render_matches_the_local_backend_and_is_always_png(server: OpenAIServer
     assert painter.render(requests) == want
     sent = {r["body"]["size"]: r["body"] for r in server.requests}
     assert sent["32x64"]["negative_prompt"] == "blur" and sent["32x32"]["num_inference_steps"] == 1
+    assert "guidance_scale" not in sent["32x32"]  # unset: the server's own for its model
     server.image_format = "WEBP"  # lossless, so the pixels must survive the round trip
     webp = painter.render(requests[:1])[0]
     assert webp.png.startswith(b"\x89PNG") and (webp.width, webp.height) == (32, 32)
@@ -170,7 +171,7 @@ EDIT_FIELDS = {"model": "tiny:sd", "prompt": "a cat in a hat", "n": "1", "size":
 
 def cat_edit(source: bytes = CAT) -> RenderRequest:
     return RenderRequest("a cat in a hat", seed=3, width=32, height=32, steps=2, negative_prompt="blur",
-                         source=source, strength=0.5)
+                         guidance_scale=7.5, source=source, strength=0.5)
 
 
 def test_an_edit_goes_as_multipart_and_a_render_from_text_as_json(server: OpenAIServer,
