@@ -25,7 +25,13 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from seir.operators.backends.base import LocalBackend, RenderRequest, RenderResult, batches, decode_image
+from seir.operators.backends.base import (
+    LocalBackend,
+    RenderRequest,
+    RenderResult,
+    batches,
+    decode_image,
+)
 from seir.operators.base import register
 
 
@@ -41,6 +47,7 @@ class DiffusersTextToImage(LocalBackend):
         self.pipeline.to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
         logging.getLogger(type(self.pipeline).__module__).addFilter(_FirstTruncationWarningOnly())
+        logging.getLogger("diffusers.models.modeling_utils").addFilter(_no_float32_modules_to_keep)
         self.resized = _ResizedOnce(self.name)
         if self.edits_by_instruction() != self.reads_instructions:
             raise ValueError(self._wrong_checkpoint())
@@ -212,6 +219,12 @@ class _FirstTruncationWarningOnly(logging.Filter):
         self.warned = True
         record.msg, record.args = f"{record.getMessage()}\n(later prompt truncations are not reported)", ()
         return True
+
+
+def _no_float32_modules_to_keep(record: logging.LogRecord) -> bool:
+    """diffusers warns, on every ``from_pipe`` and every upcast of a VAE (SDXL's edits), of the modules that should
+    stay in float32 when the list it names is empty: nothing to tell a user, many times a run."""
+    return "should be kept in float32: []" not in record.getMessage()
 
 
 def _fitted_sources(batch: list[RenderRequest]) -> list[Any]:
