@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -343,29 +342,6 @@ class LocalBackend(Backend):
         """Processor output moved to this backend's device, floating tensors (pixels) cast to its dtype."""
         return {k: v.to(self.device, dtype=self.dtype) if v.is_floating_point() else v.to(self.device)
                 for k, v in encoded.items()}
-
-
-@contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """No transformers or diffusers progress bars or warnings for the while: around steps whose library messages say
-    nothing to a user (building a toy model; diffusers' ``from_pipe``, which warns of float32 modules when there are
-    none), so the terminal keeps seir's lines."""
-    import diffusers
-    import transformers
-
-    libraries = (transformers.utils.logging, diffusers.utils.logging)
-    levels = [library.get_verbosity() for library in libraries]
-    bars = [library.is_progress_bar_enabled() for library in libraries]
-    for library in libraries:
-        library.set_verbosity_error()
-        library.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for library, level, bar in zip(libraries, levels, bars, strict=True):
-            library.set_verbosity(level)
-            if bar:
-                library.enable_progress_bar()
 
 
 def batches(items: list[Any], size: int) -> Iterator[list[Any]]:

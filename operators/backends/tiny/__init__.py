@@ -11,10 +11,10 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from seir.operators.backends.base import quiet_libraries
 from seir.operators.backends.tiny import language, own, pictures, scorers
 from seir.operators.backends.tiny.common import corpus
 
@@ -81,7 +81,7 @@ def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     staging.chmod(0o755)
     try:
-        with _BUILD_LOCK, quiet_libraries():  # seeding goes through torch's global generator, which threads share
+        with _BUILD_LOCK, _quietly():  # seeding goes through torch's global generator, which threads share
             build(staging)
         staging.rename(target)
     except OSError:
@@ -90,6 +90,28 @@ def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+@contextmanager
+def _quietly() -> Iterator[None]:
+    """No library progress bars or warnings while a toy model is built: they say nothing about the real ones (a tiny
+    SigLIP's vocabulary is smaller than its config's token ids), and the terminal keeps seir's lines."""
+    import diffusers
+    import transformers
+
+    libraries = (transformers.utils.logging, diffusers.utils.logging)
+    levels = [library.get_verbosity() for library in libraries]
+    bars = [library.is_progress_bar_enabled() for library in libraries]
+    for library in libraries:
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for library, level, bar in zip(libraries, levels, bars, strict=True):
+            library.set_verbosity(level)
+            if bar:
+                library.enable_progress_bar()
 
 
 _BUILDERS: dict[str, Callable[[Path], None]] = {**own.BUILDERS, **language.BUILDERS, **scorers.BUILDERS,
