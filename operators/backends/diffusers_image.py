@@ -63,8 +63,10 @@ class DiffusersTextToImage(LocalBackend):
         from seir.operators.backends.tiny import resolve_model_ref
 
         index = diffusers.DiffusionPipeline.load_config(resolve_model_ref(model), revision=revision)
-        pipeline_class = getattr(diffusers, index["_class_name"])
-        return {"guidance_scale": _call_parameters(pipeline_class)["guidance_scale"].default}
+        # A community pipeline (a class diffusers does not name) or one without guidance: nothing known here.
+        pipeline_class = getattr(diffusers, str(index.get("_class_name")), None)
+        guidance = _call_parameters(pipeline_class).get("guidance_scale") if pipeline_class else None
+        return {} if guidance is None else {"guidance_scale": guidance.default}
 
     def edits_by_instruction(self) -> bool:
         """Whether the checkpoint's own pipeline is an instruction edit: it takes the picture to edit and no

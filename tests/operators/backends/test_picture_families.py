@@ -101,3 +101,9 @@ def test_two_picture_family_builds_are_byte_identical(tiny_pictures: dict[str, P
     again = build_tiny_models(tmp_path, PICTURE_NAMES)
     for name in PICTURE_NAMES:
         assert fingerprint_model(str(again[name])) == fingerprint_model(str(tiny_pictures[name])), name
+
+
+def test_a_pipeline_diffusers_does_not_name_leaves_guidance_to_the_pipeline(tmp_path: Path) -> None:
+    """A community pipeline's checkpoint: its family's guidance is not known here, so none is keyed or sent."""
+    (tmp_path / "model_index.json").write_text('{"_class_name": "MyCommunityPipeline", "_diffusers_version": "0.42.1"}')
+    assert DiffusersImageToImage.family_sampling(str(tmp_path)) == {}
