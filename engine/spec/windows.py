@@ -40,8 +40,8 @@ def window_report(spec: JobSpec) -> list[str]:
             # A hub id not downloaded here (its window is read when it loads), or a processor part whose library
             # is missing: said in a line, never a traceback.
             set_here = f"{role_spec.context_length:,} tokens (job)" if role_spec.context_length else None
-            why = ("its config and tokenizer are not on this machine" if not isinstance(err, ImportError)
-                   else f"its processor could not be read: {str(err).strip().splitlines()[0]}")
+            why = ("its config and tokenizer are not on this machine" if isinstance(err, OSError)
+                   else f"it could not be read: {str(err).strip().splitlines()[0]}")
             lines.append(f"{role}: context window {set_here or 'read when the model loads'} ({why}, so the "
                          "requests were not measured)")
             continue

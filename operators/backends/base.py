@@ -344,6 +344,16 @@ class LocalBackend(Backend):
                 for k, v in encoded.items()}
 
 
+def template_switches(backend: str, value: Any) -> dict[str, Any]:
+    """A chat role's ``chat_template_kwargs``: the switches its family's chat template reads, as a mapping."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"backend {backend!r}: chat_template_kwargs must map template switches to values, e.g. "
+                         f"{{enable_thinking: false}}, not {value!r}")
+    return dict(value)
+
+
 def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

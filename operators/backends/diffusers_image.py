@@ -23,6 +23,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from seir.operators.backends.base import (
@@ -185,6 +186,7 @@ class _ResizedOnce:
         return image.resize(size)
 
 
+@cache  # read on every batch; a class's signature does not change
 def _call_parameters(pipeline_class: type) -> Mapping[str, inspect.Parameter]:
     return inspect.signature(pipeline_class.__call__).parameters
 
@@ -194,12 +196,13 @@ def _load_pipeline(path: str, revision: str | None, dtype: Any) -> Any:
     missing (Qwen-Image-Edit's Qwen2-VL processor) is loaded without it: pipelines send it no video."""
     from diffusers import DiffusionPipeline
 
+    from seir.operators.backends.transformers_vision import TransformersVisionChat, lacks_video_library
+
     try:
         return DiffusionPipeline.from_pretrained(path, revision=revision, dtype=dtype)
-    except ImportError as err:
-        if "VideoProcessor" not in str(err):
+    except (ImportError, ValueError) as err:
+        if not lacks_video_library(err):
             raise
-    from seir.operators.backends.transformers_vision import TransformersVisionChat
 
     processor = TransformersVisionChat.load_processor(path, revision, subfolder="processor")
     return DiffusionPipeline.from_pretrained(path, revision=revision, dtype=dtype, processor=processor)

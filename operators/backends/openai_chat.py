@@ -46,6 +46,7 @@ from seir.operators.backends.base import (
     ScoreResult,
     image_parts,
     label_expectation,
+    template_switches,
 )
 from seir.operators.backends.openai_http import EndpointError, OpenAIBackend
 from seir.operators.base import register
@@ -113,7 +114,7 @@ class OpenAIChat(OpenAIBackend):
                             tokenizer=tokenizer)
         # Switches of the served model's chat template (Qwen3's enable_thinking), sent with every request as vLLM
         # and SGLang take them; keyed only when set.
-        self.template_options = dict(chat_template_kwargs or {})
+        self.template_options = template_switches(self.name, chat_template_kwargs)
         if self.template_options:
             self.options["chat_template_kwargs"] = self.template_options
         # What the server supports, learnt by ``probe`` (or on the first score, in an actor Ray restarted).

@@ -20,6 +20,7 @@ from seir.operators.backends.base import (
     batches,
     image_parts,
     label_expectation,
+    template_switches,
     text_of,
 )
 from seir.operators.backends.sampling import SeededSampling
@@ -63,8 +64,8 @@ class ChatTokenCounter:
 
     processor: Any
     template_options: Mapping[str, Any] = field(default_factory=dict)  # as the backend renders its prompts
-    # (picture size, pictures in its prompt) -> the tokens such a picture adds
-    _per_picture: dict[tuple[tuple[int, int], int], int] = field(default_factory=dict)
+    # (picture size, alone in its prompt) -> the tokens such a picture adds
+    _per_picture: dict[tuple[tuple[int, int], bool], int] = field(default_factory=dict)
 
     def count(self, messages: list[dict[str, Any]], suffix: str = "") -> int:
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
@@ -72,28 +73,30 @@ class ChatTokenCounter:
         in_text = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         # The processor replaces each picture's placeholder in the text by what the family reads for it.
         pictures = [data for m in messages for data in image_parts(m)]
-        return in_text + sum(self._picture_adds(data, len(pictures)) for data in pictures)
+        return in_text + sum(self._picture_adds(data, alone=len(pictures) == 1) for data in pictures)
 
-    def _picture_adds(self, data: bytes, pictures_in_prompt: int) -> int:
+    def _picture_adds(self, data: bytes, alone: bool) -> int:
         """The tokens a picture of this size adds to its placeholder's, as the processor itself expands it (its
         image tokens, and whatever the family wraps them in, such as Gemma's start and end of image): measured once
         per size on blank pictures. Some families read a picture differently when others share its prompt
-        (LLaVA-OneVision tiles a picture only when it is alone), so it is measured among as many pictures."""
+        (LLaVA-OneVision tiles a picture only when it is alone), so it is measured alone and beside one other: a
+        long dialogue's many pictures cost two measurements per size, not one per count of pictures."""
         import io
 
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as image:  # the header only: no pixel is decoded
             size = image.size
-        key = (size, pictures_in_prompt)
+        key = (size, alone)
         if key not in self._per_picture:
             tokenizer = getattr(self.processor, "tokenizer", self.processor)
-            placeholders = [{"type": "image", "image": b""}] * pictures_in_prompt
+            pictures = 1 if alone else 2
+            placeholders = [{"type": "image", "image": b""}] * pictures
             text = render_prompt(self.processor, [{"role": "user", "content": placeholders}], self.template_options)
-            blanks = [Image.new("RGB", size)] * pictures_in_prompt
+            blanks = [Image.new("RGB", size)] * pictures
             expanded = self.processor(text=[text], images=[blanks], add_special_tokens=False)
             added = len(expanded["input_ids"][0]) - len(tokenizer(text, add_special_tokens=False)["input_ids"])
-            self._per_picture[key] = added // pictures_in_prompt
+            self._per_picture[key] = added // pictures
         return self._per_picture[key]
 
 
@@ -128,7 +131,7 @@ class TransformersChat(LocalBackend):
         self.max_batch_size = max_batch_size
         # Switches of the family's chat template, e.g. {enable_thinking: false} for Qwen3's hybrid models: part of
         # every prompt, so of every call's key (only when set, so jobs without them keep theirs).
-        self.template_options = dict(chat_template_kwargs or {})
+        self.template_options = template_switches(self.name, chat_template_kwargs)
         if self.template_options:
             self.options["chat_template_kwargs"] = self.template_options
         self.processor, self.model = self._load()
@@ -159,7 +162,7 @@ class TransformersChat(LocalBackend):
         path = resolve_model_ref(model)  # files already here only: a check never waits on the network
         window = config_window(AutoConfig.from_pretrained(path, revision=revision, local_files_only=True))
         return window, ChatTokenCounter(cls.load_processor(path, revision, local_files_only=True),
-                                        dict(options.get("chat_template_kwargs") or {}))
+                                        template_switches(cls.name, options.get("chat_template_kwargs")))
 
     def _load(self) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM

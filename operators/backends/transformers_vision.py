@@ -21,14 +21,11 @@ class TransformersVisionChat(TransformersChat):
     @classmethod
     def load_processor(cls, path: str, revision: str | None, **options: Any) -> Any:
         from transformers import AutoProcessor
-        from transformers.utils import is_torchvision_available
 
         try:
             return AutoProcessor.from_pretrained(path, revision=revision, **options)
-        # A video part whose library (torchvision) is missing: seir sends no video. Families report it either way
-        # (an ImportError from the video processor class, a ValueError from the auto class).
         except (ImportError, ValueError) as err:
-            if is_torchvision_available() or "torchvision" not in str(err).lower():
+            if not lacks_video_library(err):
                 raise
             return _without_video(path, revision, **options)
 
@@ -45,6 +42,16 @@ class TransformersVisionChat(TransformersChat):
         encoded = self.processor(text=prompts, images=images if any(images) else None, padding=True,
                                  add_special_tokens=False, return_tensors="pt")
         return self.on_device(encoded)
+
+
+def lacks_video_library(err: Exception) -> bool:
+    """Whether loading failed on a video part whose library (torchvision) is missing: seir sends no video, so the
+    rest loads without it. Families report it either way (an ImportError from the video processor class, a
+    ValueError from the auto class)."""
+    from transformers.utils import is_torchvision_available
+
+    return isinstance(err, ImportError | ValueError) and not is_torchvision_available() \
+        and "torchvision" in str(err).lower()
 
 
 def _without_video(path: str, revision: str | None, **options: Any) -> Any:

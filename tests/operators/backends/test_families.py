@@ -98,7 +98,8 @@ def test_token_counts_are_the_processors(name: str, tiny_models: dict[str, Path]
                                          tiny_families: dict[str, Path]) -> None:
     backend = TransformersVisionChat(model_path(name, tiny_models, tiny_families))
     counter = ChatTokenCounter(backend.processor)
-    for request in requests(vision=True):
+    three = ScoreRequest(asking(3, "Compare the three pictures."), "", SCORE)  # more pictures than were measured
+    for request in [*requests(vision=True), three]:
         pictures = [decode_image(data) for m in request.messages for data in image_parts(m)]
         expanded = backend.processor(text=[backend._prompt(request.messages)], images=[pictures] if pictures else None,
                                      add_special_tokens=False)
@@ -172,3 +173,5 @@ def test_qwen3_writes_an_empty_thinking_block_when_told_not_to_think(tiny_famili
     assert offline.count(messages) == quiet.context()[1].count(messages) == tokens
     request = ScoreRequest(messages, "Score (0-5): ", SCORE)
     assert np.abs(np.array(quiet.score([request])[0].probabilities) - own_probabilities(quiet, request)).max() < 1e-4
+    with pytest.raises(ValueError, match=r"chat_template_kwargs must map template switches.*not 'no-thinking'"):
+        TransformersChat(path, chat_template_kwargs="no-thinking")
