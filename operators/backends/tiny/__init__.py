@@ -95,23 +95,31 @@ def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
 @contextmanager
 def _quietly() -> Iterator[None]:
     """No library progress bars or warnings while a toy model is built: they say nothing about the real ones (a tiny
-    SigLIP's vocabulary is smaller than its config's token ids), and the terminal keeps seir's lines."""
-    import diffusers
+    SigLIP's vocabulary is smaller than its config's token ids), and the terminal keeps seir's lines. diffusers is
+    quieted through its logger and its environment switch, not imported: a text model's build never loads it."""
+    import logging
+
     import transformers
 
-    libraries = (transformers.utils.logging, diffusers.utils.logging)
-    levels = [library.get_verbosity() for library in libraries]
-    bars = [library.is_progress_bar_enabled() for library in libraries]
-    for library in libraries:
-        library.set_verbosity_error()
-        library.disable_progress_bar()
+    library = transformers.utils.logging
+    level, bar = library.get_verbosity(), library.is_progress_bar_enabled()
+    pictures = logging.getLogger("diffusers")
+    pictures_level, switch = pictures.level, os.environ.get("DIFFUSERS_VERBOSITY")
+    library.set_verbosity_error()
+    library.disable_progress_bar()
+    pictures.setLevel(logging.ERROR)
+    os.environ["DIFFUSERS_VERBOSITY"] = "error"  # read when diffusers is first imported, inside a build
     try:
         yield
     finally:
-        for library, level, bar in zip(libraries, levels, bars, strict=True):
-            library.set_verbosity(level)
-            if bar:
-                library.enable_progress_bar()
+        library.set_verbosity(level)
+        if bar:
+            library.enable_progress_bar()
+        pictures.setLevel(pictures_level or logging.WARNING)
+        if switch is None:
+            os.environ.pop("DIFFUSERS_VERBOSITY", None)
+        else:
+            os.environ["DIFFUSERS_VERBOSITY"] = switch
 
 
 _BUILDERS: dict[str, Callable[[Path], None]] = {**own.BUILDERS, **language.BUILDERS, **scorers.BUILDERS,
