@@ -60,37 +60,56 @@ def _timed(step: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def synthetic_output(out: Path, dialogues: int, batch_size: int = 2_000,
+                     rng: np.random.Generator | None = None) -> None:
+    """A store shaped like a real run's at ``dialogues`` dialogues (the rows of bench/bench_provenance.py plus seeds,
+    turns, final turn scores, decisions, a dedup pass and a version listing every dialogue), built into ``out``."""
+    rng = rng or np.random.default_rng(0)
+    spec = {"scoring": {"thresholds": THRESHOLDS}, "roles": {"llm": {"num_gpus": 1}, "judge": {"num_gpus": 1}}}
+    with ProvenanceStore(out) as store:
+        store.con.execute("INSERT INTO runs (run_id, kind, started_at, status, job_spec) VALUES "
+                          "('bench', 'run', now(), 'finished', ?)", [json.dumps(spec)])
+        store.con.execute("INSERT INTO models (model_key, run_id, role, backend, model_id) VALUES "
+                          "('m1', 'bench', 'llm', 'vllm', 'Qwen/Qwen3-4B-Instruct-2507'), "
+                          "('m2', 'bench', 'judge', 'vllm', 'Qwen/Qwen3-VL-8B-Instruct')")
+        for first in range(0, dialogues, batch_size):
+            tables = batch(rng, first, min(batch_size, dialogues - first), "bench")
+            with store.transaction():
+                for name, table in {**tables, **scored(rng, tables)}.items():
+                    store.insert_arrow(name, table)
+            print(f"\r{min(first + batch_size, dialogues)} dialogues stored", end="", flush=True)
+        print()
+        store.con.execute(f"""INSERT INTO seeds (seed_key, seed_id, source, text, run_id)
+                              SELECT seed_key, 'seed-' || dialogue_id, 'seeds.jsonl',
+                                     'Do you know ' || dialogue_id || '? Can you draw a picture of it for me?', 'bench'
+                              FROM dialogues;
+                              INSERT INTO turns (dialogue_key, turn_index, question, answer, caption, run_id)
+                              SELECT dialogue_key, t, 'a synthetic question of about the length of a real one',
+                                     'a synthetic answer, somewhat longer than the question it answers, as they are',
+                                     'a caption', 'bench'
+                              FROM dialogues, range({TURNS}) AS r(t)""")
+        store.con.execute("""INSERT INTO dedup BY NAME
+                             SELECT 'bench' AS run_id, dialogue_id AS dropped_id, 'dlg-0' AS kept_id,
+                                    'dlg-0' AS matched_id, 'minhash' AS method, 0.9 AS similarity,
+                                    now() AS created_at
+                             FROM dialogues USING SAMPLE 1 PERCENT (bernoulli, 3)""")
+        store.con.execute("INSERT INTO versions (version, run_id, created_at, job_key, engine_version, "
+                          "n_dialogues, path, kind) VALUES (1, 'bench', now(), 'k', 'bench', ?, ?, 'run')",
+                          [dialogues, str(out / "versions" / "v0001")])
+        store.con.execute("""INSERT INTO version_dialogues SELECT 1, d.dialogue_id, d.dialogue_key,
+                                    dc.accepted AND dd.dropped_id IS NULL
+                             FROM dialogues d JOIN decisions dc USING (dialogue_key)
+                             LEFT JOIN dedup dd ON dd.dropped_id = d.dialogue_id""")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dialogues", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=2_000, help="dialogues per transaction (as bench_provenance)")
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="seir-bench-report-") as folder:
         out = Path(folder)
-        spec = {"scoring": {"thresholds": THRESHOLDS}, "roles": {"llm": {"num_gpus": 1}, "judge": {"num_gpus": 1}}}
-        with ProvenanceStore(out) as store:
-            store.con.execute("INSERT INTO runs (run_id, kind, started_at, status, job_spec) VALUES "
-                              "('bench', 'run', now(), 'finished', ?)", [json.dumps(spec)])
-            for first in range(0, args.dialogues, args.batch):
-                tables = batch(rng, first, min(args.batch, args.dialogues - first), "bench")
-                with store.transaction():
-                    for name, table in {**tables, **scored(rng, tables)}.items():
-                        store.insert_arrow(name, table)
-                print(f"\r{first + args.batch} dialogues stored", end="", flush=True)
-            print()
-            store.con.execute("""INSERT INTO dedup BY NAME
-                                 SELECT 'bench' AS run_id, dialogue_id AS dropped_id, 'dlg-0' AS kept_id,
-                                        'dlg-0' AS matched_id, 'minhash' AS method, 0.9 AS similarity,
-                                        now() AS created_at
-                                 FROM dialogues USING SAMPLE 1 PERCENT (bernoulli, 3)""")
-            store.con.execute("INSERT INTO versions (version, run_id, created_at, job_key, engine_version, "
-                              "n_dialogues, path, kind) VALUES (1, 'bench', now(), 'k', 'bench', ?, ?, 'run')",
-                              [args.dialogues, str(out / "versions" / "v0001")])
-            store.con.execute("""INSERT INTO version_dialogues SELECT 1, d.dialogue_id, d.dialogue_key,
-                                        dc.accepted AND dd.dropped_id IS NULL
-                                 FROM dialogues d JOIN decisions dc USING (dialogue_key)
-                                 LEFT JOIN dedup dd ON dd.dropped_id = d.dialogue_id""")
+        synthetic_output(out, args.dialogues, args.batch)
         (out / "versions" / "v0001").mkdir(parents=True)
         with duckdb.connect(str(out / ProvenanceStore.FILENAME), read_only=True) as con:
             keys = [row[0] for row in con.execute("SELECT call_key FROM model_calls USING SAMPLE 64 ROWS").fetchall()]

@@ -101,6 +101,30 @@ def _sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace) -> int:
+    from seir.engine.view import serve
+
+    serve(args.out, args.host, args.port, args.token, args.annotator)
+    return 0
+
+
+def _import_verdicts(args: argparse.Namespace) -> int:
+    import getpass
+
+    from seir.engine.store import ProvenanceStore, VerdictInbox
+    from seir.engine.store.verdict_files import read_verdict_file
+
+    read = read_verdict_file(args.file, args.annotator or getpass.getuser())
+    with ProvenanceStore(args.out) as store:
+        resolved = store.resolve_verdicts(read)  # every line checked before any is stored
+        stored = store.record_verdicts(resolved)
+        waiting = VerdictInbox(args.out).fold(store)
+    print(f"[seir] {stored} new verdicts from {args.file} ({len(resolved) - stored} already there)"
+          + (f", and {waiting} a viewer left waiting" if waiting else "") + "; they decide acceptance where the job "
+          "sets scoring.human (then run `seir rescore`)", file=sys.stderr)
+    return 0
+
+
 def _lineage(args: argparse.Namespace) -> int:
     from seir.engine.query import format_lineage, lineage, lineage_json
 
@@ -257,6 +281,21 @@ def _parser() -> argparse.ArgumentParser:
     lineage.add_argument("dialogue", help="dialogue id or content key")
     lineage.add_argument("--json", action="store_true")
     _out_command(commands, "versions", "list the dataset versions of an output", _versions)
+    view = _out_command(commands, "view", "browse an output's dialogues in a local web app, record verdicts and see "
+                        "the judge's agreement with them (works while a run writes)", _view)
+    view.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs the "
+                      "token)")
+    view.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    view.add_argument("--token", default=os.environ.get("SEIR_VIEW_TOKEN") or None,
+                      help="the token requests must carry (default: $SEIR_VIEW_TOKEN, else one is made and printed "
+                           "when the host is not 127.0.0.1)")
+    view.add_argument("--annotator", default=None, help="the name verdicts are recorded under (default: your login)")
+    verdicts = commands.add_parser("verdicts", help="people's verdicts on an output's dialogues")
+    verdict_commands = verdicts.add_subparsers(dest="verdicts_command", required=True)
+    imported = _out_command(verdict_commands, "import", "store verdicts from a JSON-lines file or a Label Studio "
+                            "JSON export (docs/viewer.md)", _import_verdicts)
+    imported.add_argument("file", type=Path)
+    imported.add_argument("--annotator", default=None, help="who gave verdicts that do not say (default: your login)")
     diff = _out_command(commands, "diff", "what changed between two dataset versions", _diff)
     diff.add_argument("before", help="version number or name (1 or v0001)")
     diff.add_argument("after")
@@ -285,9 +324,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--pairs-per-turn", type=int, default=None,
                         help="pair formats: at most K pairs per turn, the widest margins first (default: all)")
     export.add_argument("--shard-mb", type=int, default=500, help="largest shard of hf and trl-* exports in MB")
-    export.add_argument("--pairs", choices=["siblings", "refinement", "both"], default="both",
+    export.add_argument("--pairs", default="both",
                         help="pair formats: sibling pairs (two candidates of one round, seir.candidates), refinement "
-                             "pairs (the kept draft against an earlier round's), or both (default)")
+                             "pairs (the kept draft against an earlier round's), both (default), human (drafts people "
+                             "preferred, from `seir view` or `seir verdicts import`) or all three")
 
     check = _out_command(commands, "check", "verify an output: every table read whole, every image hashing to its "
                          "key, every version's files matching its manifest, call caches and snapshots; exits 1 on "

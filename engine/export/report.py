@@ -33,8 +33,10 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from seir.engine.errors import SeirError, writing
+from seir.engine.export.agreement import agreement_table, judge_agreement
+from seir.engine.export.dialogue_html import STYLE, dialogue_html, load_dialogue
 from seir.engine.records import CONTENT_DIMENSIONS
-from seir.engine.store import keep_score_sql, output_stages, stage_order_sql, version_name, write_whole
+from seir.engine.store import ImageStore, keep_score_sql, version_name, write_whole
 from seir.operators.scoring.judge_eval import JudgeEvalReport
 
 GALLERY_EACH = 3  # dialogues shown as best, as worst and at random
@@ -49,7 +51,8 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int | N
     run_id, created, figures = _version_figures(con, out_dir, number)
     target = out_dir / "versions" / version_name(number) / "report.html"
     _write_page(target, f"seir report: {version_name(number)} ({run_id})", f"written {created}", figures,
-                "<h2>Gallery</h2>" + _gallery(con, out_dir))
+                "<h2>The judge against people</h2>" + agreement_table(judge_agreement(con))
+                + "<h2>Gallery</h2>" + _gallery(con, out_dir))
     return target
 
 
@@ -76,8 +79,7 @@ def write_diff_report(con: duckdb.DuckDBPyConnection, out_dir: Path, before: int
     con.execute("CREATE OR REPLACE TEMP TABLE report_keys AS SELECT dialogue_key, dialogue_id, accepted "
                 "FROM version_dialogues WHERE version = ? AND dialogue_id IN (SELECT unnest(?::VARCHAR[]))",
                 [after, sorted(ids)])
-    order = stage_order_sql("d.stage", output_stages(con))
-    cards = "".join(_dialogue_card(con, out_dir, order, *row) for row in con.execute(
+    cards = "".join(_dialogue_card(con, out_dir, row[0]) for row in con.execute(
         f"SELECT dialogue_key, dialogue_id, accepted, {keep_score_sql('k')} FROM report_keys k "
         f"ORDER BY dialogue_id LIMIT {GALLERY_EACH * 2}").fetchall())
     summary = ", ".join(f"{len(changes[k])} {k}" for k in ("added", "removed", "changed", "status"))
@@ -146,7 +148,7 @@ def _write_page(target: Path, title: str, subtitle: str, figures: list[go.Figure
     body = "\n".join(f'<section class="plot">{f.to_html(full_html=False, include_plotlyjs=False)}</section>'
                      for f in figures)
     page = _PAGE.format(title=html.escape(title), plotly=get_plotlyjs(), subtitle=html.escape(subtitle),
-                        body=body, tail=tail)
+                        body=body, tail=tail, style=STYLE)
     with writing(target.parent, f"the report {target.name}"):
         target.parent.mkdir(parents=True, exist_ok=True)
         write_whole(target, page)
@@ -308,40 +310,18 @@ def _gallery(con: duckdb.DuckDBPyConnection, out_dir: Path) -> str:
                        "REPEATABLE (7)").fetchall() if ranked else []
     by_key = {row[0]: row for row in ranked}
     picks["random"] = [by_key[key] for (key,) in rest]
-    order = stage_order_sql("d.stage", output_stages(con))  # the stages in the order the output ran them
     parts = []
     for label, rows in picks.items():
-        cards = "".join(_dialogue_card(con, out_dir, order, *row) for row in rows)
+        cards = "".join(_dialogue_card(con, out_dir, row[0]) for row in rows)
         parts.append(f"<h3>{label}</h3>{cards or '<p>none</p>'}")
     return "\n".join(parts)
 
 
-def _dialogue_card(con: duckdb.DuckDBPyConnection, out_dir: Path, stage_order: str, key: str, dialogue_id: str,
-                   accepted: bool, score: float) -> str:
-    drafts = con.execute(f"""
-        SELECT d.draft_key, d.turn_index, d.stage, d.round, d.candidate, d.text, d.caption, d.image_key, d.critique,
-               d.best, d.passed, i.path,
-               (SELECT list((s.dimension, round(s.value, 2)) ORDER BY s.dimension) FROM scores s
-                WHERE s.draft_key = d.draft_key AND s.scorer = 'combined')
-        FROM drafts d LEFT JOIN images i USING (image_key) WHERE d.dialogue_key = ?
-        ORDER BY d.turn_index, {stage_order}, d.round, d.candidate""",
-                         [key]).fetchall()
-    rows: dict[tuple[int, str], list[str]] = {}
-    for (_, turn, stage, round_, candidate, text, caption, _, critique, best, passed, path, scores) in drafts:
-        name = f"round {round_}" + (f" candidate {candidate}" if candidate else "")
-        image = f'<img alt="{name}" src="{_data_url(out_dir / path)}">' if path else ""
-        marks = " kept" if best else ""
-        cells = "".join(f"<li>{html.escape(d)} {v}</li>" for d, v in scores or [])
-        rows.setdefault((turn, stage), []).append(
-            f'<div class="draft{marks}"><b>{name}{" (kept)" if best else ""}'
-            f'{" passed" if passed else ""}</b><p>{html.escape(text or "")}</p>'
-            + (f"<p><i>{html.escape(caption)}</i></p>" if caption else "")
-            + image + f"<ul>{cells}</ul><p class='critique'>{html.escape(critique or '')}</p></div>")
-    stages = "".join(f'<div class="stage"><h5>turn {turn + 1} · {stage}</h5><div class="drafts">{"".join(cells)}'
-                     f"</div></div>" for (turn, stage), cells in rows.items())
-    status = "accepted" if accepted else "rejected"
-    return (f'<article class="dialogue"><h4>{html.escape(dialogue_id)} — {status}, mean final score '
-            f"{score:.2f}</h4>{stages}</article>")
+def _dialogue_card(con: duckdb.DuckDBPyConnection, out_dir: Path, key: str) -> str:
+    """A dialogue drawn as the viewer draws it, its pictures inlined as thumbnails."""
+    record = load_dialogue(con, key)
+    images = ImageStore(out_dir)
+    return dialogue_html(record, lambda image_key: _data_url(images.path(image_key))) if record else ""
 
 
 def _data_url(path: Path) -> str:
@@ -357,15 +337,8 @@ _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <script>{plotly}</script>
 <style>
-body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
 section.plot {{ max-width: 1100px; }}
-.dialogue {{ border: 1px solid #ccc; margin: 1em 0; padding: 0.5em; }}
-.drafts {{ display: flex; gap: 0.5em; overflow-x: auto; }}
-.draft {{ flex: 0 0 260px; border: 1px solid #eee; padding: 0.4em; font-size: 0.85em; }}
-.draft.kept {{ border-color: #2a7; }}
-.draft img {{ width: 192px; display: block; image-rendering: pixelated; }}
-.critique {{ color: #666; font-style: italic; }}
-td, th {{ border-bottom: 1px solid #ddd; padding: 0.2em 0.6em; text-align: left; }}
+{style}
 </style></head>
 <body><h1>{title}</h1><p>{subtitle}</p>
 {body}

@@ -195,8 +195,10 @@ def dialogue_rows(con: duckdb.DuckDBPyConnection, out_dir: Path, version: int) -
 
 
 # --pairs: which pairs an export holds. Refinement pairs: the kept draft of a stage against an earlier round's draft.
-# Sibling pairs: two candidates of one round (seir.candidates), which share exactly their prompt.
-PAIR_KINDS = {"refinement": ("refinement",), "siblings": ("sibling",), "both": ("sibling", "refinement")}
+# Sibling pairs: two candidates of one round (seir.candidates), which share exactly their prompt. Human pairs: a draft
+# a person preferred over another (``human_verdicts``), whatever the judge scored them.
+PAIR_KINDS = {"refinement": ("refinement",), "siblings": ("sibling",), "both": ("sibling", "refinement"),
+              "human": ("human",), "all": ("sibling", "refinement", "human")}
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,9 @@ def _pair_tables_sql(stages: Sequence[StageRecord]) -> str:
         GROUP BY ALL ORDER BY o.n;
     CREATE OR REPLACE TEMP TABLE export_comparisons AS
         SELECT o.n, c.* FROM export_order o JOIN comparisons c USING (dialogue_key) ORDER BY o.n;
+    CREATE OR REPLACE TEMP TABLE export_human AS
+        SELECT DISTINCT o.n, h.dialogue_key, h.prefer AS chosen_key, h.other AS rejected_key
+        FROM export_order o JOIN human_verdicts h USING (dialogue_key) WHERE h.prefer IS NOT NULL ORDER BY o.n;
     CREATE OR REPLACE TEMP TABLE export_prompts AS
         SELECT n, dialogue_key, turn_index, stage, round, arg_min(call_key, candidate) AS call_key
         FROM (SELECT o.n, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate,
@@ -275,18 +280,27 @@ def _pairs_sql(limit_per_turn: bool, stages: Sequence[StageRecord]) -> str:
     return f"""
     WITH chosen_dialogues AS ({_PAGE_DIALOGUES.format(messages="")}),
     scored AS (SELECT * FROM page_drafts WHERE list_contains($stages, stage)),
-    pairs AS (
-        SELECT k.dialogue_key, k.turn_index, k.stage, k AS chosen, e AS rejected, k.score - e.score AS margin,
-               CASE WHEN e.round = k.round THEN 'sibling' ELSE 'refinement' END AS kind,
-               row_number() OVER (PARTITION BY k.dialogue_key, k.turn_index
-                                  ORDER BY k.score - e.score DESC, {stage_order_sql('k.stage', stages)}, e.round,
-                                           e.candidate, k.candidate) AS rank
+    judged AS (
+        SELECT k, e, CASE WHEN e.round = k.round THEN 'sibling' ELSE 'refinement' END AS kind
         FROM scored k JOIN scored e ON e.dialogue_key = k.dialogue_key AND e.turn_index = k.turn_index
                                     AND e.stage = k.stage
                                     AND ((e.round < k.round AND k.best AND list_contains($kinds, 'refinement'))
                                          OR (e.round = k.round AND e.candidate != k.candidate
                                              AND list_contains($kinds, 'sibling')))
-        WHERE k.score > e.score AND k.score - e.score >= $min_margin),
+        WHERE k.score > e.score AND k.score - e.score >= $min_margin
+        UNION ALL
+        -- a person's preference over a named draft, or over every other candidate of its round
+        SELECT k, e, 'human' FROM page_human h JOIN scored k ON k.draft_key = h.chosen_key
+        JOIN scored e ON e.dialogue_key = k.dialogue_key AND e.turn_index = k.turn_index AND e.stage = k.stage
+                     AND (e.draft_key = h.rejected_key
+                          OR (h.rejected_key IS NULL AND e.round = k.round AND e.candidate != k.candidate))
+        WHERE list_contains($kinds, 'human')),
+    pairs AS (
+        SELECT k.dialogue_key, k.turn_index, k.stage, k AS chosen, e AS rejected, k.score - e.score AS margin, kind,
+               row_number() OVER (PARTITION BY k.dialogue_key, k.turn_index
+                                  ORDER BY k.score - e.score DESC, {stage_order_sql('k.stage', stages)}, e.round,
+                                           e.candidate, k.candidate) AS rank
+        FROM judged),
     preferences AS ({candidate_preferences_sql("page_comparisons")})
     SELECT c.dialogue_id, p.dialogue_key, p.turn_index, p.stage, p.chosen, p.rejected, p.margin, p.kind,
            cp.preference AS pairwise,
@@ -349,7 +363,8 @@ def stored_pairs(con: duckdb.DuckDBPyConnection, version: int,
             page.execute(_pair_tables_sql(options.stages))
             tables_built = True
         first, last = page.execute("SELECT min(n), max(n) FROM export_page").fetchall()[0]
-        for table in ("drafts", "comparisons", "prompts"):  # constant bounds: DuckDB prunes by the tables' order
+        # constant bounds: DuckDB prunes by the tables' order
+        for table in ("drafts", "comparisons", "prompts", "human"):
             page.execute(f"CREATE OR REPLACE TEMP TABLE page_{table} AS SELECT * FROM export_{table} "
                          "WHERE n BETWEEN ? AND ?", [first, last])
         messages.clear()
@@ -366,9 +381,9 @@ def stored_pairs(con: duckdb.DuckDBPyConnection, version: int,
     for batch in _paged(con, version, sql, _params(options), read_page, pair_page(con)):
         for row in batch:
             key = row["dialogue_key"]
-            # Siblings were both written for their round's request; a refinement pair's prompt is the task as first
-            # asked (round 0's request), which the refined draft answers better.
-            asked_in = row["chosen"]["round"] if row["kind"] == "sibling" else 0
+            # Two drafts of one round were both written for its request; a pair across rounds is prompted by the task
+            # as first asked (round 0's request), which the later draft answers better.
+            asked_in = row["chosen"]["round"] if row["chosen"]["round"] == row["rejected"]["round"] else 0
             yield row, messages.get(key, ""), requests.get((key, row["turn_index"], row["stage"], asked_in))
 
 

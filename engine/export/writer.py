@@ -229,7 +229,8 @@ def export(out_dir: Path, to: Path, options: ExportOptions, stream: TextIO | Non
         limit_memory(con, Path(spill.name))
         version = _version(con, out_dir, options.version)
         pair_options = options.pair_options(output_stages(con)) if fmt.source == "pairs" else None
-        if pair_options is not None and pair_options.pairs != "refinement" and most_candidates(con) == 1:
+        if (pair_options is not None and "sibling" in PAIR_KINDS[pair_options.pairs]
+                and most_candidates(con) == 1):
             stream.write("[seir] no sibling pairs here: every round of this output sampled one candidate. Set "
                          "seir.candidates above 1 and refresh to sample several (refinement pairs are exported "
                          "as asked)\n")

@@ -55,7 +55,9 @@ from seir.engine.store import (
     OutputLock,
     ProvenanceStore,
     SharedCallCache,
+    VerdictInbox,
     Version,
+    decide,
     keep_snapshots,
     version_name,
     write_version,
@@ -298,22 +300,25 @@ class Runner:
                     return
                 shard_id, tasks = shard
                 outcome = await loop.run_shard(tasks)
-                store.commit_shard(run_id, shard_id, outcome.dialogues, outcome.ledger, generation_key,
+                decided = [decide(d.failure, [t.scores for t in d.turns], self.spec.scoring.thresholds,
+                                  d.dialogue_scores()) for d in outcome.dialogues]
+                store.commit_shard(run_id, shard_id, outcome.dialogues, decided, outcome.ledger, generation_key,
                                    self.images.relative_path)
                 spend.add(outcome.ledger, len(outcome.dialogues), num_gpus)
                 health.add(outcome.ledger)
                 health.stop_if_broken()
                 self._publish(run_id, outcome.ledger)
-                progress.shard_committed(outcome.dialogues, outcome.ledger, self.spec.scoring.thresholds)
+                progress.shard_committed(outcome.dialogues, decided, outcome.ledger)
                 failpoint("shard-committed")
 
         await asyncio.gather(*(worker() for _ in range(self.spec.execution.shards_in_flight)))
         return reason
 
     def _decide_all(self, store: ProvenanceStore, run_id: str, pools: ModelPools) -> int:
-        """Acceptance of every dialogue of the run under this job's thresholds, then the dedup pass; returns how
-        many are accepted after it."""
-        store.redecide(run_id, self.spec.scoring.thresholds)
+        """Acceptance of every dialogue of the run under this job's thresholds (and people's verdicts, with every one
+        given so far stored first), then the dedup pass; returns how many are accepted after it."""
+        VerdictInbox(self.out_dir).fold(store)
+        store.redecide(run_id, self.spec.scoring)
         self._embed_missing(store, run_id, pools)
         dedup_accepted(store, self.spec.dedup, self._embed_key(), self.images, run_id, self.stream)
         return store.accepted_after_dedup(run_id)

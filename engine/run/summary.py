@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from seir.engine.progress import PLAIN_EVERY_S, Meter
 from seir.engine.records import Dialogue, Ledger
-from seir.engine.store import decide
+from seir.engine.store import Decision
 from seir.operators.context import DOES_NOT_FIT_ROLE
 
 
@@ -47,11 +46,10 @@ class Progress:
     def note_round(self, turn_index: int, stage: str, round_: int, active: int) -> None:
         self.activity = f"turn {turn_index + 1} {stage} round {round_} ({active} dialogues)"
 
-    def shard_committed(self, dialogues: list[Dialogue], ledger: Ledger, thresholds: Mapping[str, float]) -> None:
+    def shard_committed(self, dialogues: list[Dialogue], decided: list[Decision], ledger: Ledger) -> None:
         self.shards += 1
         self.dialogues += len(dialogues)
-        for d in dialogues:
-            decision = decide(d.failure, [t.scores for t in d.turns], thresholds, d.dialogue_scores())
+        for d, decision in zip(dialogues, decided, strict=True):
             self.accepted += decision.accepted
             self.turns += len(d.turns)
             self.turns_accepted += sum(decision.turns_accepted)

@@ -280,7 +280,7 @@ class JobSpec(_Strict):
             {
                 "roles": {name: role.output_config() for name, role in sorted(self.roles.items())},
                 "seir": self.seir.model_dump(mode="json"),
-                "weights": self.scoring.model_dump(mode="json", exclude={"thresholds"}),
+                "weights": self.scoring.model_dump(mode="json", exclude={"thresholds", "human", "human_weight"}),
                 "seed": self.execution.seed,
                 "prompts": prompt_fingerprint,
             }

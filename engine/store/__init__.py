@@ -1,13 +1,13 @@
 """The provenance store and everything an output folder keeps: the DuckDB file (``ProvenanceStore``, a facade over
 one module per concern; schema and migrations in schema.py and connect.py), the acceptance rule decided from stored
 scores (acceptance.py), the writer's lock (lock.py), content-addressed images (images.py), the call cache shared
-between outputs (call_cache.py) and dataset versions (versions.py).
+between outputs (call_cache.py), dataset versions (versions.py) and people's verdicts (verdicts.py, verdict_files.py).
 
 Uses: the engine's keys, records, errors and failpoints; nothing of the run, the dedup pass or the exports, which
 all build on it.
 """
 
-from seir.engine.store.acceptance import decide
+from seir.engine.store.acceptance import Decision, decide
 from seir.engine.store.base import StoreError, limit_memory, now, pages
 from seir.engine.store.call_cache import SharedCallCache
 from seir.engine.store.connect import STORAGE_VERSION
@@ -26,6 +26,7 @@ from seir.engine.store.schema import (
     turn_scores_sql,
 )
 from seir.engine.store.snapshots import keep_snapshots
+from seir.engine.store.verdicts import HumanVerdict, VerdictError, VerdictInbox
 from seir.engine.store.versions import Version, version_name, write_version
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "STORAGE_VERSION",
     "DamagedStore",
+    "Decision",
+    "HumanVerdict",
     "ImageStore",
     "KeptTurn",
     "OutputBusy",
@@ -41,6 +44,8 @@ __all__ = [
     "ProvenanceStore",
     "SharedCallCache",
     "StoreError",
+    "VerdictError",
+    "VerdictInbox",
     "Version",
     "as_png",
     "candidate_preferences_sql",

@@ -46,7 +46,7 @@ def open_reader(path: Path, out_dir: Path) -> duckdb.DuckDBPyConnection:
     check_file(path)
     # A new file is written in DuckDB 1.4's storage format, so the clients people have (the PyPI CLI, DBeaver,
     # Python duckdb 1.x) open it; a file keeps the format it was created in (docs/provenance.md).
-    con = _when_free(path, True, lambda: duckdb.connect(
+    con = when_free(path, True, lambda: duckdb.connect(
         str(path), read_only=True, config={"storage_compatibility_version": STORAGE_VERSION}))
     try:
         cap_memory(con)
@@ -71,7 +71,7 @@ def attach_writer(con: duckdb.DuckDBPyConnection, path: Path, prepare: bool) -> 
         check_file(path)
     # A new file is written in DuckDB 1.4's storage format (see open_reader); an existing one keeps its own.
     options = "" if existed else f" (STORAGE_VERSION '{STORAGE_VERSION}')"
-    _when_free(path, False, lambda: con.execute(f"ATTACH '{quoted}' AS {ATTACHED}{options}"))
+    when_free(path, False, lambda: con.execute(f"ATTACH '{quoted}' AS {ATTACHED}{options}"))
     con.execute(f"USE {ATTACHED}")
     if prepare:
         try:
@@ -101,7 +101,8 @@ def detach_writer(con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
         write_stamp(path)
 
 
-def _when_free(path: Path, read_only: bool, connect: Callable[[], T]) -> T:
+def when_free(path: Path, read_only: bool, connect: Callable[[], T]) -> T:
+    """``connect()``, retried while another process holds ``path`` (a reader gives up after $SEIR_READ_WAIT_S)."""
     read_wait_s = float(os.environ.get("SEIR_READ_WAIT_S", READ_WAIT_S))
     started = noticed = time.monotonic()
     pause = 0.005

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from seir.engine.records import DialogueJudgement, Draft, Ledger, Score
-from seir.engine.store.acceptance import decide
+from seir.engine.store.acceptance import HumanSays, decide
 from seir.engine.store.base import held, now, pages
 from seir.engine.store.call_records import CallRecords
+from seir.engine.store.schema import HUMAN_SAYS
+from seir.operators.scoring.combine import ScoringConfig
 from seir.operators.stages import stored_fields
 
 REDECIDE_ROWS = 16384  # dialogues decided per page
@@ -80,33 +82,40 @@ class Decisions(CallRecords):
             self._insert_ledger(run_id, None, ledger, image_path, now())
 
     @held
-    def redecide(self, run_id: str, thresholds: Mapping[str, float]) -> None:
-        """Decide acceptance of the run's dialogues under ``thresholds`` from their final scores; a dialogue whose
-        decision changed (or that had none) gets a new decision row from ``run_id``. The inputs are gathered in one
-        query and decided a page at a time."""
-        # Each turn's final score on every dimension it has (its stages' own included), the latest run's.
-        inputs = """
+    def redecide(self, run_id: str, scoring: ScoringConfig) -> None:
+        """Decide acceptance of the run's dialogues under ``scoring`` (its thresholds, and people's verdicts as its
+        ``human`` says) from their final scores; a dialogue whose decision changed (or that had none) gets a new
+        decision row from ``run_id``. The inputs are gathered in one query and decided a page at a time."""
+        # Each turn's final score on every dimension it has (its stages' own included), the latest run's; and what
+        # people said of the dialogue (each annotator's latest word on each target counts).
+        inputs = f"""
             WITH mine AS (SELECT DISTINCT dialogue_key FROM run_dialogues WHERE run_id = $run),
             finals AS (SELECT ts.dialogue_key, ts.turn_index, ts.dimension, arg_max(ts.value, r.started_at) AS value
                        FROM turn_scores ts SEMI JOIN mine USING (dialogue_key) JOIN runs r USING (run_id)
                        WHERE ts.value IS NOT NULL GROUP BY ALL),
             turns AS (SELECT dialogue_key, turn_index, map(list(dimension), list(value)) AS scores FROM finals
-                      GROUP BY ALL)
+                      GROUP BY ALL),
+            people AS ({HUMAN_SAYS})
             SELECT d.dialogue_key, any_value(d.failure) AS failure,
                    list(t.scores ORDER BY t.turn_index) FILTER (WHERE t.turn_index IS NOT NULL) AS turns,
                    any_value(ld.accepted) AS accepted, any_value(ld.reason) AS reason,
                    any_value((SELECT map(list(f.dimension), list(f.value)) FROM dialogue_final_scores f
-                              WHERE f.dialogue_key = d.dialogue_key)) AS whole
+                              WHERE f.dialogue_key = d.dialogue_key)) AS whole,
+                   any_value(p.scores) AS human_scores, any_value(p.turns) AS human_turns,
+                   any_value(p.dialogue) AS human_dialogue
             FROM mine JOIN dialogues d USING (dialogue_key)
             LEFT JOIN turns t USING (dialogue_key)
             LEFT JOIN latest_decisions ld USING (dialogue_key)
+            LEFT JOIN people p USING (dialogue_key)
             GROUP BY d.dialogue_key"""
         for page in pages(self.con, inputs, "dialogue_key", REDECIDE_ROWS, {"run": run_id}):
             changed = []
-            for key, failure, turns, was_accepted, was_reason, whole in zip(
-                    *(page.column(i).to_pylist() for i in range(6)), strict=True):
+            for key, failure, turns, was_accepted, was_reason, whole, human_scores, human_turns, human_dialogue in zip(
+                    *(page.column(i).to_pylist() for i in range(9)), strict=True):
                 scores = [dict(t) for t in turns or []]
-                decision = decide(failure or "", scores, thresholds, dict(whole or {}))
+                human = HumanSays({turn: dict(values) for turn, values in human_scores or []},
+                                  dict(human_turns or []), human_dialogue)
+                decision = decide(failure or "", scores, scoring.thresholds, dict(whole or {}), human, scoring)
                 if (decision.accepted, decision.reason) != (was_accepted, was_reason):
                     changed.append((key, decision))
             with self.transaction():

@@ -13,7 +13,8 @@ carries the run that produced it and the content key of what produced it.
 - call_records.py: the call cache (answers by call key) and the ledger of calls, outputs and images;
 - shards.py: shard commits;
 - decisions.py: score rows, rescoring and acceptance (the rule itself: acceptance.py);
-- dedup_inputs.py: dialogue embeddings, dedup candidates and dedup decisions.
+- dedup_inputs.py: dialogue embeddings, dedup candidates and dedup decisions;
+- verdicts.py: people's verdicts, and the inbox that keeps them until they are stored.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from seir.engine.store.connect import attach_writer, detach_writer, open_reader
 from seir.engine.store.dedup_inputs import DedupInputs
 from seir.engine.store.runs import RunRecords
 from seir.engine.store.shards import ShardCommits
+from seir.engine.store.verdicts import Verdicts
 
 
-class ProvenanceStore(RunRecords, ShardCommits, DedupInputs):
+class ProvenanceStore(RunRecords, ShardCommits, DedupInputs, Verdicts):
     FILENAME = "provenance.duckdb"
 
     def __init__(self, out_dir: Path, read_only: bool = False) -> None:

@@ -67,6 +67,31 @@ def candidate_preferences_sql(comparisons: str = "comparisons") -> str:
     GROUP BY ALL"""
 
 
+# What people said of each dialogue they judged (``human_verdicts``), one row per dialogue key: per turn, the mean
+# over annotators of each one's latest score per dimension (a map turn -> map dimension -> score); the latest accept
+# or reject of each turn (a map turn -> verdict) and of the whole dialogue. ``acceptance.HumanSays`` reads it.
+HUMAN_SAYS = """
+    WITH latest AS (
+        SELECT dialogue_key, turn_index, dimension, annotator, arg_max(score, created_at) AS score
+        FROM human_verdicts WHERE score IS NOT NULL GROUP BY ALL),
+    scored AS (
+        SELECT dialogue_key, turn_index, map(list(dimension), list(score)) AS scores
+        FROM (SELECT dialogue_key, turn_index, dimension, avg(score) AS score FROM latest GROUP BY ALL)
+        GROUP BY ALL),
+    said AS (
+        SELECT dialogue_key, turn_index, arg_max(verdict, created_at) AS verdict
+        FROM human_verdicts WHERE verdict IS NOT NULL GROUP BY ALL),
+    keys AS (SELECT DISTINCT dialogue_key FROM human_verdicts)
+    SELECT k.dialogue_key,
+           (SELECT map(list(s.turn_index), list(s.scores)) FROM scored s WHERE s.dialogue_key = k.dialogue_key)
+               AS scores,
+           (SELECT map(list(v.turn_index), list(v.verdict)) FROM said v
+            WHERE v.dialogue_key = k.dialogue_key AND v.turn_index IS NOT NULL) AS turns,
+           (SELECT any_value(v.verdict) FROM said v WHERE v.dialogue_key = k.dialogue_key AND v.turn_index IS NULL)
+               AS dialogue
+    FROM keys k"""
+
+
 def turn_scores_sql(turns: str = "t") -> str:
     """One exported turn's final scores: a struct of its index and each content dimension."""
     fields = ", ".join(f"'{name}': {turns}.{name}" for name in CONTENT_DIMENSIONS)
@@ -231,9 +256,19 @@ _TO_V10 = """
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS stages JSON;
 """
 
+# v10 -> v11: people's verdicts (``seir view``, ``seir verdicts import``). One row per verdict, never updated: the
+# latest of an annotator on a target is the one in force. A verdict names the dialogue and draft by content key, so it
+# stays on what it judged whatever a refresh makes later. ``turn_index`` NULL: the whole dialogue.
+_TO_V11 = """
+CREATE TABLE IF NOT EXISTS human_verdicts (
+    verdict_key VARCHAR PRIMARY KEY, dialogue_id VARCHAR, dialogue_key VARCHAR, turn_index INTEGER, stage VARCHAR,
+    draft_key VARCHAR, dimension VARCHAR, score DOUBLE, verdict VARCHAR, prefer VARCHAR, other VARCHAR,
+    note VARCHAR, annotator VARCHAR, source VARCHAR, created_at TIMESTAMPTZ);
+"""
+
 # MIGRATIONS[n] brings a database from version n to n + 1.
 MIGRATIONS: dict[int, str] = {1: _TO_V2, 2: _TO_V3, 3: _TO_V4, 4: _TO_V5, 5: _TO_V6, 6: _TO_V7, 7: _TO_V8,
-                              8: _TO_V9, 9: _TO_V10}
+                              8: _TO_V9, 9: _TO_V10, 10: _TO_V11}
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 VIEWS = """

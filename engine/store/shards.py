@@ -9,16 +9,18 @@ from datetime import datetime
 from typing import Any
 
 from seir.engine.records import Comparison, Dialogue, Draft, Ledger
+from seir.engine.store.acceptance import Decision
 from seir.engine.store.base import StoreError, now
 from seir.engine.store.decisions import Decisions
 from seir.operators.stages import stored_fields
 
 
 class ShardCommits(Decisions):
-    def commit_shard(self, run_id: str, shard_id: str, dialogues: Sequence[Dialogue], ledger: Ledger,
-                     generation_key: str, image_path: Any) -> bool:
-        """Write everything a shard produced in one transaction. Returns False (writing nothing) if the shard was
-        already committed, which is what makes a commit exactly-once."""
+    def commit_shard(self, run_id: str, shard_id: str, dialogues: Sequence[Dialogue], decided: Sequence[Decision],
+                     ledger: Ledger, generation_key: str, image_path: Any) -> bool:
+        """Write everything a shard produced in one transaction, with each dialogue's acceptance as the run decided it
+        on the spot (so a reader sees it while the run goes on; the run decides all again at its end). Returns False
+        (writing nothing) if the shard was already committed, which is what makes a commit exactly-once."""
         with self.transaction():
             status = self.con.execute("SELECT status FROM shards WHERE shard_id = ?", [shard_id]).fetchall()
             if not status:
@@ -28,6 +30,11 @@ class ShardCommits(Decisions):
             stamp = now()
             self._insert_dialogues(run_id, shard_id, dialogues, generation_key, image_path, stamp)
             self._insert_ledger(run_id, shard_id, ledger, image_path, stamp)
+            self._insert("decisions", {
+                "dialogue_key": [d.dialogue_key for d in dialogues], "run_id": [run_id] * len(dialogues),
+                "accepted": [x.accepted for x in decided], "reason": [x.reason for x in decided],
+                "turns_accepted": [list(x.turns_accepted) for x in decided], "decided_at": [stamp] * len(dialogues),
+            })
             self.con.execute("UPDATE shards SET status = 'committed', committed_at = ? WHERE shard_id = ?",
                              [stamp, shard_id])
         return True

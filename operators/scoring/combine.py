@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from seir.operators.scoring.base import ScorerResult
 from seir.operators.scoring.rubrics import DIMENSIONS, RUBRICS
@@ -28,12 +29,27 @@ def _default_thresholds() -> dict[str, float]:
 
 class ScoringConfig(BaseModel):
     """``weights[dimension][scorer]`` (non-negative; normalised over the scorers that gave a value) and
-    ``thresholds[dimension]`` on 0-5. By default the judge alone decides, and a turn needs 3 on every dimension."""
+    ``thresholds[dimension]`` on 0-5. By default the judge alone decides, and a turn needs 3 on every dimension.
+
+    ``human``: what people's verdicts (``seir view``, ``seir verdicts import``) do to acceptance. ``off`` (default):
+    nothing; ``override``: a person's score replaces the combined one on its dimension, and their accept or reject of
+    a turn or dialogue is final; ``weight``: a person's score counts ``human_weight`` beside the combined one."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     weights: dict[str, dict[str, float]] = Field(default_factory=_judge_only)
     thresholds: dict[str, float] = Field(default_factory=_default_thresholds)
+    human: Literal["off", "override", "weight"] = "off"
+    human_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # Left out while unused, so every job written before verdicts existed keeps its keys.
+        dumped = handler(self)
+        if self.human == "off" and self.human_weight == 0.5:
+            dumped.pop("human", None)
+            dumped.pop("human_weight", None)
+        return dumped
 
     @model_validator(mode="after")
     def _check(self) -> ScoringConfig:

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from seir.operators.jsonlines import object_lines
 from seir.operators.scoring.judge import JudgeScorer
 from seir.operators.scoring.measures import pearson, spearman
 from seir.operators.scoring.rubrics import (
@@ -170,21 +171,12 @@ def _first_image(base: Path, paths: list[Any]) -> bytes | None:
 def read_jsonl(path: str | Path) -> EvalSet:
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise EvalDataError(f"{path}: cannot read: {err}") from None
     items: list[EvalItem] = []
     preferences: list[tuple[str, Preference]] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise EvalDataError(f"{where}: not valid JSON: {err.msg} (column {err.colno})") from None
-        if not isinstance(obj, dict):
-            raise EvalDataError(f"{where}: expected an object, got {type(obj).__name__}")
+    for where, obj in object_lines(path, text, EvalDataError):
         if "preference" in obj:
             pref = _get(obj, "preference", dict, where)
             dimension = _get(pref, "dimension", str, where, "preference.", required=False)

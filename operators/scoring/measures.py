@@ -181,3 +181,35 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Pearson correlation of average ranks, so ties are handled as scipy.stats.spearmanr does."""
     return pearson(average_ranks(x), average_ranks(y))
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Kendall's tau-b (ties on either side corrected for, as scipy.stats.kendalltau's default); None when undefined.
+    Pairs are counted row by row, so memory stays linear in the number of points."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    score = untied_x = untied_y = 0
+    for i in range(len(a) - 1):
+        da, db = np.sign(a[i + 1 :] - a[i]), np.sign(b[i + 1 :] - b[i])
+        score += int((da * db).sum())
+        untied_x += int(np.count_nonzero(da))
+        untied_y += int(np.count_nonzero(db))
+    return score / math.sqrt(untied_x * untied_y) if untied_x and untied_y else None
+
+
+def fisher_interval(r: float | None, n: int, variance: float, z: float = 1.959964) -> tuple[float, float] | None:
+    """A 95% interval for a rank correlation by Fisher's z, with the variance of its z for ``n`` points
+    (Fieller, Hartley and Pearson: 1.06 / (n - 3) for Spearman's rho, 0.437 / (n - 4) for Kendall's tau)."""
+    if r is None or variance <= 0 or not math.isfinite(variance):
+        return None
+    centre, half = math.atanh(max(-0.999999, min(0.999999, r))), z * math.sqrt(variance)
+    return math.tanh(centre - half), math.tanh(centre + half)
+
+
+def wilson_interval(successes: float, trials: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """A 95% Wilson score interval for a share of ``trials``."""
+    if trials <= 0:
+        return None
+    share = successes / trials
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from seir.engine.cli import main
 from seir.engine.export import ExportError, ExportOptions, export, parse_splits
 from seir.engine.export import ExportError as RowsError
 from seir.engine.export import formats as export_formats
@@ -416,7 +417,6 @@ def test_trl_dpo_trainer_runs_on_text_pairs_with_the_tiny_causal_lm(refined: Fin
 
 def test_the_command_line_exports_and_refuses_with_one_line(refined: FinishedRun, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from seir.engine.cli import main
 
     to = tmp_path / "dpo"
     assert main(["export", "--out", str(refined.out), "--format", "trl-dpo", "--to", str(to), "--split",
@@ -425,3 +425,26 @@ def test_the_command_line_exports_and_refuses_with_one_line(refined: FinishedRun
     assert "exported v0001 as trl-dpo" in capsys.readouterr().err
     assert main(["export", "--out", str(refined.out), "--format", "hf", "--to", str(to)]) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
+
+
+def test_human_preferences_export_as_pairs_beside_seirs(refined: FinishedRun, tmp_path: Path) -> None:
+    """A person's preference (here the first round's answer over the draft refinement kept, against the judge) is a
+    pair of `--pairs human`, with the writer's first request as its prompt; `--pairs all` holds it beside seir's."""
+    out = Path(shutil.copytree(refined.out, tmp_path / "out"))
+    dialogue_id, turn, kept, first = refined.sql("""
+        SELECT d.dialogue_id, k.turn_index, k.draft_key, e.draft_key FROM drafts k JOIN drafts e
+        USING (dialogue_key, turn_index, stage) JOIN dialogues d USING (dialogue_key)
+        JOIN version_dialogues vd ON vd.dialogue_key = k.dialogue_key AND vd.accepted
+        WHERE k.stage = 'answer' AND k.best AND k.round > 0 AND e.round = 0 AND e.ok
+        ORDER BY d.dialogue_id, k.turn_index LIMIT 1""")[0]
+    verdicts = tmp_path / "prefer.jsonl"
+    verdicts.write_text(json.dumps({"dialogue_id": dialogue_id, "turn": turn + 1, "prefer": first, "other": kept}))
+    assert main(["verdicts", "import", "--out", str(out), str(verdicts)]) == 0
+    moved = FinishedRun(out, refined.summary, refined.log, refined.job)
+    human = exported_pairs(run_export(moved, tmp_path / "human", "trl-dpo", pairs="human"))
+    assert [(p["chosen_draft_key"], p["rejected_draft_key"], p["kind"]) for p in human] == [(first, kept, "human")]
+    assert_pair_prompts_are_the_writers_requests(moved, tmp_path / "human")
+    every = exported_pairs(run_export(moved, tmp_path / "all", "trl-dpo", pairs="all"))
+    both = exported_pairs(run_export(moved, tmp_path / "both", "trl-dpo"))
+    assert sorted(p["chosen_draft_key"] + p["rejected_draft_key"] for p in every) == sorted(
+        [first + kept] + [p["chosen_draft_key"] + p["rejected_draft_key"] for p in both])

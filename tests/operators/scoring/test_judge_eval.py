@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -25,7 +26,14 @@ from seir.operators.scoring.judge_eval import (
     read_intermt,
     read_jsonl,
 )
-from seir.operators.scoring.measures import average_ranks, pearson, spearman
+from seir.operators.scoring.measures import (
+    average_ranks,
+    fisher_interval,
+    kendall_tau_b,
+    pearson,
+    spearman,
+    wilson_interval,
+)
 from seir.operators.scoring.rubrics import DIMENSIONS, INTERMT_DIALOGUE, INTERMT_TURN, DialogueView, TurnView
 from tests.conftest import shared_file
 
@@ -252,3 +260,17 @@ def test_evaluate_accepts_a_plain_list_and_a_custom_rubric() -> None:
     assert not report.dimensions[1].evaluable
     with pytest.raises(ValueError, match="unknown rubric 'vibes'; known: synjudge"):
         evaluate(items, JudgeScorer(oracle.chat, oracle.score), rubric="vibes")
+
+
+def test_kendall_tau_b_and_intervals_match_scipy() -> None:
+    """Tau-b with ties on both sides, as scipy computes it; the intervals hold the estimate and narrow with n."""
+    rng = np.random.default_rng(3)
+    human = rng.integers(0, 6, 200).astype(float)  # 0-5 scores: many ties
+    model = np.round(human + rng.normal(0, 1.5, 200), 1)
+    assert kendall_tau_b(human, model) == pytest.approx(stats.kendalltau(human, model).statistic, abs=1e-12)
+    assert kendall_tau_b([1, 1, 1], [1, 2, 3]) is None
+    low, high = fisher_interval(0.5, 50, 1.06 / 47)
+    assert low < 0.5 < high and high - low > fisher_interval(0.5, 500, 1.06 / 497)[1] - 0.5
+    wide, narrow = wilson_interval(7, 10), wilson_interval(700, 1000)
+    assert wide[0] < 0.7 < wide[1] and narrow[1] - narrow[0] < wide[1] - wide[0]
+    assert wilson_interval(0, 0) is None
