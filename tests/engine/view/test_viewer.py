@@ -243,3 +243,24 @@ def test_agreement_equals_scipy_on_the_same_pairs(output: Path, tmp_path: Path) 
         low, high = mine.pair_accuracy_ci
         assert low <= mine.pair_accuracy <= high
     assert "The judge against people" in report and "<td>image_quality</td><td>judge</td>" in report
+
+
+def test_two_viewers_at_once_lose_no_verdict(output: Path) -> None:
+    """Two viewers on one output, verdicts given on both at the same time: every one is stored, once."""
+    keys = [k for (k,) in run_sql(output, "SELECT dialogue_key FROM dialogues WHERE failure = ''")[1]]
+    with served(output) as (first, first_url), served(output) as (second, second_url):
+        def give(url: str, viewer: Viewer, offset: int) -> None:
+            for i in range(8):
+                verdict = {"dialogue_key": keys[(i + offset) % len(keys)], "turn": 1, "dimension": "image_quality",
+                           "score": (i + offset) % 6, "note": f"{offset}-{i}"}
+                assert ask(f"{url}/verdict", verdict, {"X-Seir-CSRF": viewer.csrf})[0] == 200
+
+        threads = [threading.Thread(target=give, args=(url, viewer, offset)) for url, viewer, offset in
+                   ((first_url, first, 0), (second_url, second, 3))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    notes = sorted(n for (n,) in run_sql(output, "SELECT note FROM human_verdicts")[1])
+    assert notes == sorted(f"{offset}-{i}" for offset in (0, 3) for i in range(8))
+    assert not list((output / "verdicts" / "inbox").glob("*.json"))
