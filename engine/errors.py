@@ -37,6 +37,17 @@ def is_disk_full(err: BaseException | None) -> bool:
     return False
 
 
+def is_out_of_memory(err: BaseException | None) -> bool:
+    """Whether ``err`` (or one it was raised from) is DuckDB running out of its memory cap."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err).__name__ == "OutOfMemoryException" or str(err).startswith("Out of Memory Error"):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def free_space(folder: Path) -> str:
     """The free space of the filesystem holding ``folder`` (or its nearest existing parent), for a message."""
     folder = Path(folder).absolute()

@@ -20,6 +20,7 @@ R = TypeVar("R")
 PLAIN_EVERY_S = 10.0  # a line at least this often where no bar can be drawn
 BAR_EVERY_S = 0.5
 _printing = threading.Lock()
+STEP_ATTRIBUTE = "seir_step"  # on an exception: the label of the innermost Meter it left
 _bars: dict[int, Meter] = {}  # the bar drawn on each stream, by id(stream)
 
 
@@ -79,6 +80,8 @@ class Meter:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if isinstance(exc[1], BaseException) and not hasattr(exc[1], STEP_ATTRIBUTE):
+            setattr(exc[1], STEP_ATTRIBUTE, self.label)  # the innermost step an error left, for its message
         self._stop.set()
         if self._timer is not None:
             self._timer.join()
@@ -148,3 +151,8 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def failed_step(err: BaseException) -> str | None:
+    """The long step (a Meter's label) ``err`` was raised in, if it left one."""
+    return getattr(err, STEP_ATTRIBUTE, None)

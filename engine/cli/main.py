@@ -389,13 +389,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _user_message(err: Exception, args: argparse.Namespace) -> str | None:
-    """The one line an error a user can act on gets (None: a bug, shown with its traceback). A full disk or a
-    damaged store can surface anywhere as a library's own error, so those are recognised here too."""
-    from seir.engine.errors import disk_full, is_disk_full
-    from seir.engine.store import damaged, is_damage
+    """The one line an error a user can act on gets (None: a bug, shown with its traceback). A full disk, a damaged
+    store or DuckDB out of its memory cap can surface anywhere as a library's own error, so those are recognised here
+    too."""
+    from seir.engine.errors import disk_full, is_disk_full, is_out_of_memory
+    from seir.engine.progress import failed_step
+    from seir.engine.store import damaged, is_damage, memory_cap
 
     if isinstance(err, _USER_ERRORS):
         return str(err)
+    if is_out_of_memory(err):
+        step = failed_step(err)
+        return (f"DuckDB ran out of its {memory_cap()} of working memory{f' in {step!r}' if step else ''}: raise "
+                "$SEIR_DUCKDB_MEMORY (e.g. SEIR_DUCKDB_MEMORY=2GB) and run the same command again")
     folder = getattr(args, "to", None) or getattr(args, "out", None) or Path.cwd()
     if is_disk_full(err):
         return str(disk_full(folder, "its files"))

@@ -207,9 +207,9 @@ def _drop_near_duplicates(con: duckdb.DuckDBPyConnection, threshold: float | Non
             _insert(con, "seed_shingles", pa.table({"n": np.repeat(ns, np.diff(shingles.offsets)),
                                                     "h": shingles.values}))
             meter.advance(page.num_rows)
-    for step in _SIMILAR_SEEDS[:-1]:
-        con.execute(step, {"t": threshold} if "$t" in step else None)
-    links = con.execute(_SIMILAR_SEEDS[-1], {"t": threshold}).fetchnumpy()
+        for step in _SIMILAR_SEEDS[:-1]:  # inside the meter: its timer shows the join goes on
+            con.execute(step, {"t": threshold} if "$t" in step else None)
+        links = con.execute(_SIMILAR_SEEDS[-1], {"t": threshold}).fetchnumpy()
     a, b = links["a"].astype(np.int64), links["b"].astype(np.int64)
     keep = strongest_links(a, b, links["exact"].astype(np.int64))  # an exact match wins over a near one
     a, b, similarity, exact = a[keep], b[keep], links["similarity"][keep], links["exact"][keep]

@@ -8,7 +8,7 @@ all build on it.
 """
 
 from seir.engine.store.acceptance import Decision, decide
-from seir.engine.store.base import StoreError, limit_memory, now, pages
+from seir.engine.store.base import StoreError, limit_memory, memory_cap, now, pages
 from seir.engine.store.call_cache import SharedCallCache
 from seir.engine.store.connect import STORAGE_VERSION
 from seir.engine.store.decisions import KeptTurn
@@ -56,6 +56,7 @@ __all__ = [
     "keep_score_sql",
     "keep_snapshots",
     "limit_memory",
+    "memory_cap",
     "now",
     "open_read_only",
     "output_stages",

@@ -151,11 +151,16 @@ DUCKDB_MEMORY = "256MB"
 _paged = itertools.count()
 
 
+def memory_cap() -> str:
+    """DuckDB's working memory in this process: $SEIR_DUCKDB_MEMORY, else ``DUCKDB_MEMORY``."""
+    return os.environ.get("SEIR_DUCKDB_MEMORY", DUCKDB_MEMORY)
+
+
 def cap_memory(con: duckdb.DuckDBPyConnection) -> None:
     """Cap ``con``'s working memory, its cache of blocks read included (a reader that reads a whole store would
     otherwise keep up to 80% of the machine's memory of it), and keep DuckDB's own progress bar off the terminal
     (a query past 2 s prints one; seir's meters say how far long steps are)."""
-    con.execute(f"SET memory_limit = '{os.environ.get('SEIR_DUCKDB_MEMORY', DUCKDB_MEMORY)}'")
+    con.execute(f"SET memory_limit = '{memory_cap()}'")
     con.execute("SET enable_progress_bar = false")
 
 

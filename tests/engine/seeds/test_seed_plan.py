@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,19 @@ def test_planning_memory_stays_flat_from_2k_to_40k_seeds(tiny_models: dict[str, 
         planned.append(done.stderr)
     assert "reuse 0 committed dialogues" in planned[1]
     assert peaks[1] - peaks[0] < 64 + 40, peaks  # at most DuckDB's capped working memory, and some slack
+
+
+def test_duckdb_out_of_memory_is_one_line_naming_the_step_and_the_setting(tiny_models: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """A memory cap too small for the seed file: one line that names the step and $SEIR_DUCKDB_MEMORY, no
+    traceback, exit status 2."""
+    job = write_job(tmp_path, job_dict("cramped", topics=[], seeds={"topics": [], "templates": []}),
+                    templated_lines(20000, seed=3))
+    done = subprocess.run([sys.executable, "-m", "seir.engine.cli", "refresh", str(job), "--out", str(tmp_path / "out"),
+                           "--dry-run"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SEIR_DUCKDB_MEMORY": "4MB"})
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"seir: error: DuckDB ran out of its 4MB of working memory in '[a-z -]+': raise "
+                        r"\$SEIR_DUCKDB_MEMORY \(e\.g\. SEIR_DUCKDB_MEMORY=2GB\) and run the same command again", last)
+    assert "Traceback" not in done.stderr
