@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,28 +24,27 @@ _NO_ROOM_TEXT = ("no space left on device", "disk quota exceeded", "database or 
                  "set by the 'max_temp_directory_size' setting")
 
 
-def is_disk_full(err: BaseException | None) -> bool:
-    """Whether ``err`` or an exception it was raised from (or during) is a full disk."""
+def _in_chain(err: BaseException | None, found: Callable[[BaseException], bool]) -> bool:
+    """Whether ``err`` or an exception it was raised from (or during) is ``found``."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in _NO_ROOM_ERRNOS:
-            return True
-        if any(text in str(err).lower() for text in _NO_ROOM_TEXT):
+        if found(err):
             return True
         err = err.__cause__ or err.__context__
     return False
+
+
+def is_disk_full(err: BaseException | None) -> bool:
+    """Whether ``err`` or an exception it was raised from (or during) is a full disk."""
+    return _in_chain(err, lambda e: (isinstance(e, OSError) and e.errno in _NO_ROOM_ERRNOS)
+                     or any(text in str(e).lower() for text in _NO_ROOM_TEXT))
 
 
 def is_out_of_memory(err: BaseException | None) -> bool:
     """Whether ``err`` (or one it was raised from) is DuckDB running out of its memory cap."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if type(err).__name__ == "OutOfMemoryException" or str(err).startswith("Out of Memory Error"):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    return _in_chain(err, lambda e: type(e).__name__ == "OutOfMemoryException"
+                     or str(e).startswith("Out of Memory Error"))
 
 
 def free_space(folder: Path) -> str:

@@ -10,6 +10,7 @@ Wilson interval over its pairs, which is narrower than it should be since pairs 
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import duckdb
@@ -19,10 +20,8 @@ from seir.operators.scoring.measures import fisher_interval, kendall_tau_b, spea
 
 # (dimension, scorer, person's score, scorer's score) for every turn people scored.
 AGREEMENT_POINTS = """
-    WITH latest AS (
-        SELECT dialogue_key, turn_index, dimension, draft_key, annotator, arg_max(score, created_at) AS score
-        FROM human_verdicts WHERE score IS NOT NULL AND turn_index IS NOT NULL GROUP BY ALL),
-    people AS (SELECT dialogue_key, turn_index, dimension, draft_key, avg(score) AS human FROM latest GROUP BY ALL)
+    WITH people AS (SELECT dialogue_key, turn_index, dimension, draft_key, avg(score) AS human FROM human_scores
+                    GROUP BY ALL)
     SELECT p.dimension, s.scorer, p.human, arg_max(s.value, r.started_at) AS judged
     FROM people p
     JOIN drafts d ON d.dialogue_key = p.dialogue_key AND d.turn_index = p.turn_index
@@ -83,7 +82,8 @@ def agreement_table(rows: list[Agreement]) -> str:
         return f"<td>{value:.3f}{span}</td>"
 
     body = "".join(
-        f"<tr><td>{a.dimension}</td><td>{a.scorer}</td><td>{a.n}</td>{cell(a.spearman, a.spearman_ci)}"
+        f"<tr><td>{html.escape(a.dimension)}</td><td>{html.escape(a.scorer)}</td><td>{a.n}</td>"
+        f"{cell(a.spearman, a.spearman_ci)}"
         f"{cell(a.kendall, a.kendall_ci)}<td>{a.pairs}</td>{cell(a.pair_accuracy, a.pair_accuracy_ci)}</tr>"
         for a in rows)
     return ('<table class="agreement"><tr><th>dimension</th><th>scorer</th><th>turns</th><th>Spearman [95%]</th>'

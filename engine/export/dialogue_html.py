@@ -14,12 +14,11 @@ import html
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import duckdb
 
 from seir.engine.records import TURN_DIMENSIONS
-from seir.engine.store import output_stages, stage_order_sql
+from seir.engine.store import HumanVerdict, output_stages, stage_order_sql
 
 
 @dataclass
@@ -65,7 +64,8 @@ class DialogueRecord:
     thresholds: dict[str, float]
     turns: list[TurnRow]
     drafts: list[DraftRow]
-    verdicts: list[dict[str, Any]] = field(default_factory=list)  # people's, newest first
+    verdicts: list[HumanVerdict] = field(default_factory=list)  # people's, newest first
+    pending: list[HumanVerdict] = field(default_factory=list)  # saved in the inbox, not yet stored
 
     @property
     def mean_score(self) -> float:
@@ -132,10 +132,10 @@ def load_dialogue(con: duckdb.DuckDBPyConnection, dialogue_key: str, near: RowRa
             GROUP BY ALL ORDER BY ALL""", [dialogue_key]).fetchall():
         if draft_key in by_key:
             by_key[draft_key].scores.setdefault(scorer, {})[dimension] = value
-    verdicts = [dict(zip(("turn", "dimension", "score", "verdict", "prefer", "other", "note", "annotator",
-                          "created_at"), row, strict=True)) for row in con.execute("""
-        SELECT turn_index, dimension, score, verdict, prefer, other, note, annotator, created_at FROM human_verdicts
-        WHERE dialogue_key = ? ORDER BY created_at DESC""", [dialogue_key]).fetchall()]
+    found_verdicts = con.execute("SELECT * EXCLUDE (verdict_key) FROM human_verdicts WHERE dialogue_key = ? "
+                                 "ORDER BY created_at DESC", [dialogue_key])
+    names = [column[0] for column in found_verdicts.description]
+    verdicts = [HumanVerdict(**dict(zip(names, row, strict=True))) for row in found_verdicts.fetchall()]
     thresholds = json.loads(spec or "{}").get("scoring", {}).get("thresholds", {})
     return DialogueRecord(dialogue_key, dialogue_id, status, failure or reason or "", seed_id or "", seed_text or "",
                           run_id, thresholds, turns, drafts, verdicts)
@@ -144,7 +144,8 @@ def load_dialogue(con: duckdb.DuckDBPyConnection, dialogue_key: str, near: RowRa
 def dialogue_html(record: DialogueRecord, image_src: Callable[[str], str], live: bool = False) -> str:
     """The dialogue as an ``<article>``; ``live`` adds the viewer's links and verdict forms."""
     turns = "".join(_turn_html(record, turn, image_src, live) for turn in record.turns)
-    said = "".join(f"<li>{_verdict_text(v)}</li>" for v in record.verdicts)
+    said = "".join(f"<li>{_verdict_text(v, pending=True)}</li>" for v in record.pending) + "".join(
+        f"<li>{_verdict_text(v)}</li>" for v in record.verdicts)
     forms = _dialogue_form() if live else ""
     return (f'<article class="dialogue" data-key="{record.dialogue_key}" data-id="{html.escape(record.dialogue_id)}">'
             f"<h4>{html.escape(record.dialogue_id)} — <span class='status {record.status}'>{record.status}</span>"
@@ -216,19 +217,18 @@ def _draft_html(draft: DraftRow, image_src: Callable[[str], str], live: bool) ->
             + f"{image}<ul>{scores}</ul><p class='critique'>{html.escape(draft.critique)}</p>{links}</div>")
 
 
-def _verdict_text(verdict: dict[str, Any]) -> str:
-    target = "the dialogue" if verdict["turn"] is None else f"turn {verdict['turn'] + 1}"
+def _verdict_text(verdict: HumanVerdict, pending: bool = False) -> str:
+    target = "the dialogue" if verdict.turn_index is None else f"turn {verdict.turn_index + 1}"
     said = []
-    if verdict["score"] is not None:
-        said.append(f"{verdict['dimension']} {verdict['score']:g}")
-    if verdict["verdict"]:
-        said.append(f"{verdict['verdict']}ed")
-    if verdict["prefer"]:
-        said.append(f"preferred {verdict['prefer'][:12]}" + (f" over {verdict['other'][:12]}" if verdict["other"]
-                                                              else ""))
-    note = f" — {html.escape(verdict['note'])}" if verdict["note"] else ""
-    return (f"{html.escape(verdict['annotator'] or '?')} on {target}: {html.escape(', '.join(said))}{note} "
-            f"<small>{verdict['created_at'] or 'saved, not yet in provenance'}</small>")
+    if verdict.score is not None:
+        said.append(f"{verdict.dimension} {verdict.score:g}")
+    if verdict.verdict:
+        said.append(f"{verdict.verdict}ed")
+    if verdict.prefer:
+        said.append(f"preferred {verdict.prefer[:12]}" + (f" over {verdict.other[:12]}" if verdict.other else ""))
+    note = f" — {html.escape(verdict.note)}" if verdict.note else ""
+    return (f"{html.escape(verdict.annotator or '?')} on {target}: {html.escape(', '.join(said))}{note} "
+            f"<small>{'saved, not yet in provenance' if pending else verdict.created_at}</small>")
 
 
 def _turn_form(index: int) -> str:

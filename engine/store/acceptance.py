@@ -32,14 +32,16 @@ def decide(failure: str, turn_scores: Sequence[Mapping[str, float]], thresholds:
     """A dialogue is accepted when generation did not fail, every turn meets every turn-level threshold and the
     dialogue's own scores meet the dialogue-level ones (InterMT's five dimensions). People's verdicts count as
     ``scoring.human`` says (``ScoringConfig``): not at all, instead of the judge, or weighed beside it."""
-    mode = scoring.human if scoring is not None and human is not None else "off"
-    if mode != "off":
-        turn_scores = [_with_people(scores, (human or HumanSays()).scores.get(index, {}), mode, scoring)
+    counted = human if scoring is not None and scoring.human != "off" else None
+    final = counted if scoring is not None and scoring.human == "override" else None  # their accept or reject too
+    if counted is not None and scoring is not None:
+        weight = 1.0 if final is not None else scoring.human_weight  # override: theirs instead of the judge's
+        turn_scores = [_with_people(scores, counted.scores.get(index, {}), weight)
                        for index, scores in enumerate(turn_scores)]
     per_turn = {d: t for d, t in thresholds.items() if not DIMENSIONS[d].per_dialogue}
     whole = {d: t for d, t in thresholds.items() if DIMENSIONS[d].per_dialogue}
     verdicts = [passes(CombinedScores(scores=dict(scores)), per_turn) for scores in turn_scores]
-    said = human.turns if human is not None and mode == "override" else {}
+    said = final.turns if final is not None else {}
     verdicts = [(said[i] == "accept", [] if said[i] == "accept" else [_REJECTED]) if i in said else v
                 for i, v in enumerate(verdicts)]
     if failure:
@@ -54,8 +56,8 @@ def decide(failure: str, turn_scores: Sequence[Mapping[str, float]], thresholds:
     if not ok:
         reasons.append("dialogue: " + ", ".join(_shortfall(scores, dim, whole[dim]) for dim in failing))
     turns_accepted = tuple(ok for ok, _ in verdicts)
-    if mode == "override" and human is not None and human.dialogue is not None:
-        return Decision(human.dialogue == "accept", "" if human.dialogue == "accept" else f"dialogue: {_REJECTED}",
+    if final is not None and final.dialogue is not None:
+        return Decision(final.dialogue == "accept", "" if final.dialogue == "accept" else f"dialogue: {_REJECTED}",
                         turns_accepted)
     return Decision(not reasons, "; ".join(reasons), turns_accepted)
 
@@ -63,15 +65,13 @@ def decide(failure: str, turn_scores: Sequence[Mapping[str, float]], thresholds:
 _REJECTED = "rejected by a person"
 
 
-def _with_people(scores: Mapping[str, float], people: Mapping[str, float], mode: str,
-                 scoring: ScoringConfig | None) -> dict[str, float]:
-    """A turn's scores with people's: theirs instead (override), or weighed in at ``human_weight`` (weight; theirs
-    alone where the judge gave none)."""
-    weight = scoring.human_weight if scoring is not None else 0.0
+def _with_people(scores: Mapping[str, float], people: Mapping[str, float], weight: float) -> dict[str, float]:
+    """A turn's scores with people's weighed in at ``weight`` (1: theirs instead); theirs alone where the judge gave
+    none."""
     merged = dict(scores)
     for dimension, value in people.items():
         judged = scores.get(dimension)
-        merged[dimension] = value if mode == "override" or judged is None else (1 - weight) * judged + weight * value
+        merged[dimension] = value if judged is None else (1 - weight) * judged + weight * value
     return merged
 
 

@@ -71,12 +71,9 @@ def candidate_preferences_sql(comparisons: str = "comparisons") -> str:
 # over annotators of each one's latest score per dimension (a map turn -> map dimension -> score); the latest accept
 # or reject of each turn (a map turn -> verdict) and of the whole dialogue. ``acceptance.HumanSays`` reads it.
 HUMAN_SAYS = """
-    WITH latest AS (
-        SELECT dialogue_key, turn_index, dimension, annotator, arg_max(score, created_at) AS score
-        FROM human_verdicts WHERE score IS NOT NULL GROUP BY ALL),
-    scored AS (
+    WITH scored AS (
         SELECT dialogue_key, turn_index, map(list(dimension), list(score)) AS scores
-        FROM (SELECT dialogue_key, turn_index, dimension, avg(score) AS score FROM latest GROUP BY ALL)
+        FROM (SELECT dialogue_key, turn_index, dimension, avg(score) AS score FROM human_scores GROUP BY ALL)
         GROUP BY ALL),
     said AS (
         SELECT dialogue_key, turn_index, arg_max(verdict, created_at) AS verdict
@@ -298,6 +295,14 @@ CREATE OR REPLACE VIEW dataset_latest AS
     JOIN dialogues d USING (dialogue_key)
     JOIN seeds s USING (seed_key)
     WHERE vd.accepted AND vd.version = (SELECT max(version) FROM versions);
+
+-- The score each annotator gave last on each target (a turn's dimension, and the draft where one was named): the one
+-- in force. Acceptance (``HUMAN_SAYS``) and the judge's agreement with people average them over annotators.
+CREATE OR REPLACE VIEW human_scores AS
+    SELECT dialogue_key, dialogue_id, turn_index, dimension, draft_key, annotator,
+           arg_max(score, created_at) AS score, max(created_at) AS created_at
+    FROM human_verdicts WHERE score IS NOT NULL
+    GROUP BY dialogue_key, dialogue_id, turn_index, dimension, draft_key, annotator;
 
 CREATE OR REPLACE VIEW refinement_history AS
     SELECT d.dialogue_id, dr.dialogue_key, dr.turn_index, dr.stage, dr.round, dr.candidate, dr.round_best, dr.ok,

@@ -72,12 +72,15 @@ def _label_studio(path: Path, text: str, annotator: str, made: datetime) -> Iter
             raise VerdictError(f"{where}: field 'data': a task holds its dialogue_id and turn in data")
         target = {k: data[k] for k in ("dialogue_id", "turn", "stage", "draft_key") if k in data}
         for annotation in task.get("annotations") or []:
+            results = annotation.get("result") if isinstance(annotation, dict) else None
+            if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+                raise VerdictError(f"{where}: field 'annotations': each annotation holds a list of results")
             if annotation.get("was_cancelled"):
                 continue
             who = str(annotation.get("completed_by") or annotator)
             found: dict[str, Any] = {"note": ""}
             scores = []
-            for result in annotation.get("result") or []:
+            for result in results:
                 name, value = result.get("from_name"), result.get("value") or {}
                 if "rating" in value:
                     scores.append((name, value["rating"]))

@@ -172,13 +172,16 @@ class VerdictInbox:
         _sync_folder(self.folder)
         return target
 
+    def waiting(self) -> list[Path]:
+        """The files of the verdicts waiting to be stored."""
+        return sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []
+
     def pending(self) -> list[HumanVerdict]:
-        found = sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []
-        return [HumanVerdict.from_json(path.read_text(encoding="utf-8")) for path in found]
+        return [HumanVerdict.from_json(path.read_text(encoding="utf-8")) for path in self.waiting()]
 
     def fold(self, store: Verdicts) -> int:
         """Store every waiting verdict, then take it out of the inbox; returns how many were stored."""
-        files = sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []
+        files = self.waiting()
         if not files:
             return 0
         stored = store.record_verdicts([HumanVerdict.from_json(path.read_text(encoding="utf-8")) for path in files])

@@ -85,6 +85,8 @@ class Viewer:
                 print(f"[seir] view: the list was not refreshed: {err}", file=sys.stderr, flush=True)
 
     def store_verdicts(self) -> int:
+        if not self.inbox.waiting():  # no writer's open (and lock) for nothing
+            return 0
         with ProvenanceStore(self.out_dir) as store:
             return self.inbox.fold(store)
 
@@ -111,7 +113,7 @@ class Viewer:
         by the background folder; waits a little to say whether it is in provenance yet."""
         turn = fields.get("turn")
         verdict = HumanVerdict(
-            dialogue_id="?", turn_index=None if turn in (None, "") else int(turn) - 1,
+            dialogue_id="", turn_index=None if turn in (None, "") else int(turn) - 1,
             dimension=fields.get("dimension"), score=None if fields.get("score") is None else float(fields["score"]),
             verdict=fields.get("verdict"), stage=fields.get("stage"), draft_key=fields.get("draft_key"),
             prefer=fields.get("prefer"), other=fields.get("other"), note=str(fields.get("note") or ""),
@@ -163,10 +165,7 @@ class Viewer:
             con.close()
         if record is None:
             return None
-        pending = [v for v in self.inbox.pending() if v.dialogue_key == key]
-        record.verdicts = [{"turn": v.turn_index, "dimension": v.dimension, "score": v.score, "verdict": v.verdict,
-                            "prefer": v.prefer, "other": v.other, "note": v.note, "annotator": v.annotator,
-                            "created_at": None} for v in pending] + record.verdicts
+        record.pending = [v for v in self.inbox.pending() if v.dialogue_key == key]
         body = (dialogue_html(record, self._image_url, live=True)
                 + "<p><button id='compare'>compare the two checked drafts</button> "
                 + f"<a href='/lineage/{key}'>lineage (keys, seed, runs, versions, calls)</a></p>")
@@ -442,7 +441,12 @@ def serve(out_dir: Path, host: str = "127.0.0.1", port: int = 8765, token: str |
     """Serve the viewer until interrupted, printing its address (with the token where one is needed)."""
     print(f"[seir] view: reading {out_dir}", file=sys.stderr, flush=True)
     viewer = Viewer(out_dir, annotator, token, needs_token=host not in LOCAL_HOSTS or token is not None)
-    server = make_server(viewer, host, port)
+    try:
+        server = make_server(viewer, host, port)
+    except OSError as err:
+        viewer.stop()
+        raise SeirError(f"cannot serve on {host}:{port} ({err.strerror}): pick another port with --port "
+                        "(0 picks a free one)") from None
     viewer.start_background()
     shown = f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{server.server_address[1]}/" + (f"?token={viewer.token}" if viewer.token else "")

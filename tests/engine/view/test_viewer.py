@@ -264,3 +264,17 @@ def test_two_viewers_at_once_lose_no_verdict(output: Path) -> None:
     notes = sorted(n for (n,) in run_sql(output, "SELECT note FROM human_verdicts")[1])
     assert notes == sorted(f"{offset}-{i}" for offset in (0, 3) for i in range(8))
     assert not list((output / "verdicts" / "inbox").glob("*.json"))
+
+
+def test_a_port_in_use_is_one_line(output: Path) -> None:
+    import socket
+
+    from seir.engine.errors import SeirError
+    from seir.engine.view import serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SeirError, match=rf"cannot serve on 127\.0\.0\.1:{port} .*pick another port with --port"):
+            serve(output, port=port)
